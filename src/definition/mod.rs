@@ -1,0 +1,7 @@
+//! Saga definitions: YAML in, validated [`Definition`] out.
+
+pub mod model;
+pub mod node;
+pub mod template;
+
+pub use model::*;
