@@ -1,0 +1,105 @@
+//! The saga engine: a pure, deterministic state machine.
+//!
+//! `apply(instance, definition, event, env)` returns the next instance and the effects
+//! (messages, timers, lifecycle events, history) the caller must carry out. It does no
+//! I/O and reads no clock or RNG: the same inputs always give the same outputs, which is
+//! what lets the runtime replay a transition after a crash and lets tests drive any
+//! interleaving of replies, timeouts and operator actions.
+
+mod compensate;
+pub mod effect;
+pub mod event;
+mod forward;
+pub mod instance;
+mod machine;
+mod operator;
+
+pub use effect::{Effect, HistoryEntry, HistoryKind, Lifecycle, LifecycleKind, Outgoing, Timer};
+pub use event::{Env, Event, Phase, Rejection, Reply};
+pub use instance::{
+    CompensationStatus, Failure, FailurePhase, Instance, SagaStatus, StepState, StepStatus,
+};
+pub use machine::command_id;
+
+use crate::definition::Definition;
+use machine::Machine;
+
+/// The result of applying one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub instance: Instance,
+    pub effects: Vec<Effect>,
+}
+
+impl Transition {
+    /// Whether the event changed the saga's state (an ignored duplicate does not).
+    pub fn changed(&self, before: &Instance) -> bool {
+        self.instance != *before
+    }
+}
+
+/// Applies `event` to `instance`, which must run on `def` (the same name and version).
+pub fn apply(
+    instance: &Instance,
+    def: &Definition,
+    event: Event,
+    env: Env,
+) -> Result<Transition, Rejection> {
+    let mut m = Machine::new(def, instance, env);
+    let step_index = |name: &str| {
+        def.steps
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| Rejection::UnknownStep(name.to_owned()))
+    };
+    match event {
+        Event::Start => {
+            let started = instance.stage > 0
+                || instance.steps.iter().any(|s| s.status != StepStatus::Pending);
+            if started {
+                return Err(Rejection::AlreadyStarted);
+            }
+            m.start();
+        }
+        Event::Reply(reply) => {
+            let idx = step_index(&reply.step)?;
+            match reply.phase {
+                Phase::Command => m.on_command_reply(idx, reply),
+                Phase::Compensation => m.on_compensation_reply(idx, reply),
+            }
+        }
+        Event::StepTimeout {
+            step,
+            phase,
+            attempt,
+        } => {
+            let idx = step_index(&step)?;
+            match phase {
+                Phase::Command => m.on_command_timeout(idx, attempt),
+                Phase::Compensation => m.on_compensation_timeout(idx, attempt),
+            }
+        }
+        Event::RetryDue {
+            step,
+            phase,
+            attempt,
+        } => {
+            let idx = step_index(&step)?;
+            match phase {
+                Phase::Command => m.on_command_retry_due(idx, attempt),
+                Phase::Compensation => m.on_compensation_retry_due(idx, attempt),
+            }
+        }
+        Event::Deadline => m.on_deadline(),
+        Event::Abort { reason, actor } => m.on_abort(reason, actor)?,
+        Event::Retry { actor } => m.on_retry(actor)?,
+    }
+    let mut next = m.inst;
+    if next != *instance {
+        next.updated_at = env.now;
+    }
+    Ok(Transition {
+        instance: next,
+        effects: m.effects,
+    })
+}
