@@ -103,3 +103,6 @@ pub fn apply(
         effects: m.effects,
     })
 }
+
+#[cfg(test)]
+mod tests;

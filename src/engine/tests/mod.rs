@@ -1,0 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
+mod fixtures;
+mod model;
+mod rules;

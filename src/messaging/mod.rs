@@ -1,0 +1,3 @@
+//! Kafka: the CloudEvents envelope, the reply/trigger consumer, the outbox relay.
+
+pub mod envelope;

@@ -1,0 +1,99 @@
+//! PostgreSQL persistence: sagas, their history, outbox, inbox, timers and definition
+//! snapshots. Every function that changes a saga takes the caller's transaction, so a
+//! transition's state, history, messages and timers commit together or not at all.
+
+mod batch;
+mod queries;
+
+pub use batch::WriteBatch;
+pub use queries::*;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool, Postgres, Transaction};
+
+pub type Tx<'c> = Transaction<'c, Postgres>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored state of saga {id} cannot be read")]
+    CorruptState {
+        id: uuid::Uuid,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid database URL")]
+    Url(#[source] sqlx::Error),
+}
+
+/// Embedded so the binary migrates itself (`sagaflow migrate`, or at `serve` start).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(StoreError::Url)?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn begin(&self) -> Result<Tx<'static>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.pool.execute("SELECT 1").await?;
+        Ok(())
+    }
+}
+
+/// Creates the database named in `url` if it does not exist (used by `sagaflow dev`
+/// and tests), connecting to the server's `postgres` database to do so.
+pub async fn ensure_database(url: &str) -> Result<(), StoreError> {
+    let options = PgConnectOptions::from_str(url).map_err(StoreError::Url)?;
+    let Some(name) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let admin = options.clone().database("postgres");
+    let mut conn = admin.connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        // Two processes may race to create it; the loser's error is harmless.
+        if let Err(e) = conn.execute(sql.as_str()).await {
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04");
+            if !duplicate {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! Reads and single-row writes.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sqlx::{PgPool, Row};
+use uuid::Uuid;
+
+use super::{StoreError, Tx};
+use crate::definition::Definition;
+use crate::engine::Instance;
+
+pub async fn save_snapshot(pool: &PgPool, def: &Definition) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO definition_snapshots (name, version, source, file) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (name, version) DO NOTHING",
+    )
+    .bind(&def.name)
+    .bind(&def.version)
+    .bind(&def.source)
+    .bind(&def.file)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The YAML source and file name of one stored definition version.
+pub async fn load_snapshot(
+    pool: &PgPool,
+    name: &str,
+    version: &str,
+) -> Result<Option<(String, String)>, StoreError> {
+    let row = sqlx::query("SELECT source, file FROM definition_snapshots WHERE name = $1 AND version = $2")
+        .bind(name)
+        .bind(version)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| (r.get("source"), r.get("file"))))
+}
+
+/// Definition versions that sagas which are not finished still run on.
+pub async fn versions_in_use(pool: &PgPool) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT definition, version FROM sagas WHERE status NOT IN ('completed', 'compensated')",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    New,
+    /// A saga with this business key already exists.
+    Existing { id: Uuid, input_hash: String },
+}
+
+pub async fn insert_saga(
+    tx: &mut Tx<'_>,
+    inst: &Instance,
+    input_hash: &str,
+    trace_context: Option<&str>,
+) -> Result<Inserted, StoreError> {
+    let state = serde_json::to_value(inst).unwrap_or(Json::Null);
+    let row = sqlx::query(
+        "INSERT INTO sagas (id, definition, version, status, business_key, input_hash, state, trace_context, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+         ON CONFLICT (definition, business_key) WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
+    )
+    .bind(inst.id)
+    .bind(&inst.definition)
+    .bind(&inst.version)
+    .bind(inst.status.as_str())
+    .bind(&inst.key)
+    .bind(input_hash)
+    .bind(state)
+    .bind(trace_context)
+    .bind(inst.created_at)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if row.is_some() {
+        return Ok(Inserted::New);
+    }
+    let existing = sqlx::query("SELECT id, input_hash FROM sagas WHERE definition = $1 AND business_key = $2")
+        .bind(&inst.definition)
+        .bind(&inst.key)
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(Inserted::Existing {
+        id: existing.get("id"),
+        input_hash: existing.get("input_hash"),
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct LockedSaga {
+    pub instance: Instance,
+    pub revision: i64,
+    pub trace_context: Option<String>,
+}
+
+/// Locks the given sagas (in id order, so concurrent batches cannot deadlock) and
+/// returns their state. With `skip_locked`, sagas another transaction holds are left out.
+pub async fn lock_sagas(
+    tx: &mut Tx<'_>,
+    ids: &[Uuid],
+    skip_locked: bool,
+) -> Result<Vec<LockedSaga>, StoreError> {
+    let sql = if skip_locked {
+        "SELECT id, state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"
+    } else {
+        "SELECT id, state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    };
+    let rows = sqlx::query(sql).bind(ids).fetch_all(&mut **tx).await?;
+    rows.into_iter()
+        .map(|r| {
+            let id: Uuid = r.get("id");
+            let state: Json = r.get("state");
+            let instance = serde_json::from_value(state).map_err(|source| StoreError::CorruptState { id, source })?;
+            Ok(LockedSaga {
+                instance,
+                revision: r.get("revision"),
+                trace_context: r.get("trace_context"),
+            })
+        })
+        .collect()
+}
+
+/// Records message ids as processed; returns those seen for the first time.
+pub async fn claim_inbox(
+    tx: &mut Tx<'_>,
+    ids: &[String],
+    sagas: &[Option<Uuid>],
+) -> Result<HashSet<String>, StoreError> {
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = sqlx::query(
+        "INSERT INTO inbox (message_id, saga_id) SELECT * FROM UNNEST($1::text[], $2::uuid[]) \
+         ON CONFLICT (message_id) DO NOTHING RETURNING message_id",
+    )
+    .bind(ids)
+    .bind(sagas)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Timers that are due, oldest first. Not locked: the saga row lock taken when the
+/// timer is applied is what serialises replicas (see `runtime::timers`).
+pub async fn due_timers(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<(Uuid, String)>, StoreError> {
+    let rows = sqlx::query("SELECT saga_id, timer FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Deletes timers that are about to fire; returns the ones that still existed.
+pub async fn take_timers(
+    tx: &mut Tx<'_>,
+    sagas: &[Uuid],
+    timers: &[String],
+) -> Result<HashSet<(Uuid, String)>, StoreError> {
+    let rows = sqlx::query(
+        "DELETE FROM timers t USING UNNEST($1::uuid[], $2::text[]) AS c(saga_id, timer) \
+         WHERE t.saga_id = c.saga_id AND t.timer = c.timer RETURNING t.saga_id, t.timer",
+    )
+    .bind(sagas)
+    .bind(timers)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+pub async fn next_timer_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
+    Ok(sqlx::query_scalar("SELECT min(due_at) FROM timers")
+        .fetch_one(pool)
+        .await?)
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub saga_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+pub async fn outbox_batch(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    let rows = sqlx::query("SELECT id, saga_id, topic, key, headers, payload FROM outbox ORDER BY id LIMIT $1")
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let headers: Json = r.get("headers");
+            let headers = headers
+                .as_array()
+                .map(|pairs| {
+                    pairs
+                        .iter()
+                        .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            OutboxRow {
+                id: r.get("id"),
+                saga_id: r.get("saga_id"),
+                topic: r.get("topic"),
+                key: r.get("key"),
+                headers,
+                payload: r.get("payload"),
+            }
+        })
+        .collect())
+}
+
+pub async fn outbox_delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(pool).await?;
+    Ok(())
+}
+
+pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?)
+}
+
+/// A saga as stored, for reading.
+#[derive(Debug, Clone)]
+pub struct SagaRow {
+    pub instance: Instance,
+    pub revision: i64,
+    pub trace_context: Option<String>,
+}
+
+pub async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, StoreError> {
+    let row = sqlx::query("SELECT state, revision, trace_context FROM sagas WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| {
+        let state: Json = r.get("state");
+        Ok(SagaRow {
+            instance: serde_json::from_value(state).map_err(|source| StoreError::CorruptState { id, source })?,
+            revision: r.get("revision"),
+            trace_context: r.get("trace_context"),
+        })
+    })
+    .transpose()
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HistoryRow {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub step: Option<String>,
+    pub phase: Option<String>,
+    pub attempt: Option<i32>,
+    pub command_id: Option<Uuid>,
+    pub detail: Json,
+}
+
+pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<HistoryRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT at, kind, step, phase, attempt, command_id, detail FROM saga_history WHERE saga_id = $1 ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| HistoryRow {
+            at: r.get("at"),
+            kind: r.get("kind"),
+            step: r.get("step"),
+            phase: r.get("phase"),
+            attempt: r.get("attempt"),
+            command_id: r.get("command_id"),
+            detail: r.get("detail"),
+        })
+        .collect())
+}
+
+/// Count of sagas by status (for tests, readiness and metrics).
+pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query("SELECT status, count(*) FROM sagas GROUP BY status ORDER BY status")
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}

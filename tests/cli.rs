@@ -1,0 +1,107 @@
+//! The `sagaflow` binary as a user runs it.
+
+use std::process::{Command, Output};
+
+fn sagaflow(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const ORDER_INPUT: &str = r#"{"order_id":"o-1","customer_id":"c-1","amount":42.5,"currency":"EUR","items":[{"sku":"A","qty":1}]}"#;
+
+#[test]
+fn validate_accepts_the_example_sagas() {
+    let o = sagaflow(&["validate", "sagas"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("order-fulfilment"));
+}
+
+#[test]
+fn validate_rejects_invalid_files_with_every_error_and_exit_1() {
+    let o = sagaflow(&["validate", "tests/fixtures/invalid"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("tests/fixtures/invalid/"), "{err}");
+    assert!(err.contains(": error: "), "{err}");
+}
+
+#[test]
+fn validate_json_output_is_machine_readable() {
+    let o = sagaflow(&["validate", "--format", "json", "tests/fixtures/invalid"]);
+    assert_eq!(o.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(report["valid"], false);
+    let first = &report["errors"][0];
+    assert!(first["line"].as_u64().is_some() && first["column"].as_u64().is_some(), "{first}");
+    assert!(first["message"].is_string() && first["file"].is_string());
+}
+
+#[test]
+fn simulate_failing_third_step_compensates_the_first_two_in_reverse() {
+    let o = sagaflow(&[
+        "simulate",
+        "sagas/order-fulfilment.yaml",
+        "--input",
+        ORDER_INPUT,
+        "--fail",
+        "capture_payment",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let sends: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(" send "))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or_default())
+        .collect();
+    let comps: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("send compensation"))
+        .map(|l| l.split_whitespace().nth(3).unwrap_or_default())
+        .collect();
+    assert_eq!(comps, ["authorize_payment#1", "reserve_stock#1"], "{out}");
+    assert!(!sends.iter().any(|s| s.starts_with("ship_order")), "{out}");
+    assert!(out.contains("status: compensated"), "{out}");
+}
+
+#[test]
+fn simulate_happy_path_completes_with_output() {
+    let o = sagaflow(&[
+        "simulate",
+        "sagas/order-fulfilment.yaml",
+        "--input",
+        ORDER_INPUT,
+        "--reply",
+        r#"ship_order={"tracking_number":"TRK-1"}"#,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("status: completed"), "{out}");
+    assert!(out.contains("TRK-1"), "{out}");
+}
+
+#[test]
+fn simulate_rejects_input_that_breaks_the_schema() {
+    let o = sagaflow(&["simulate", "sagas/order-fulfilment.yaml", "--input", r#"{"amount":-1}"#]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("schema"), "{}", stderr(&o));
+}
+
+#[test]
+fn graph_prints_a_mermaid_flowchart() {
+    let o = sagaflow(&["graph", "order-fulfilment"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("flowchart"), "{out}");
+    assert!(out.contains("capture_payment"), "{out}");
+}
