@@ -74,41 +74,44 @@ pub fn encode_command(
     }
 }
 
+/// Who and what a lifecycle event is about.
+#[derive(Debug, Clone)]
+pub struct LifecycleContext<'a> {
+    pub saga_id: Uuid,
+    pub definition: &'a str,
+    pub status: &'a str,
+    pub event_id: Uuid,
+    pub topic: &'a str,
+    pub source: &'a str,
+    pub now: DateTime<Utc>,
+}
+
 /// A lifecycle event (`sagaflow.saga.started`, …) for other services to react to.
-pub fn encode_lifecycle(
-    event: &Lifecycle,
-    saga_id: Uuid,
-    definition: &str,
-    status: &str,
-    event_id: Uuid,
-    topic: &str,
-    source: &str,
-    now: DateTime<Utc>,
-) -> Record {
+pub fn encode_lifecycle(event: &Lifecycle, cx: &LifecycleContext<'_>) -> Record {
     let kind = serde_json::to_value(event.kind)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
     let headers = vec![
         (ce("specversion"), SPEC_VERSION.to_owned()),
-        (ce("id"), event_id.to_string()),
-        (ce("source"), source.to_owned()),
+        (ce("id"), cx.event_id.to_string()),
+        (ce("source"), cx.source.to_owned()),
         (ce("type"), format!("sagaflow.saga.{kind}")),
-        (ce("time"), time(now)),
+        (ce("time"), time(cx.now)),
         ("content-type".to_owned(), CONTENT_TYPE_JSON.to_owned()),
-        (ce(EXT_SAGA_ID), saga_id.to_string()),
-        (ce(EXT_DEFINITION), definition.to_owned()),
+        (ce(EXT_SAGA_ID), cx.saga_id.to_string()),
+        (ce(EXT_DEFINITION), cx.definition.to_owned()),
     ];
     let data = json!({
-        "saga_id": saga_id,
-        "definition": definition,
-        "status": status,
+        "saga_id": cx.saga_id,
+        "definition": cx.definition,
+        "status": cx.status,
         "step": event.step,
         "detail": event.detail,
     });
     Record {
-        topic: topic.to_owned(),
-        key: saga_id.to_string(),
+        topic: cx.topic.to_owned(),
+        key: cx.saga_id.to_string(),
         headers,
         payload: serde_json::to_vec(&data).unwrap_or_default(),
     }

@@ -1,0 +1,297 @@
+//! Settings: built-in defaults, then an optional YAML file, then `SAGAFLOW_*`
+//! environment variables (`__` separates levels: `SAGAFLOW_DATABASE__URL`).
+//! Every setting is documented in README.md ("Configuration").
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    pub http: HttpSettings,
+    pub runtime: RuntimeSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    /// Consumer group shared by every replica.
+    pub group_id: String,
+    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, fetch.wait.max.ms, …).
+    pub properties: BTreeMap<String, String>,
+    pub dead_letter_topic: String,
+    /// Where lifecycle events go; empty disables them.
+    pub lifecycle_topic: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    pub sagas_dir: PathBuf,
+    /// CloudEvents `source` of emitted messages.
+    pub source: String,
+    /// Most replies applied in one database transaction.
+    pub consumer_batch_size: usize,
+    /// How long the consumer waits to fill a batch once it has one message (ms).
+    pub consumer_batch_linger_ms: u64,
+    /// Most outbox rows published per round.
+    pub outbox_batch_size: i64,
+    /// Polling fallback when no LISTEN/NOTIFY wake-up arrives (ms).
+    pub outbox_poll_ms: u64,
+    /// Most timers fired per transaction.
+    pub timer_batch_size: i64,
+    /// Longest sleep of the timer loop (ms).
+    pub timer_poll_ms: u64,
+    /// Bound on the graceful drain after SIGTERM (s).
+    pub shutdown_timeout_s: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            database: DatabaseSettings::default(),
+            kafka: KafkaSettings::default(),
+            http: HttpSettings::default(),
+            runtime: RuntimeSettings::default(),
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        DatabaseSettings {
+            url: "postgres://postgres@127.0.0.1:5432/sagaflow".into(),
+            max_connections: 16,
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            group_id: "sagaflow".into(),
+            properties: BTreeMap::new(),
+            dead_letter_topic: "sagaflow.dead-letter".into(),
+            lifecycle_topic: "sagaflow.lifecycle".into(),
+        }
+    }
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            sagas_dir: PathBuf::from("sagas"),
+            source: "/sagaflow".into(),
+            consumer_batch_size: 500,
+            consumer_batch_linger_ms: 2,
+            outbox_batch_size: 1000,
+            outbox_poll_ms: 500,
+            timer_batch_size: 500,
+            timer_poll_ms: 250,
+            shutdown_timeout_s: 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid YAML")]
+    Yaml {
+        path: PathBuf,
+        #[source]
+        source: serde_saphyr::Error,
+    },
+    #[error("invalid settings: {0}")]
+    Invalid(#[source] serde_json::Error),
+    #[error("invalid settings: {0}")]
+    Rule(String),
+}
+
+impl Settings {
+    /// Defaults ← `file` ← environment (`vars`, normally `std::env::vars()`).
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut tree = serde_json::to_value(Settings::default()).map_err(ConfigError::Invalid)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let from_file: Json = serde_saphyr::from_str(&text).map_err(|source| ConfigError::Yaml {
+                path: path.to_owned(),
+                source,
+            })?;
+            merge(&mut tree, from_file);
+        }
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("SAGAFLOW_") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            let path = match path.as_slice() {
+                // librdkafka names use dots, which environment variables cannot hold.
+                [kafka, props, key] if kafka == "kafka" && props == "properties" => {
+                    vec![kafka.clone(), props.clone(), key.replace('_', ".")]
+                }
+                _ => path,
+            };
+            set_path(&mut tree, &path, scalar(&value, &path));
+        }
+        let settings: Settings = serde_json::from_value(tree).map_err(ConfigError::Invalid)?;
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.database.max_connections < 2 {
+            return Err(ConfigError::Rule("database.max_connections must be at least 2".into()));
+        }
+        if self.runtime.consumer_batch_size == 0 || self.runtime.outbox_batch_size <= 0 || self.runtime.timer_batch_size <= 0 {
+            return Err(ConfigError::Rule("batch sizes must be positive".into()));
+        }
+        if self.kafka.group_id.is_empty() || self.kafka.bootstrap_servers.is_empty() {
+            return Err(ConfigError::Rule("kafka.group_id and kafka.bootstrap_servers must be set".into()));
+        }
+        Ok(())
+    }
+
+    /// Settings safe to log: credentials in the URL and secret properties masked.
+    pub fn redacted(&self) -> Settings {
+        let mut s = self.clone();
+        if let Some(at) = s.database.url.find('@')
+            && let Some(scheme_end) = s.database.url.find("://")
+            && let Some(colon) = s.database.url[scheme_end + 3..at].find(':')
+        {
+            let start = scheme_end + 3 + colon + 1;
+            s.database.url.replace_range(start..at, "****");
+        }
+        for (k, v) in s.kafka.properties.iter_mut() {
+            if k.contains("password") || k.contains("secret") || k.contains("key") {
+                *v = "****".into();
+            }
+        }
+        s
+    }
+}
+
+/// Environment values are text; numbers and booleans are read as such where the
+/// setting is not a string-valued map.
+fn scalar(value: &str, path: &[String]) -> Json {
+    if path.get(1).is_some_and(|p| p == "properties") {
+        return Json::String(value.to_owned());
+    }
+    if let Ok(n) = value.parse::<u64>() {
+        return Json::from(n);
+    }
+    match value {
+        "true" => Json::Bool(true),
+        "false" => Json::Bool(false),
+        _ => Json::String(value.to_owned()),
+    }
+}
+
+fn set_path(tree: &mut Json, path: &[String], value: Json) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = tree;
+    for p in parents {
+        if !node.get(p).is_some_and(Json::is_object) {
+            if let Json::Object(map) = node {
+                map.insert(p.clone(), Json::Object(Map::new()));
+            } else {
+                return;
+            }
+        }
+        let Some(next) = node.get_mut(p) else { return };
+        node = next;
+    }
+    if let Json::Object(map) = node {
+        map.insert(last.clone(), value);
+    }
+}
+
+fn merge(base: &mut Json, over: Json) {
+    match (base, over) {
+        (Json::Object(b), Json::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn environment_overrides_defaults_with_types() {
+        let s = Settings::load(
+            None,
+            vars(&[
+                ("SAGAFLOW_DATABASE__URL", "postgres://u:pw@db/x"),
+                ("SAGAFLOW_DATABASE__MAX_CONNECTIONS", "4"),
+                ("SAGAFLOW_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS", "5"),
+                ("UNRELATED", "1"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.database.url, "postgres://u:pw@db/x");
+        assert_eq!(s.database.max_connections, 4);
+        assert_eq!(s.kafka.properties.get("fetch.wait.max.ms").map(String::as_str), Some("5"));
+        assert_eq!(s.redacted().database.url, "postgres://u:****@db/x");
+    }
+
+    #[test]
+    fn unknown_settings_are_errors() {
+        assert!(Settings::load(None, vars(&[("SAGAFLOW_DATABASE__URLL", "x")])).is_err());
+        assert!(Settings::load(None, vars(&[("SAGAFLOW_DATABASE__MAX_CONNECTIONS", "1")])).is_err());
+    }
+}

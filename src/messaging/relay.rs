@@ -1,0 +1,139 @@
+//! The outbox relay: publishes rows written by committed transitions, in id order,
+//! then deletes them. One replica at a time holds the relay (a PostgreSQL advisory
+//! lock), which is what keeps each saga's messages in order across replicas.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::producer::FutureProducer;
+use sqlx::Connection;
+use sqlx::postgres::{PgConnection, PgListener};
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::Record;
+use super::kafka;
+use crate::store::{self, Store, StoreError};
+
+/// Arbitrary constant naming the relay's advisory lock.
+const RELAY_LOCK: i64 = 0x5a6a_f10e;
+
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    pub database_url: String,
+    pub batch_size: i64,
+    pub poll: Duration,
+    pub send_timeout: Duration,
+}
+
+/// Runs until cancelled. Errors are logged and retried with backoff: a lost database
+/// or broker delays messages but never loses them (rows stay until acknowledged).
+pub async fn run(
+    store: Store,
+    producer: FutureProducer,
+    settings: RelaySettings,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        match lead(&store, &producer, &settings, &healthy, &cancel).await {
+            Ok(()) => return,
+            Err(e) => {
+                healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn lead(
+    store: &Store,
+    producer: &FutureProducer,
+    settings: &RelaySettings,
+    healthy: &AtomicBool,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    // The lock lives as long as this connection: if the process dies, PostgreSQL
+    // releases it and another replica takes over.
+    let mut lock_conn = PgConnection::connect(&settings.database_url).await?;
+    loop {
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK)
+            .fetch_one(&mut lock_conn)
+            .await?;
+        if got {
+            break;
+        }
+        healthy.store(true, Ordering::Relaxed);
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+    tracing::info!("this replica now publishes the outbox");
+    let mut listener = PgListener::connect(&settings.database_url).await?;
+    listener.listen("sagaflow_outbox").await?;
+    loop {
+        healthy.store(true, Ordering::Relaxed);
+        let published = publish_once(store, producer, settings).await?;
+        if published == settings.batch_size as usize {
+            continue;
+        }
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                // Publish what the last transactions wrote before stopping.
+                publish_once(store, producer, settings).await?;
+                return Ok(());
+            }
+            n = listener.recv() => { n?; }
+            _ = tokio::time::sleep(settings.poll) => {}
+        }
+        // Probe the lock connection so a dead one is noticed and leadership re-taken.
+        sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
+    }
+}
+
+/// Publishes one batch; returns how many rows were published and deleted.
+pub async fn publish_once(store: &Store, producer: &FutureProducer, settings: &RelaySettings) -> Result<usize, StoreError> {
+    let rows = store::outbox_batch(&store.pool, settings.batch_size).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let records: Vec<Record> = rows
+        .iter()
+        .map(|r| Record {
+            topic: r.topic.clone(),
+            key: r.key.clone(),
+            headers: r.headers.clone(),
+            payload: r.payload.clone(),
+        })
+        .collect();
+    let results = join_all(records.iter().map(|r| kafka::send(producer, r, settings.send_timeout))).await;
+    // Delete only up to the first failure: anything after it is sent again next round
+    // (a duplicate, which consumers dedupe) rather than overtaking the failed message.
+    let mut done = Vec::with_capacity(rows.len());
+    for (row, result) in rows.iter().zip(&results) {
+        match result {
+            Ok(()) => done.push(row.id),
+            Err(e) => {
+                tracing::warn!(error = %e, topic = %row.topic, "publish failed; will retry");
+                break;
+            }
+        }
+    }
+    store::outbox_delete(&store.pool, &done).await?;
+    if done.len() < rows.len() {
+        return Err(StoreError::Database(sqlx::Error::Protocol("broker did not acknowledge every message".into())));
+    }
+    Ok(done.len())
+}

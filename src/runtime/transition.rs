@@ -1,0 +1,302 @@
+//! The one path every state change takes: lock the saga, run the pure engine, then
+//! write the new state, its history, its outgoing messages and its timers in the same
+//! transaction. Only after that commits is the input acknowledged (by the caller).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::registry::{Registry, RegistryError};
+use crate::definition::Definition;
+use crate::engine::{self, Effect, Env, Event, Instance, Rejection, Timer, Transition};
+use crate::messaging::envelope;
+use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
+
+/// Settings the transition path needs.
+#[derive(Debug, Clone)]
+pub struct TransitionSettings {
+    /// Where lifecycle events go; `None` disables them.
+    pub lifecycle_topic: Option<String>,
+    /// CloudEvents `source` of everything sagaflow emits.
+    pub source: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Applier {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+    pub settings: Arc<TransitionSettings>,
+}
+
+/// One event for one saga.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub saga_id: Uuid,
+    pub event: Event,
+    /// Transport id used for exactly-once application (inbox); `None` for timers and
+    /// operator actions, whose idempotence comes from the engine itself.
+    pub message_id: Option<String>,
+    /// The timer row this event fires (deleted in the same transaction).
+    pub timer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    Changed,
+    /// Applied, but the saga was already past it (recorded in history only).
+    Unchanged,
+    Duplicate,
+    UnknownSaga,
+    /// The timer was taken by another replica or cancelled meanwhile.
+    TimerGone,
+    /// Locked by another transaction (timer path only); try again later.
+    Busy,
+    Rejected(Rejection),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+impl ApplyError {
+    /// Deadlocks and serialization failures: the whole batch can simply be retried.
+    pub fn is_transient(&self) -> bool {
+        let ApplyError::Store(StoreError::Database(e)) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Database(db) => matches!(db.code().as_deref(), Some("40P01" | "40001")),
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => true,
+            _ => false,
+        }
+    }
+}
+
+pub fn timer_key(timer: &Timer) -> String {
+    serde_json::to_string(timer).unwrap_or_default()
+}
+
+pub fn input_hash(input: &Json) -> String {
+    // serde_json maps are sorted by key, so this text is canonical.
+    let text = serde_json::to_string(input).unwrap_or_default();
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn random() -> u64 {
+    // The low 64 bits of a v7 UUID are random: enough for jitter.
+    Uuid::now_v7().as_u128() as u64
+}
+
+impl Applier {
+    /// Applies `items` in one transaction, in order per saga.
+    pub async fn apply_batch(&self, items: Vec<Item>, skip_locked: bool) -> Result<Vec<Applied>, ApplyError> {
+        let mut attempt = 0;
+        loop {
+            match self.try_apply_batch(&items, skip_locked).await {
+                Err(e) if e.is_transient() && attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "transient database error; retrying batch");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_apply_batch(&self, items: &[Item], skip_locked: bool) -> Result<Vec<Applied>, ApplyError> {
+        let mut tx = self.store.begin().await?;
+        let mut results: Vec<Option<Applied>> = vec![None; items.len()];
+
+        let (ids, sagas): (Vec<String>, Vec<Option<Uuid>>) = items
+            .iter()
+            .filter_map(|i| i.message_id.clone().map(|m| (m, Some(i.saga_id))))
+            .unzip();
+        let fresh = store::claim_inbox(&mut tx, &ids, &sagas).await?;
+        let mut seen_in_batch = std::collections::HashSet::new();
+        for (n, item) in items.iter().enumerate() {
+            if let Some(m) = &item.message_id
+                && (!fresh.contains(m) || !seen_in_batch.insert(m.clone()))
+            {
+                results[n] = Some(Applied::Duplicate);
+            }
+        }
+
+        let mut saga_ids: Vec<Uuid> = items.iter().map(|i| i.saga_id).collect();
+        saga_ids.sort();
+        saga_ids.dedup();
+        let locked = store::lock_sagas(&mut tx, &saga_ids, skip_locked).await?;
+        let mut sagas: HashMap<Uuid, (Instance, Option<String>)> = locked
+            .into_iter()
+            .map(|l| (l.instance.id, (l.instance, l.trace_context)))
+            .collect();
+
+        let (timer_sagas, timer_keys): (Vec<Uuid>, Vec<String>) = items
+            .iter()
+            .filter(|i| sagas.contains_key(&i.saga_id))
+            .filter_map(|i| i.timer.clone().map(|t| (i.saga_id, t)))
+            .unzip();
+        let live_timers = if timer_keys.is_empty() {
+            Default::default()
+        } else {
+            store::take_timers(&mut tx, &timer_sagas, &timer_keys).await?
+        };
+
+        let mut batch = WriteBatch::default();
+        let now = Utc::now();
+        for (n, item) in items.iter().enumerate() {
+            if results[n].is_some() {
+                continue;
+            }
+            let Some((inst, trace)) = sagas.get_mut(&item.saga_id) else {
+                results[n] = Some(if skip_locked { Applied::Busy } else { Applied::UnknownSaga });
+                continue;
+            };
+            if let Some(t) = &item.timer
+                && !live_timers.contains(&(item.saga_id, t.clone()))
+            {
+                results[n] = Some(Applied::TimerGone);
+                continue;
+            }
+            let def = self.registry.version(&self.store, &inst.definition, &inst.version).await?;
+            let env = Env { now, random: random() };
+            match engine::apply(inst, &def, item.event.clone(), env) {
+                Ok(t) => {
+                    let changed = t.changed(inst);
+                    self.stage(&mut batch, &def, &t, trace.as_deref(), now);
+                    if changed {
+                        batch.update_saga(&t.instance);
+                    }
+                    *inst = t.instance;
+                    results[n] = Some(if changed { Applied::Changed } else { Applied::Unchanged });
+                }
+                Err(rejection) => results[n] = Some(Applied::Rejected(rejection)),
+            }
+        }
+        batch.flush(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(results.into_iter().map(|r| r.unwrap_or(Applied::Unchanged)).collect())
+    }
+
+    /// Turns a transition's effects into rows of the batch.
+    pub fn stage(
+        &self,
+        batch: &mut WriteBatch,
+        def: &Definition,
+        t: &Transition,
+        traceparent: Option<&str>,
+        now: DateTime<Utc>,
+    ) {
+        let id = t.instance.id;
+        let mut lifecycle_n = 0u32;
+        for effect in &t.effects {
+            match effect {
+                Effect::SendCommand(o) | Effect::SendCompensation(o) => {
+                    let record = envelope::encode_command(o, id, &def.name, &self.settings.source, now, traceparent);
+                    batch.outbox(id, record);
+                }
+                Effect::ScheduleTimer { timer, due_at } => batch.schedule(id, timer_key(timer), *due_at),
+                Effect::CancelTimer { timer } => batch.cancel(id, timer_key(timer)),
+                Effect::Record(h) => batch.history(id, h),
+                Effect::Publish(l) => {
+                    if let Some(topic) = &self.settings.lifecycle_topic {
+                        lifecycle_n += 1;
+                        let event_id = Uuid::new_v5(
+                            &id,
+                            format!("lifecycle/{}/{lifecycle_n}", t.instance.updated_at.timestamp_micros()).as_bytes(),
+                        );
+                        let record = envelope::encode_lifecycle(
+                            l,
+                            &envelope::LifecycleContext {
+                                saga_id: id,
+                                definition: &def.name,
+                                status: t.instance.status.as_str(),
+                                event_id,
+                                topic,
+                                source: &self.settings.source,
+                                now,
+                            },
+                        );
+                        batch.outbox(id, record);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts a saga (idempotent by `key`), in its own transaction.
+    pub async fn start(&self, req: StartRequest) -> Result<StartOutcome, ApplyError> {
+        let Some(def) = self.registry.current(&req.definition) else {
+            return Ok(StartOutcome::UnknownDefinition);
+        };
+        if let Err(errors) = def.validate_input(&req.input) {
+            return Ok(StartOutcome::InvalidInput(
+                errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+            ));
+        }
+        let mut tx = self.store.begin().await?;
+        let outcome = self.start_in_tx(&mut tx, &def, req).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(outcome)
+    }
+
+    /// Starts a saga inside the caller's transaction (trigger events use this so the
+    /// start commits with the consumer's inbox row).
+    pub async fn start_in_tx(
+        &self,
+        tx: &mut Tx<'_>,
+        def: &Definition,
+        req: StartRequest,
+    ) -> Result<StartOutcome, ApplyError> {
+        let now = Utc::now();
+        let hash = input_hash(&req.input);
+        let id = req.id.unwrap_or_else(Uuid::now_v7);
+        let inst = Instance::new(id, def, req.input, req.key, now);
+        let t = match engine::apply(&inst, def, Event::Start, Env { now, random: random() }) {
+            Ok(t) => t,
+            Err(Rejection::InvalidInput(errors)) => return Ok(StartOutcome::InvalidInput(errors)),
+            Err(other) => return Ok(StartOutcome::Rejected(other)),
+        };
+        match store::insert_saga(tx, &t.instance, &hash, req.traceparent.as_deref()).await? {
+            Inserted::Existing { id, input_hash } if input_hash == hash => return Ok(StartOutcome::Existing(id)),
+            Inserted::Existing { id, .. } => return Ok(StartOutcome::Conflict(id)),
+            Inserted::New => {}
+        }
+        let mut batch = WriteBatch::default();
+        self.stage(&mut batch, def, &t, req.traceparent.as_deref(), now);
+        batch.flush(tx).await?;
+        Ok(StartOutcome::Created(id))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub definition: String,
+    pub input: Json,
+    /// Business / idempotency key.
+    pub key: Option<String>,
+    /// Caller-chosen id (tests); a new UUIDv7 otherwise.
+    pub id: Option<Uuid>,
+    pub traceparent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    Created(Uuid),
+    /// Same key, same input: the saga started earlier.
+    Existing(Uuid),
+    /// Same key, different input.
+    Conflict(Uuid),
+    UnknownDefinition,
+    InvalidInput(Vec<String>),
+    Rejected(Rejection),
+}
