@@ -104,7 +104,9 @@ pub struct FailureType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyClass {
     Success,
-    Failure { retryable: bool },
+    Failure {
+        retryable: bool,
+    },
     /// Not declared for this step.
     Undeclared,
 }
@@ -216,7 +218,10 @@ mod tests {
             }],
         };
         assert_eq!(spec.classify("ok"), ReplyClass::Success);
-        assert_eq!(spec.classify("busy"), ReplyClass::Failure { retryable: true });
+        assert_eq!(
+            spec.classify("busy"),
+            ReplyClass::Failure { retryable: true }
+        );
         assert_eq!(spec.classify("what"), ReplyClass::Undeclared);
     }
 }

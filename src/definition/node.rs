@@ -80,7 +80,9 @@ impl Node {
             Value::Bool(b) => serde_json::Value::Bool(*b),
             Value::Number(n) => serde_json::Value::Number(n.clone()),
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::Seq(items) => serde_json::Value::Array(items.iter().map(Node::to_json).collect()),
+            Value::Seq(items) => {
+                serde_json::Value::Array(items.iter().map(Node::to_json).collect())
+            }
             Value::Map(entries) => serde_json::Value::Object(
                 entries
                     .iter()
@@ -232,7 +234,13 @@ mod tests {
             panic!("step is a map")
         };
         assert_eq!(step[1].0.name, "timeout");
-        assert_eq!(step[1].1.pos, Pos { line: 4, column: 14 });
+        assert_eq!(
+            step[1].1.pos,
+            Pos {
+                line: 4,
+                column: 14
+            }
+        );
         assert_eq!(step[1].1.value, Value::String("5s".into()));
     }
 

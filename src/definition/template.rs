@@ -129,7 +129,11 @@ impl Template {
     fn render_at(&self, context: &Json, path: &mut String) -> Result<Json, RenderError> {
         let env = environment();
         let fail = |path: &str, source| RenderError {
-            path: if path.is_empty() { "value".into() } else { path.to_owned() },
+            path: if path.is_empty() {
+                "value".into()
+            } else {
+                path.to_owned()
+            },
             source,
         };
         match self {
@@ -149,7 +153,10 @@ impl Template {
                 serde_json::to_value(&value).map_err(|e| {
                     fail(
                         path,
-                        minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string()),
+                        minijinja::Error::new(
+                            minijinja::ErrorKind::BadSerialization,
+                            e.to_string(),
+                        ),
                     )
                 })
             }
@@ -210,8 +217,13 @@ mod tests {
 
     #[test]
     fn single_expression_keeps_json_type() {
-        let t = Template::from_json(&json!({"q": "{{ input.qty }}", "i": "{{input.items}}", "v": "{{ input.vip }}"}));
-        assert_eq!(t.render(&ctx()).expect("renders"), json!({"q": 3, "i": [1, 2], "v": true}));
+        let t = Template::from_json(
+            &json!({"q": "{{ input.qty }}", "i": "{{input.items}}", "v": "{{ input.vip }}"}),
+        );
+        assert_eq!(
+            t.render(&ctx()).expect("renders"),
+            json!({"q": 3, "i": [1, 2], "v": true})
+        );
     }
 
     #[test]
@@ -238,22 +250,38 @@ mod tests {
 
     #[test]
     fn check_reports_syntax_errors_and_variables() {
-        let t = Template::from_json(&json!({"a": "{{ steps.reserve.reply.id }}", "b": "{{ input.qty }}"}));
+        let t = Template::from_json(
+            &json!({"a": "{{ steps.reserve.reply.id }}", "b": "{{ input.qty }}"}),
+        );
         let vars = t.check().expect("valid");
         assert!(vars.contains("steps.reserve.reply.id"), "{vars:?}");
         assert!(vars.contains("input.qty"), "{vars:?}");
-        assert!(Template::from_json(&json!("{{ input.qty + }}")).check().is_err());
+        assert!(
+            Template::from_json(&json!("{{ input.qty + }}"))
+                .check()
+                .is_err()
+        );
     }
 
     #[test]
     fn runaway_templates_run_out_of_fuel() {
-        let t = Template::from_json(&json!("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"));
+        let t = Template::from_json(&json!(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+        ));
         assert!(t.render(&ctx()).is_err());
     }
 
     #[test]
     fn conditions_are_truthy() {
-        assert!(Template::expression("input.vip").truthy(&ctx()).expect("ok"));
-        assert!(!Template::expression("input.qty > 5").truthy(&ctx()).expect("ok"));
+        assert!(
+            Template::expression("input.vip")
+                .truthy(&ctx())
+                .expect("ok")
+        );
+        assert!(
+            !Template::expression("input.qty > 5")
+                .truthy(&ctx())
+                .expect("ok")
+        );
     }
 }
