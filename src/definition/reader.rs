@@ -17,7 +17,7 @@ const DURATION_HELP: &str =
 #[derive(Debug)]
 pub(crate) struct Fields<'a> {
     pub(crate) pos: Pos,
-    what: &'a str,
+    what: String,
     entries: &'a [(Key, Node)],
     used: Vec<bool>,
     known: Vec<&'static str>,
@@ -25,7 +25,12 @@ pub(crate) struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// `what` names the mapping in messages, e.g. "step `reserve_stock`".
-    pub(crate) fn new(node: &'a Node, what: &'a str, d: &mut Diags) -> Option<Fields<'a>> {
+    pub(crate) fn new(
+        node: &'a Node,
+        what: impl Into<String>,
+        d: &mut Diags,
+    ) -> Option<Fields<'a>> {
+        let what = what.into();
         match &node.value {
             Value::Map(entries) => Some(Fields {
                 pos: node.pos,
@@ -42,10 +47,6 @@ impl<'a> Fields<'a> {
                 None
             }
         }
-    }
-
-    pub(crate) fn has(&self, name: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k.name == name)
     }
 
     pub(crate) fn opt(&mut self, name: &'static str) -> Option<&'a Node> {
