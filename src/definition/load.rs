@@ -93,8 +93,8 @@ fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
     if let serde_saphyr::Error::Budget { breach, .. } = inner {
         d.error_help(
             pos,
-            format!("YAML exceeds the parser's resource budget ({breach:?})"),
-            "anchors and aliases expand to too much data; write the values out or simplify them",
+            format!("YAML too large once anchors and aliases are expanded (parser budget exceeded: {breach:?})"),
+            "aliases that refer to aliases multiply the data (an \"alias bomb\"); write the values out instead",
         );
         return;
     }

@@ -226,7 +226,8 @@ pub(crate) fn duration(
 
 /// The candidate nearest to `word`, if near enough to be a likely typo.
 pub(crate) fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    // Roughly one typo per three characters, so `inptu` still finds `input`.
+    let limit = word.chars().count().div_ceil(3).clamp(1, 3);
     candidates
         .iter()
         .map(|c| (edit_distance(word, c), *c))

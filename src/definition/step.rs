@@ -1,6 +1,6 @@
 //! Decoding of steps, the messages they send, their replies and retry policies.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::json;
@@ -254,7 +254,8 @@ fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
     let Some(mut f) = Fields::new(node, "reply", &mut ctx.d) else {
         return ReplySpec::default();
     };
-    let mut seen = HashSet::new();
+    // Reply type → whether it was listed under `success`.
+    let mut seen = HashMap::new();
     let mut spec = ReplySpec::default();
     let success = f.req("success", &mut ctx.d);
     let success_items = success.and_then(|n| list(n, "success", &mut ctx.d));
@@ -266,7 +267,7 @@ fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
         );
     }
     for item in success_items.unwrap_or_default() {
-        if let Some(t) = reply_type(item, "success", &mut seen, ctx) {
+        if let Some(t) = reply_type(item, "success", true, &mut seen, ctx) {
             spec.success.push(t);
         }
     }
@@ -279,7 +280,7 @@ fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
         };
         let reply_type = ff
             .req("type", &mut ctx.d)
-            .and_then(|n| reply_type(n, "type", &mut seen, ctx));
+            .and_then(|n| reply_type(n, "type", false, &mut seen, ctx));
         let retryable = ff.opt_bool("retryable", &mut ctx.d).unwrap_or(false);
         ff.finish(&mut ctx.d);
         if let Some(reply_type) = reply_type {
@@ -296,7 +297,8 @@ fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
 fn reply_type(
     node: &Node,
     field: &str,
-    seen: &mut HashSet<String>,
+    success: bool,
+    seen: &mut HashMap<String, bool>,
     ctx: &mut Ctx,
 ) -> Option<String> {
     let t = string(node, field, &mut ctx.d)?;
@@ -304,10 +306,15 @@ fn reply_type(
         ctx.d.error(node.pos, "reply type must not be empty");
         return None;
     }
-    if !seen.insert(t.to_owned()) {
+    if let Some(first_success) = seen.insert(t.to_owned(), success) {
+        let message = if first_success == success {
+            format!("reply type `{t}` is listed twice")
+        } else {
+            format!("reply type `{t}` is listed in both `success` and `failure`")
+        };
         ctx.d.error_help(
             node.pos,
-            format!("reply type `{t}` is listed twice"),
+            message,
             "each reply type may appear once, in either `success` or `failure`",
         );
         return None;
