@@ -242,10 +242,10 @@ fn steps(
             }
             continue;
         };
-        let mut outer =
-            Fields::new(item, "parallel group item", &mut ctx.d).expect("checked to be a mapping");
-        outer.opt("parallel");
-        outer.finish(&mut ctx.d);
+        if let Some(mut outer) = Fields::new(item, "parallel group item", &mut ctx.d) {
+            outer.opt("parallel");
+            outer.finish(&mut ctx.d);
+        }
         let Some(mut gf) = Fields::new(group, "parallel group", &mut ctx.d) else {
             continue;
         };
@@ -364,4 +364,61 @@ fn trigger(node: &Node, ctx: &mut Ctx) -> Option<Trigger> {
         key: key?,
         input,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_and_saga_names() {
+        assert!(is_topic("inventory.commands_v2-eu"));
+        assert!(!is_topic("inventory commands"));
+        assert!(!is_topic(""));
+        assert!(!is_topic(&"t".repeat(250)));
+        assert!(is_saga_name("order-fulfilment"));
+        assert!(is_saga_name("2fa-reset"));
+        assert!(!is_saga_name("-order"));
+        assert!(!is_saga_name("Order"));
+        assert!(!is_saga_name(&"a".repeat(64)));
+    }
+
+    #[test]
+    fn json_pointer_finds_the_nested_node() {
+        let node: Node =
+            serde_saphyr::from_str("properties:\n  a/b:\n    enum: [x, y]\n").expect("yaml");
+        assert_eq!(
+            node_at_pointer(&node, "/properties/a~1b/enum/1").pos,
+            Pos {
+                line: 3,
+                column: 15
+            }
+        );
+        // A pointer that leaves the tree stops at the deepest node it reached.
+        assert_eq!(
+            node_at_pointer(&node, "/properties/zzz").pos,
+            node_at_pointer(&node, "/properties").pos
+        );
+    }
+
+    #[test]
+    fn templates_record_each_variable_with_the_string_position() {
+        let node: Node =
+            serde_saphyr::from_str("a: \"{{ input.x }}\"\nb: [\"id-{{ saga.id }}\", 3]\n")
+                .expect("yaml");
+        let mut ctx = Ctx {
+            d: Diags::new("f"),
+            uses: Vec::new(),
+        };
+        let t = template(&node, Scope::Output, &mut ctx);
+        assert!(matches!(t, Template::Object(_)));
+        let uses: Vec<(String, Pos)> = ctx.uses.into_iter().map(|u| (u.var, u.pos)).collect();
+        assert_eq!(
+            uses,
+            [
+                ("input.x".to_owned(), Pos { line: 1, column: 4 }),
+                ("saga.id".to_owned(), Pos { line: 2, column: 5 }),
+            ]
+        );
+    }
 }

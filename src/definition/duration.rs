@@ -123,6 +123,14 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn formatting_round_trips(ms in 0u64..=400 * 86_400_000) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+    }
+
     #[test]
     fn formats_back() {
         assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");

@@ -398,3 +398,42 @@ pub(crate) fn retry(node: &Node, base: RetryPolicy, ctx: &mut Ctx) -> RetryPolic
     f.finish(&mut ctx.d);
     policy
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::diagnostic::Diags;
+
+    #[test]
+    fn step_names() {
+        assert!(is_step_name("reserve_stock"));
+        assert!(is_step_name("_internal2"));
+        assert!(!is_step_name("2nd_try"));
+        assert!(!is_step_name("reserve-stock"));
+        assert!(!is_step_name(""));
+        assert!(!is_step_name(&"s".repeat(64)));
+    }
+
+    #[test]
+    fn retry_fields_fall_back_to_the_base_policy() {
+        let node: Node = serde_saphyr::from_str("{max_attempts: 7, jitter: 0}").expect("yaml");
+        let base = RetryPolicy {
+            multiplier: 3.0,
+            ..RetryPolicy::default()
+        };
+        let mut ctx = Ctx {
+            d: Diags::new("f"),
+            uses: Vec::new(),
+        };
+        let policy = retry(&node, base, &mut ctx);
+        assert!(ctx.d.is_empty());
+        assert_eq!(
+            policy,
+            RetryPolicy {
+                max_attempts: 7,
+                jitter: 0.0,
+                ..base
+            }
+        );
+    }
+}

@@ -219,3 +219,58 @@ fn step_reference(
         "only replies of steps in earlier stages can be used",
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::definition::diagnostic::render;
+    use crate::definition::load::parse_definition;
+
+    const GROUP: &str = r#"
+name: t
+steps:
+  - name: first
+    command: {topic: a, type: a.do, payload: {x: "{{ input.x }}"}}
+    reply: {success: [a.done]}
+    compensation: none
+  - parallel:
+      name: both
+      steps:
+        - name: left
+          command: {topic: a, type: a.left, payload: {f: "{{ steps.first.reply.id }}"}}
+          reply: {success: [a.left_done]}
+          compensation:
+            topic: a
+            type: a.undo_left
+            payload: {own: "{{ steps.left.reply.id | default(none) }}", SIBLING}
+            reply: {success: [a.left_undone]}
+        - name: right
+          command: {topic: a, type: a.right}
+          reply: {success: [a.right_done]}
+          compensation: none
+  - name: last
+    pivot: true
+    command: {topic: a, type: a.last, payload: {l: "{{ steps.left.reply }}", r: "{{ steps.right.reply }}"}}
+    reply: {success: [a.last_done]}
+output: {all: "{{ steps.last.reply }}", n: "{{ saga.name }}"}
+"#;
+
+    #[test]
+    fn earlier_stages_and_own_step_may_be_referenced() {
+        let def = parse_definition("t.yaml", &GROUP.replace(", SIBLING", ""))
+            .unwrap_or_else(|d| panic!("{}", render(&d)));
+        assert_eq!(def.pivot, Some(3));
+        assert_eq!(def.stages.len(), 3);
+        assert_eq!(def.stages[1].steps, [1, 2]);
+    }
+
+    #[test]
+    fn a_compensation_may_not_read_a_sibling() {
+        let src = GROUP.replace("SIBLING", "s: \"{{ steps.right.reply.id }}\"");
+        let diags = parse_definition("t.yaml", &src).expect_err("sibling");
+        assert_eq!(diags.len(), 1, "{}", render(&diags));
+        assert_eq!(
+            diags[0].message,
+            "step `left` cannot use the reply of `right`: both run in parallel group `both`"
+        );
+    }
+}
