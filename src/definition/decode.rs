@@ -125,6 +125,17 @@ pub(crate) fn decode(
         output: None,
     };
     let mut infos = Vec::new();
+    if !matches!(root.value, Value::Map(_)) {
+        ctx.d.error_help(
+            root.pos,
+            format!(
+                "the saga definition must be a mapping, found {}",
+                root.value.kind()
+            ),
+            "a definition is a YAML mapping that starts with `name:` and `steps:`",
+        );
+        return (def, infos);
+    }
     let Some(mut f) = Fields::new(root, "the saga definition", &mut ctx.d) else {
         return (def, infos);
     };
