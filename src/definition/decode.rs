@@ -168,8 +168,11 @@ pub(crate) fn decode(
         {
             def.reply_topic = topic;
         }
-        let max = MAX_TIMEOUT;
-        if let Some(t) = df.opt_duration("timeout", Duration::from_millis(1)..=max, &mut ctx.d) {
+        if let Some(t) = df.opt_duration(
+            "timeout",
+            Duration::from_millis(1)..=MAX_TIMEOUT,
+            &mut ctx.d,
+        ) {
             defaults.timeout = t;
         }
         if let Some(r) = df.opt("retry") {

@@ -6,11 +6,13 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::definition::decode::{Ctx, Scope, check_topic, template};
+use crate::definition::duration::format_duration;
 use crate::definition::model::{
     Compensation, FailureType, MessageSpec, ReplySpec, RetryPolicy, Step,
 };
 use crate::definition::node::{Node, Pos, Value};
-use crate::definition::reader::{Fields, duration, list, number, string, wrong_type};
+use crate::definition::reader::{Fields, duration, list, map, number, string, wrong_type};
+use crate::definition::template::Template;
 
 const MS: Duration = Duration::from_millis(1);
 const DAY: Duration = Duration::from_secs(86_400);
@@ -158,18 +160,14 @@ fn placeholder_message() -> MessageSpec {
     MessageSpec {
         topic: String::new(),
         message_type: String::new(),
-        payload: crate::definition::template::Template::Literal(json!({})),
+        payload: Template::Literal(json!({})),
         key: None,
         headers: Vec::new(),
     }
 }
 
 /// `when:` takes an expression with or without `{{ }}`.
-fn condition(
-    node: &Node,
-    scope: Scope,
-    ctx: &mut Ctx,
-) -> Option<crate::definition::template::Template> {
+fn condition(node: &Node, scope: Scope, ctx: &mut Ctx) -> Option<Template> {
     let text = string(node, "when", &mut ctx.d)?;
     let trimmed = text.trim();
     let expr = trimmed
@@ -181,7 +179,7 @@ fn condition(
         value: Value::String(format!("{{{{ {expr} }}}}")),
     };
     template(&wrapped, scope, ctx);
-    Some(crate::definition::template::Template::expression(expr))
+    Some(Template::expression(expr))
 }
 
 /// The fields shared by commands and compensations: topic, type, key, headers, payload.
@@ -201,7 +199,7 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
     });
     let mut headers = Vec::new();
     if let Some(n) = f.opt("headers")
-        && let Some(entries) = crate::definition::reader::map(n, "headers", &mut ctx.d)
+        && let Some(entries) = map(n, "headers", &mut ctx.d)
     {
         for (k, v) in entries {
             if string(v, &k.name, &mut ctx.d).is_some() {
@@ -212,7 +210,7 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
     let payload = f
         .opt("payload")
         .map(|n| template(n, scope, ctx))
-        .unwrap_or(crate::definition::template::Template::Literal(json!({})));
+        .unwrap_or(Template::Literal(json!({})));
     MessageSpec {
         topic: topic.unwrap_or_default(),
         message_type: message_type.unwrap_or_default(),
@@ -389,8 +387,8 @@ pub(crate) fn retry(node: &Node, base: RetryPolicy, ctx: &mut Ctx) -> RetryPolic
             pos,
             format!(
                 "`max_interval` ({}) is shorter than `initial_interval` ({})",
-                crate::definition::duration::format_duration(policy.max_interval),
-                crate::definition::duration::format_duration(policy.initial_interval)
+                format_duration(policy.max_interval),
+                format_duration(policy.initial_interval)
             ),
             "make `max_interval` at least as long as `initial_interval`",
         );
