@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub database: DatabaseSettings,
@@ -63,17 +63,6 @@ pub struct RuntimeSettings {
     pub timer_poll_ms: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            database: DatabaseSettings::default(),
-            kafka: KafkaSettings::default(),
-            http: HttpSettings::default(),
-            runtime: RuntimeSettings::default(),
-        }
-    }
 }
 
 impl Default for DatabaseSettings {
@@ -133,7 +122,7 @@ pub enum ConfigError {
     Yaml {
         path: PathBuf,
         #[source]
-        source: serde_saphyr::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error("invalid settings: {0}")]
     Invalid(#[source] serde_json::Error),
@@ -153,10 +142,11 @@ impl Settings {
                 path: path.to_owned(),
                 source,
             })?;
-            let from_file: Json = serde_saphyr::from_str(&text).map_err(|source| ConfigError::Yaml {
-                path: path.to_owned(),
-                source,
-            })?;
+            let from_file: Json =
+                serde_saphyr::from_str(&text).map_err(|source| ConfigError::Yaml {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?;
             merge(&mut tree, from_file);
         }
         for (name, value) in vars {
@@ -180,13 +170,20 @@ impl Settings {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.database.max_connections < 2 {
-            return Err(ConfigError::Rule("database.max_connections must be at least 2".into()));
+            return Err(ConfigError::Rule(
+                "database.max_connections must be at least 2".into(),
+            ));
         }
-        if self.runtime.consumer_batch_size == 0 || self.runtime.outbox_batch_size <= 0 || self.runtime.timer_batch_size <= 0 {
+        if self.runtime.consumer_batch_size == 0
+            || self.runtime.outbox_batch_size <= 0
+            || self.runtime.timer_batch_size <= 0
+        {
             return Err(ConfigError::Rule("batch sizes must be positive".into()));
         }
         if self.kafka.group_id.is_empty() || self.kafka.bootstrap_servers.is_empty() {
-            return Err(ConfigError::Rule("kafka.group_id and kafka.bootstrap_servers must be set".into()));
+            return Err(ConfigError::Rule(
+                "kafka.group_id and kafka.bootstrap_servers must be set".into(),
+            ));
         }
         Ok(())
     }
@@ -268,7 +265,9 @@ mod tests {
     use super::*;
 
     fn vars(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -285,13 +284,21 @@ mod tests {
         .expect("valid");
         assert_eq!(s.database.url, "postgres://u:pw@db/x");
         assert_eq!(s.database.max_connections, 4);
-        assert_eq!(s.kafka.properties.get("fetch.wait.max.ms").map(String::as_str), Some("5"));
+        assert_eq!(
+            s.kafka
+                .properties
+                .get("fetch.wait.max.ms")
+                .map(String::as_str),
+            Some("5")
+        );
         assert_eq!(s.redacted().database.url, "postgres://u:****@db/x");
     }
 
     #[test]
     fn unknown_settings_are_errors() {
         assert!(Settings::load(None, vars(&[("SAGAFLOW_DATABASE__URLL", "x")])).is_err());
-        assert!(Settings::load(None, vars(&[("SAGAFLOW_DATABASE__MAX_CONNECTIONS", "1")])).is_err());
+        assert!(
+            Settings::load(None, vars(&[("SAGAFLOW_DATABASE__MAX_CONNECTIONS", "1")])).is_err()
+        );
     }
 }

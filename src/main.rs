@@ -10,7 +10,11 @@ use sagaflow::definition::{self, Definition, Diagnostic};
 use sagaflow::simulate::{self, Script};
 
 #[derive(Debug, Parser)]
-#[command(name = "sagaflow", version, about = "Saga orchestration over Kafka with state in PostgreSQL")]
+#[command(
+    name = "sagaflow",
+    version,
+    about = "Saga orchestration over Kafka with state in PostgreSQL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -75,7 +79,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", definition::graph::mermaid(&def));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate { file, input, fail, timeout, reply } => {
+        Command::Simulate {
+            file,
+            input,
+            fail,
+            timeout,
+            reply,
+        } => {
             let def = load_or_report(&file)?;
             let input: serde_json::Value =
                 serde_json::from_str(&input).context("--input is not valid JSON")?;
@@ -107,7 +117,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
-    let paths = if paths.is_empty() { vec![PathBuf::from("sagas")] } else { paths };
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from("sagas")]
+    } else {
+        paths
+    };
     let mut defs = Vec::new();
     let mut diags: Vec<Diagnostic> = Vec::new();
     for path in &paths {
@@ -129,7 +143,10 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
                 "definitions": defs.iter().map(|d| serde_json::json!({"name": d.name, "file": d.file, "version": d.version})).collect::<Vec<_>>(),
                 "errors": diags,
             });
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
         }
         Format::Text => {
             for d in &diags {
@@ -143,7 +160,11 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
             }
         }
     }
-    if diags.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if diags.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn load_or_report(path: &Path) -> anyhow::Result<Definition> {
@@ -167,5 +188,8 @@ fn find_definition(saga: &str, dir: &Path) -> anyhow::Result<Definition> {
     for d in &diags {
         eprintln!("{d}");
     }
-    bail!("no saga named `{saga}` in {} (and no such file)", dir.display())
+    bail!(
+        "no saga named `{saga}` in {} (and no such file)",
+        dir.display()
+    )
 }

@@ -9,6 +9,7 @@ use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
 use crate::definition::Definition;
+use crate::definition::template::Template;
 use crate::engine::{
     Effect, Env, Event, Instance, Outgoing, Phase, Rejection, Reply, SagaStatus, Timer, apply,
 };
@@ -28,10 +29,28 @@ pub struct Script {
 /// What happened, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Line {
-    Sent { at_ms: i64, message: Outgoing },
-    Replied { at_ms: i64, step: String, phase: Phase, attempt: u32, reply_type: String },
-    TimedOut { at_ms: i64, step: String, phase: Phase, attempt: u32 },
-    Status { status: SagaStatus, output: Option<Json>, reason: Option<String> },
+    Sent {
+        at_ms: i64,
+        message: Outgoing,
+    },
+    Replied {
+        at_ms: i64,
+        step: String,
+        phase: Phase,
+        attempt: u32,
+        reply_type: String,
+    },
+    TimedOut {
+        at_ms: i64,
+        step: String,
+        phase: Phase,
+        attempt: u32,
+    },
+    Status {
+        status: SagaStatus,
+        output: Option<Json>,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +65,57 @@ pub enum SimulateError {
 
 const MAX_EVENTS: usize = 10_000;
 
-pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Line>, SimulateError> {
-    for name in script.fail.iter().chain(&script.timeout).chain(script.replies.keys()) {
+/// Success replies the script did not specify get every field some template reads
+/// (`steps.<step>.reply.<field>`), filled with a placeholder, so the run goes as far as
+/// the definition allows instead of stopping at the first reference.
+fn synthesized_replies(def: &Definition) -> HashMap<String, Json> {
+    fn message(m: &crate::definition::MessageSpec) -> impl Iterator<Item = &Template> {
+        std::iter::once(&m.payload)
+            .chain(m.key.iter())
+            .chain(m.headers.iter().map(|(_, t)| t))
+    }
+    let mut templates: Vec<&Template> = Vec::new();
+    for step in &def.steps {
+        templates.extend(message(&step.command));
+        if let Some(c) = &step.compensation {
+            templates.extend(message(&c.command));
+        }
+        templates.extend(step.when.iter());
+    }
+    templates.extend(def.output.iter());
+    let mut replies: HashMap<String, Json> = HashMap::new();
+    for path in templates.iter().filter_map(|t| t.check().ok()).flatten() {
+        let parts: Vec<&str> = path.split('.').collect();
+        if let ["steps", step, "reply", field, ..] = parts[..] {
+            let entry = replies.entry(step.to_owned()).or_insert_with(|| json!({}));
+            if let Json::Object(map) = entry {
+                map.insert(field.to_owned(), json!(format!("sim-{step}-{field}")));
+            }
+        }
+    }
+    replies
+}
+
+pub fn simulate(
+    def: &Definition,
+    input: Json,
+    script: &Script,
+) -> Result<Vec<Line>, SimulateError> {
+    for name in script
+        .fail
+        .iter()
+        .chain(&script.timeout)
+        .chain(script.replies.keys())
+    {
         if def.step(name).is_none() {
             return Err(SimulateError::UnknownStep(name.clone()));
         }
     }
+    let mut script = script.clone();
+    for (step, reply) in synthesized_replies(def) {
+        script.replies.entry(step).or_insert(reply);
+    }
+    let script = &script;
     let start: DateTime<Utc> = Utc.timestamp_opt(0, 0).single().unwrap_or_default();
     let mut now = start;
     let mut inst = Instance::new(Uuid::nil(), def, input, None, now);
@@ -62,8 +126,14 @@ pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Li
     for _ in 0..MAX_EVENTS {
         let event = match inbox.pop_front() {
             Some(e) => e,
-            None if inst.status == SagaStatus::Running || inst.status == SagaStatus::Compensating => {
-                let Some((timer, due)) = timers.iter().min_by_key(|(_, d)| **d).map(|(t, d)| (t.clone(), *d)) else {
+            None if inst.status == SagaStatus::Running
+                || inst.status == SagaStatus::Compensating =>
+            {
+                let Some((timer, due)) = timers
+                    .iter()
+                    .min_by_key(|(_, d)| **d)
+                    .map(|(t, d)| (t.clone(), *d))
+                else {
                     break;
                 };
                 timers.remove(&timer);
@@ -81,7 +151,9 @@ pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Li
                 reply_type: r.reply_type.clone(),
             });
         }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let t = apply(&inst, def, event, Env { now, random: seed })?;
         inst = t.instance;
         for effect in t.effects {
@@ -90,7 +162,10 @@ pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Li
                     if let Some(reply) = answer(def, script, &o) {
                         inbox.push_back(Event::Reply(reply));
                     }
-                    lines.push(Line::Sent { at_ms: (now - start).num_milliseconds(), message: o });
+                    lines.push(Line::Sent {
+                        at_ms: (now - start).num_milliseconds(),
+                        message: o,
+                    });
                 }
                 Effect::ScheduleTimer { timer, due_at } => {
                     timers.insert(timer, due_at);
@@ -101,7 +176,9 @@ pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Li
                 Effect::Publish(_) | Effect::Record(_) => {}
             }
         }
-        if inbox.is_empty() && !matches!(inst.status, SagaStatus::Running | SagaStatus::Compensating) {
+        if inbox.is_empty()
+            && !matches!(inst.status, SagaStatus::Running | SagaStatus::Compensating)
+        {
             lines.push(Line::Status {
                 status: inst.status,
                 output: inst.output.clone(),
@@ -113,13 +190,39 @@ pub fn simulate(def: &Definition, input: Json, script: &Script) -> Result<Vec<Li
     Err(SimulateError::DidNotSettle(MAX_EVENTS))
 }
 
-fn timer_event(timer: Timer, now: DateTime<Utc>, start: DateTime<Utc>, lines: &mut Vec<Line>) -> Event {
+fn timer_event(
+    timer: Timer,
+    now: DateTime<Utc>,
+    start: DateTime<Utc>,
+    lines: &mut Vec<Line>,
+) -> Event {
     match timer {
-        Timer::StepTimeout { step, phase, attempt } => {
-            lines.push(Line::TimedOut { at_ms: (now - start).num_milliseconds(), step: step.clone(), phase, attempt });
-            Event::StepTimeout { step, phase, attempt }
+        Timer::StepTimeout {
+            step,
+            phase,
+            attempt,
+        } => {
+            lines.push(Line::TimedOut {
+                at_ms: (now - start).num_milliseconds(),
+                step: step.clone(),
+                phase,
+                attempt,
+            });
+            Event::StepTimeout {
+                step,
+                phase,
+                attempt,
+            }
         }
-        Timer::RetryDue { step, phase, attempt } => Event::RetryDue { step, phase, attempt },
+        Timer::RetryDue {
+            step,
+            phase,
+            attempt,
+        } => Event::RetryDue {
+            step,
+            phase,
+            attempt,
+        },
         Timer::Deadline => Event::Deadline,
     }
 }
@@ -143,9 +246,16 @@ fn answer(def: &Definition, script: &Script, o: &Outgoing) -> Option<Reply> {
         }
         Phase::Command => (
             step.reply.success.first()?.clone(),
-            script.replies.get(&o.step).cloned().unwrap_or_else(|| json!({})),
+            script
+                .replies
+                .get(&o.step)
+                .cloned()
+                .unwrap_or_else(|| json!({})),
         ),
-        Phase::Compensation => (step.compensation.as_ref()?.reply.success.first()?.clone(), json!({})),
+        Phase::Compensation => (
+            step.compensation.as_ref()?.reply.success.first()?.clone(),
+            json!({}),
+        ),
     };
     Some(Reply {
         step: o.step.clone(),
@@ -174,19 +284,34 @@ pub fn render(lines: &[Line]) -> String {
                 o.key,
                 o.payload
             ),
-            Line::Replied { at_ms, step, phase, attempt, reply_type } => writeln!(
+            Line::Replied {
+                at_ms,
+                step,
+                phase,
+                attempt,
+                reply_type,
+            } => writeln!(
                 out,
                 "{:>8}  recv {:<12} {step}#{attempt}  type={reply_type}",
                 format_ms(*at_ms),
                 format!("{}-reply", phase.as_str())
             ),
-            Line::TimedOut { at_ms, step, phase, attempt } => writeln!(
+            Line::TimedOut {
+                at_ms,
+                step,
+                phase,
+                attempt,
+            } => writeln!(
                 out,
                 "{:>8}  timeout {:<9} {step}#{attempt}",
                 format_ms(*at_ms),
                 phase.as_str()
             ),
-            Line::Status { status, output, reason } => {
+            Line::Status {
+                status,
+                output,
+                reason,
+            } => {
                 let mut s = format!("status: {}", status.as_str());
                 if let Some(r) = reason {
                     s.push_str(&format!(" ({r})"));

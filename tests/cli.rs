@@ -18,7 +18,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-const ORDER_INPUT: &str = r#"{"order_id":"o-1","customer_id":"c-1","amount":42.5,"currency":"EUR","items":[{"sku":"A","qty":1}]}"#;
+const ORDER_INPUT: &str = r#"{"order_id":"o-1","customer_id":"c-1","amount":42.5,"currency":"EUR","items":[{"sku":"A","quantity":1}]}"#;
 
 #[test]
 fn validate_accepts_the_example_sagas() {
@@ -43,7 +43,10 @@ fn validate_json_output_is_machine_readable() {
     let report: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(report["valid"], false);
     let first = &report["errors"][0];
-    assert!(first["line"].as_u64().is_some() && first["column"].as_u64().is_some(), "{first}");
+    assert!(
+        first["line"].as_u64().is_some() && first["column"].as_u64().is_some(),
+        "{first}"
+    );
     assert!(first["message"].is_string() && first["file"].is_string());
 }
 
@@ -92,7 +95,12 @@ fn simulate_happy_path_completes_with_output() {
 
 #[test]
 fn simulate_rejects_input_that_breaks_the_schema() {
-    let o = sagaflow(&["simulate", "sagas/order-fulfilment.yaml", "--input", r#"{"amount":-1}"#]);
+    let o = sagaflow(&[
+        "simulate",
+        "sagas/order-fulfilment.yaml",
+        "--input",
+        r#"{"amount":-1}"#,
+    ]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("schema"), "{}", stderr(&o));
 }

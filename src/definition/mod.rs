@@ -1,8 +1,17 @@
 //! Saga definitions: YAML in, validated [`Definition`] out.
 
+mod decode;
+pub mod diagnostic;
+pub mod duration;
 pub mod graph;
+mod load;
 pub mod model;
 pub mod node;
+mod reader;
+mod step;
 pub mod template;
+mod validate;
 
+pub use diagnostic::Diagnostic;
+pub use load::{InputError, MAX_FILE_SIZE, load_dir, load_file, parse_definition};
 pub use model::*;

@@ -39,6 +39,8 @@ pub struct Definition {
 #[derive(Debug, Clone)]
 pub struct InputSchema {
     pub schema: serde_json::Value,
+    /// `schema` compiled once at load; shared because compiling is costly.
+    pub validator: std::sync::Arc<jsonschema::Validator>,
 }
 
 #[derive(Debug, Clone)]

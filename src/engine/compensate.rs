@@ -22,7 +22,11 @@ impl Machine<'_> {
             self.cancel(Timer::Deadline);
         }
         self.record(HistoryKind::Compensating, step, json!({ "reason": reason }));
-        self.publish(LifecycleKind::Compensating, step, json!({ "reason": reason }));
+        self.publish(
+            LifecycleKind::Compensating,
+            step,
+            json!({ "reason": reason }),
+        );
         for idx in 0..self.inst.steps.len() {
             if self.inst.steps[idx].status == StepStatus::WaitingRetry {
                 let next = self.inst.steps[idx].attempt + 1;
@@ -93,17 +97,20 @@ impl Machine<'_> {
                 let timer = self.timeout_timer(idx, Phase::Compensation, attempt);
                 self.schedule(timer, comp.timeout);
             }
-            Err(e) => self.compensation_failed(
-                idx,
-                format!("compensation could not be rendered: {e}"),
-            ),
+            Err(e) => {
+                self.compensation_failed(idx, format!("compensation could not be rendered: {e}"))
+            }
         }
     }
 
     pub(super) fn on_compensation_reply(&mut self, idx: usize, reply: Reply) {
         let st = &self.inst.steps[idx];
         if st.compensation != Comp::Running || st.comp_attempt != reply.attempt {
-            self.ignore_reply(idx, &reply, "no compensation attempt with this number is awaited");
+            self.ignore_reply(
+                idx,
+                &reply,
+                "no compensation attempt with this number is awaited",
+            );
             return;
         }
         let Some(comp) = self.def.steps[idx].compensation.as_ref() else {
@@ -139,8 +146,18 @@ impl Machine<'_> {
             self.ignore_timer(idx, Phase::Compensation, attempt);
             return;
         }
-        self.record_attempt(HistoryKind::TimedOut, idx, Phase::Compensation, attempt, json!({}));
-        self.compensation_attempt_failed(idx, format!("no reply to compensation attempt {attempt}"), true);
+        self.record_attempt(
+            HistoryKind::TimedOut,
+            idx,
+            Phase::Compensation,
+            attempt,
+            json!({}),
+        );
+        self.compensation_attempt_failed(
+            idx,
+            format!("no reply to compensation attempt {attempt}"),
+            true,
+        );
     }
 
     pub(super) fn on_compensation_retry_due(&mut self, idx: usize, attempt: u32) {
@@ -163,7 +180,9 @@ impl Machine<'_> {
         let used = st.comp_attempt + 1 - st.comp_budget_start;
         let attempt = st.comp_attempt;
         if retryable && used < comp.retry.max_attempts {
-            let delay = comp.retry.backoff(used, self.jitter(idx, attempt | 0x8000_0000));
+            let delay = comp
+                .retry
+                .backoff(used, self.jitter(idx, attempt | 0x8000_0000));
             let st = &mut self.inst.steps[idx];
             st.compensation = Comp::WaitingRetry;
             st.comp_error = Some(reason.clone());
@@ -194,7 +213,11 @@ impl Machine<'_> {
             step: Some(self.step_name(idx).to_owned()),
             reason: why.clone(),
         });
-        self.record(HistoryKind::CompensationFailed, Some(idx), json!({ "reason": reason }));
+        self.record(
+            HistoryKind::CompensationFailed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
         self.record(HistoryKind::Failed, Some(idx), json!({ "reason": why }));
         self.publish(LifecycleKind::Failed, Some(idx), json!({ "reason": why }));
     }

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 /// Whether a message belongs to a step's forward command or to its compensation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Command,
@@ -55,9 +55,14 @@ pub enum Event {
     /// The saga-level deadline has passed.
     Deadline,
     /// An operator asks to compensate now.
-    Abort { reason: String, actor: String },
+    Abort {
+        reason: String,
+        actor: String,
+    },
     /// An operator asks to redrive failed steps or failed compensations.
-    Retry { actor: String },
+    Retry {
+        actor: String,
+    },
 }
 
 /// Everything from outside that a transition may depend on. Passing these in (rather

@@ -16,8 +16,16 @@ impl Machine<'_> {
                 .and_then(|d| self.env.now.checked_add_signed(d));
             self.schedule(Timer::Deadline, deadline);
         }
-        self.record(HistoryKind::Started, None, json!({ "input": self.inst.input }));
-        self.publish(LifecycleKind::Started, None, json!({ "input": self.inst.input }));
+        self.record(
+            HistoryKind::Started,
+            None,
+            json!({ "input": self.inst.input }),
+        );
+        self.publish(
+            LifecycleKind::Started,
+            None,
+            json!({ "input": self.inst.input }),
+        );
         self.enter_stage(0);
     }
 
@@ -93,8 +101,16 @@ impl Machine<'_> {
         st.status = StepStatus::Failed;
         st.error = Some(reason.clone());
         self.mark_settled(idx);
-        self.record(HistoryKind::StepFailed, Some(idx), json!({ "reason": reason }));
-        self.publish(LifecycleKind::StepFailed, Some(idx), json!({ "reason": reason }));
+        self.record(
+            HistoryKind::StepFailed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
+        self.publish(
+            LifecycleKind::StepFailed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
     }
 
     pub(super) fn on_command_reply(&mut self, idx: usize, reply: Reply) {
@@ -142,7 +158,13 @@ impl Machine<'_> {
             self.ignore_timer(idx, Phase::Command, attempt);
             return;
         }
-        self.record_attempt(HistoryKind::TimedOut, idx, Phase::Command, attempt, json!({}));
+        self.record_attempt(
+            HistoryKind::TimedOut,
+            idx,
+            Phase::Command,
+            attempt,
+            json!({}),
+        );
         let reason = format!(
             "no reply within {:?} to attempt {attempt}",
             self.def.steps[idx].timeout
@@ -180,8 +202,16 @@ impl Machine<'_> {
         };
         st.error = Some(reason.clone());
         self.mark_settled(idx);
-        self.record(HistoryKind::StepFailed, Some(idx), json!({ "reason": reason }));
-        self.publish(LifecycleKind::StepFailed, Some(idx), json!({ "reason": reason }));
+        self.record(
+            HistoryKind::StepFailed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
+        self.publish(
+            LifecycleKind::StepFailed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
         self.after_settle();
     }
 
@@ -229,7 +259,10 @@ impl Machine<'_> {
                 let reason = self.inst.steps[idx].error.clone().unwrap_or_default();
                 if self.inst.past_pivot(self.def) {
                     if !in_flight {
-                        self.stop_for_operator(idx, format!("step after the pivot failed: {reason}"));
+                        self.stop_for_operator(
+                            idx,
+                            format!("step after the pivot failed: {reason}"),
+                        );
                     }
                 } else if Some(idx) == self.def.pivot && status(&idx) == StepStatus::TimedOut {
                     self.stop_for_operator(
@@ -251,7 +284,11 @@ impl Machine<'_> {
             reason: reason.clone(),
         });
         self.record(HistoryKind::Failed, Some(idx), json!({ "reason": reason }));
-        self.publish(LifecycleKind::Failed, Some(idx), json!({ "reason": reason }));
+        self.publish(
+            LifecycleKind::Failed,
+            Some(idx),
+            json!({ "reason": reason }),
+        );
     }
 
     fn complete(&mut self) {

@@ -58,7 +58,12 @@ impl<'a> Machine<'a> {
             step: Some(self.def.steps[step].name.clone()),
             phase: Some(phase),
             attempt: Some(attempt),
-            command_id: Some(command_id(self.inst.id, self.step_name(step), phase, attempt)),
+            command_id: Some(command_id(
+                self.inst.id,
+                self.step_name(step),
+                phase,
+                attempt,
+            )),
             detail,
         }));
     }
@@ -117,10 +122,19 @@ impl<'a> Machine<'a> {
     /// The variables templates can see: `input`, `saga`, and `steps.<name>.reply` for
     /// every step that has succeeded so far.
     pub fn template_context(&self) -> Json {
+        self.context_for(None)
+    }
+
+    /// As `template_context`; a compensation also sees its own step, whose `reply` is an
+    /// empty object when the step never succeeded (failed, or outcome unknown), so
+    /// `steps.<own>.reply.x | default(...)` works while a bare `.x` is still an error.
+    fn context_for(&self, compensating: Option<usize>) -> Json {
         let mut steps = Map::new();
-        for (state, def) in self.inst.steps.iter().zip(&self.def.steps) {
+        for (i, (state, def)) in self.inst.steps.iter().zip(&self.def.steps).enumerate() {
             if let Some(reply) = &state.reply {
                 steps.insert(def.name.clone(), json!({ "reply": reply }));
+            } else if compensating == Some(i) {
+                steps.insert(def.name.clone(), json!({ "reply": {} }));
             }
         }
         json!({
@@ -137,7 +151,7 @@ impl<'a> Machine<'a> {
         attempt: u32,
         spec: &MessageSpec,
     ) -> Result<Outgoing, RenderError> {
-        let ctx = self.template_context();
+        let ctx = self.context_for((phase == Phase::Compensation).then_some(step));
         let payload = spec.payload.render(&ctx)?;
         let key = match &spec.key {
             Some(t) => json_to_text(t.render(&ctx)?),
@@ -165,7 +179,10 @@ impl<'a> Machine<'a> {
 /// The id of one attempt's message: a name-based UUID under the saga id, so any replay
 /// of the transition that emits it produces the same id.
 pub fn command_id(saga: Uuid, step: &str, phase: Phase, attempt: u32) -> Uuid {
-    Uuid::new_v5(&saga, format!("{}/{step}/{attempt}", phase.as_str()).as_bytes())
+    Uuid::new_v5(
+        &saga,
+        format!("{}/{step}/{attempt}", phase.as_str()).as_bytes(),
+    )
 }
 
 fn json_to_text(v: Json) -> String {

@@ -55,9 +55,20 @@ pub fn apply(
     match event {
         Event::Start => {
             let started = instance.stage > 0
-                || instance.steps.iter().any(|s| s.status != StepStatus::Pending);
+                || instance
+                    .steps
+                    .iter()
+                    .any(|s| s.status != StepStatus::Pending);
             if started {
                 return Err(Rejection::AlreadyStarted);
+            }
+            if let Err(errors) = def.validate_input(&instance.input) {
+                return Err(Rejection::InvalidInput(
+                    errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.path, e.message))
+                        .collect(),
+                ));
             }
             m.start();
         }

@@ -28,10 +28,18 @@ impl Machine<'_> {
             } else {
                 "the pivot has been reached; the saga can only go forward"
             };
-            self.record(HistoryKind::DeadlineExceeded, None, json!({ "enforced": false, "why": why }));
+            self.record(
+                HistoryKind::DeadlineExceeded,
+                None,
+                json!({ "enforced": false, "why": why }),
+            );
             return;
         }
-        self.record(HistoryKind::DeadlineExceeded, None, json!({ "enforced": true }));
+        self.record(
+            HistoryKind::DeadlineExceeded,
+            None,
+            json!({ "enforced": true }),
+        );
         self.start_compensation(None, "saga deadline exceeded".to_owned());
     }
 

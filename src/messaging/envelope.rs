@@ -153,25 +153,39 @@ pub enum DecodeError {
 }
 
 /// Decodes a Kafka message (headers as raw bytes) into a CloudEvent.
-pub fn decode(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Result<InboundEvent, DecodeError> {
+pub fn decode(
+    headers: &[(String, Vec<u8>)],
+    payload: Option<&[u8]>,
+) -> Result<InboundEvent, DecodeError> {
     let mut text = Vec::with_capacity(headers.len());
     for (k, v) in headers {
         let v = String::from_utf8(v.clone()).map_err(|_| DecodeError::NotUtf8(k.clone()))?;
         text.push((k.to_ascii_lowercase(), v));
     }
-    let header = |name: &str| text.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let structured = header("content-type").is_some_and(|ct| ct.starts_with(CONTENT_TYPE_STRUCTURED));
+    let header = |name: &str| {
+        text.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let structured =
+        header("content-type").is_some_and(|ct| ct.starts_with(CONTENT_TYPE_STRUCTURED));
     if structured {
         return decode_structured(payload.unwrap_or_default(), &text);
     }
-    let required = |attr: &'static str| header(&ce(attr)).map(str::to_owned).ok_or(DecodeError::Missing(attr));
+    let required = |attr: &'static str| {
+        header(&ce(attr))
+            .map(str::to_owned)
+            .ok_or(DecodeError::Missing(attr))
+    };
     let spec = required("specversion")?;
     if spec != SPEC_VERSION {
         return Err(DecodeError::SpecVersion(spec));
     }
     let data = match payload {
         None | Some([]) => Json::Null,
-        Some(bytes) => serde_json::from_slice(bytes).map_err(|e| DecodeError::BadJson(e.to_string()))?,
+        Some(bytes) => {
+            serde_json::from_slice(bytes).map_err(|e| DecodeError::BadJson(e.to_string()))?
+        }
     };
     let mut extensions = Vec::new();
     for (k, v) in &text {
@@ -192,14 +206,23 @@ pub fn decode(headers: &[(String, Vec<u8>)], payload: Option<&[u8]>) -> Result<I
     })
 }
 
-fn decode_structured(payload: &[u8], headers: &[(String, String)]) -> Result<InboundEvent, DecodeError> {
-    let body: Json = serde_json::from_slice(payload).map_err(|e| DecodeError::BadJson(e.to_string()))?;
+fn decode_structured(
+    payload: &[u8],
+    headers: &[(String, String)],
+) -> Result<InboundEvent, DecodeError> {
+    let body: Json =
+        serde_json::from_slice(payload).map_err(|e| DecodeError::BadJson(e.to_string()))?;
     let Json::Object(mut map) = body else {
-        return Err(DecodeError::BadJson("a structured CloudEvent must be a JSON object".into()));
+        return Err(DecodeError::BadJson(
+            "a structured CloudEvent must be a JSON object".into(),
+        ));
     };
     let mut take = |attr: &'static str| match map.remove(attr) {
         Some(Json::String(s)) => Ok(s),
-        Some(_) => Err(DecodeError::BadAttribute { name: attr, reason: "must be a string".into() }),
+        Some(_) => Err(DecodeError::BadAttribute {
+            name: attr,
+            reason: "must be a string".into(),
+        }),
         None => Err(DecodeError::Missing(attr)),
     };
     let spec = take("specversion")?;
@@ -212,7 +235,12 @@ fn decode_structured(payload: &[u8], headers: &[(String, String)]) -> Result<Inb
     let data = map.remove("data").unwrap_or(Json::Null);
     let mut extensions: Vec<(String, String)> = map
         .into_iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "time" | "datacontenttype" | "dataschema" | "subject"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "time" | "datacontenttype" | "dataschema" | "subject"
+            )
+        })
         .map(|(k, v)| {
             let s = match v {
                 Json::String(s) => s,
@@ -226,7 +254,13 @@ fn decode_structured(payload: &[u8], headers: &[(String, String)]) -> Result<Inb
             extensions.push((k.clone(), v.clone()));
         }
     }
-    Ok(InboundEvent { id, source, event_type, data, extensions })
+    Ok(InboundEvent {
+        id,
+        source,
+        event_type,
+        data,
+        extensions,
+    })
 }
 
 /// The reply-specific attributes of an inbound event.
@@ -240,12 +274,19 @@ pub struct ReplyAddress {
 
 pub fn reply_address(event: &InboundEvent) -> Result<ReplyAddress, DecodeError> {
     let get = |name: &'static str| event.ext(name).ok_or(DecodeError::Missing(name));
-    let saga_id = get(EXT_SAGA_ID)?
-        .parse()
-        .map_err(|e: uuid::Error| DecodeError::BadAttribute { name: EXT_SAGA_ID, reason: e.to_string() })?;
+    let saga_id =
+        get(EXT_SAGA_ID)?
+            .parse()
+            .map_err(|e: uuid::Error| DecodeError::BadAttribute {
+                name: EXT_SAGA_ID,
+                reason: e.to_string(),
+            })?;
     let attempt = get(EXT_ATTEMPT)?
         .parse()
-        .map_err(|e: std::num::ParseIntError| DecodeError::BadAttribute { name: EXT_ATTEMPT, reason: e.to_string() })?;
+        .map_err(|e: std::num::ParseIntError| DecodeError::BadAttribute {
+            name: EXT_ATTEMPT,
+            reason: e.to_string(),
+        })?;
     let phase = match event.ext(EXT_PHASE).unwrap_or("command") {
         "command" => Phase::Command,
         "compensation" => Phase::Compensation,
@@ -256,7 +297,12 @@ pub fn reply_address(event: &InboundEvent) -> Result<ReplyAddress, DecodeError> 
             });
         }
     };
-    Ok(ReplyAddress { saga_id, step: get(EXT_STEP)?.to_owned(), attempt, phase })
+    Ok(ReplyAddress {
+        saga_id,
+        step: get(EXT_STEP)?.to_owned(),
+        attempt,
+        phase,
+    })
 }
 
 #[cfg(test)]
@@ -264,7 +310,9 @@ mod tests {
     use super::*;
 
     fn bytes(h: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
-        h.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        h.iter()
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+            .collect()
     }
 
     #[test]
@@ -279,21 +327,35 @@ mod tests {
             ("ce_sagastep", "reserve"),
             ("ce_sagaattempt", "2"),
             ("ce_sagaphase", "compensation"),
-            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
         ]);
         let ev = decode(&h, Some(br#"{"id":"R"}"#)).expect("valid");
         assert_eq!(ev.event_type, "stock_reserved");
         assert_eq!(ev.data, json!({"id": "R"}));
         assert!(ev.ext("traceparent").is_some());
         let addr = reply_address(&ev).expect("addressed");
-        assert_eq!(addr, ReplyAddress { saga_id: id, step: "reserve".into(), attempt: 2, phase: Phase::Compensation });
+        assert_eq!(
+            addr,
+            ReplyAddress {
+                saga_id: id,
+                step: "reserve".into(),
+                attempt: 2,
+                phase: Phase::Compensation
+            }
+        );
     }
 
     #[test]
     fn structured_reply_is_accepted() {
         let body = json!({"specversion": "1.0", "id": "x", "source": "s", "type": "t",
                           "sagaid": Uuid::from_u128(2).to_string(), "sagastep": "a", "sagaattempt": 1, "data": {"k": 1}});
-        let h = bytes(&[("content-type", "application/cloudevents+json; charset=utf-8")]);
+        let h = bytes(&[(
+            "content-type",
+            "application/cloudevents+json; charset=utf-8",
+        )]);
         let ev = decode(&h, Some(body.to_string().as_bytes())).expect("valid");
         assert_eq!(ev.data, json!({"k": 1}));
         assert_eq!(reply_address(&ev).expect("addressed").attempt, 1);
@@ -301,16 +363,35 @@ mod tests {
 
     #[test]
     fn garbage_is_rejected_with_a_reason() {
-        assert_eq!(decode(&[], Some(b"\x00\x01")), Err(DecodeError::Missing("specversion")));
-        let h = bytes(&[("ce_specversion", "1.0"), ("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t")]);
-        assert!(matches!(decode(&h, Some(b"{nope")), Err(DecodeError::BadJson(_))));
+        assert_eq!(
+            decode(&[], Some(b"\x00\x01")),
+            Err(DecodeError::Missing("specversion"))
+        );
+        let h = bytes(&[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "1"),
+            ("ce_source", "s"),
+            ("ce_type", "t"),
+        ]);
+        assert!(matches!(
+            decode(&h, Some(b"{nope")),
+            Err(DecodeError::BadJson(_))
+        ));
         let h = bytes(&[("content-type", CONTENT_TYPE_STRUCTURED)]);
-        assert!(matches!(decode(&h, Some(b"[1]")), Err(DecodeError::BadJson(_))));
+        assert!(matches!(
+            decode(&h, Some(b"[1]")),
+            Err(DecodeError::BadJson(_))
+        ));
     }
 
     #[test]
     fn a_reply_without_saga_attributes_is_unroutable() {
-        let h = bytes(&[("ce_specversion", "1.0"), ("ce_id", "1"), ("ce_source", "s"), ("ce_type", "t")]);
+        let h = bytes(&[
+            ("ce_specversion", "1.0"),
+            ("ce_id", "1"),
+            ("ce_source", "s"),
+            ("ce_type", "t"),
+        ]);
         let ev = decode(&h, None).expect("valid event");
         assert_eq!(reply_address(&ev), Err(DecodeError::Missing(EXT_SAGA_ID)));
     }

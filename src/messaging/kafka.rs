@@ -38,7 +38,13 @@ const CONSUMER_ONLY: &[&str] = &[
     "group.instance.id",
     "partition.assignment.strategy",
 ];
-const PRODUCER_ONLY: &[&str] = &["linger.ms", "batch.num.messages", "batch.size", "compression.type", "acks"];
+const PRODUCER_ONLY: &[&str] = &[
+    "linger.ms",
+    "batch.num.messages",
+    "batch.size",
+    "compression.type",
+    "acks",
+];
 
 /// Idempotent producer: retries never duplicate or reorder within a partition.
 pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, rdkafka::error::KafkaError> {
@@ -80,7 +86,11 @@ pub fn to_future_record<'a>(r: &'a Record) -> FutureRecord<'a, str, [u8]> {
 }
 
 /// Produces one record and waits for the broker's acknowledgement.
-pub async fn send(producer: &FutureProducer, r: &Record, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+pub async fn send(
+    producer: &FutureProducer,
+    r: &Record,
+    timeout: Duration,
+) -> Result<(), rdkafka::error::KafkaError> {
     producer
         .send(to_future_record(r), Timeout::After(timeout))
         .await

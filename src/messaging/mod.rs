@@ -1,3 +1,5 @@
 //! Kafka: the CloudEvents envelope, the reply/trigger consumer, the outbox relay.
 
 pub mod envelope;
+pub mod kafka;
+pub mod relay;

@@ -104,7 +104,11 @@ async fn lead(
 }
 
 /// Publishes one batch; returns how many rows were published and deleted.
-pub async fn publish_once(store: &Store, producer: &FutureProducer, settings: &RelaySettings) -> Result<usize, StoreError> {
+pub async fn publish_once(
+    store: &Store,
+    producer: &FutureProducer,
+    settings: &RelaySettings,
+) -> Result<usize, StoreError> {
     let rows = store::outbox_batch(&store.pool, settings.batch_size).await?;
     if rows.is_empty() {
         return Ok(0);
@@ -118,7 +122,12 @@ pub async fn publish_once(store: &Store, producer: &FutureProducer, settings: &R
             payload: r.payload.clone(),
         })
         .collect();
-    let results = join_all(records.iter().map(|r| kafka::send(producer, r, settings.send_timeout))).await;
+    let results = join_all(
+        records
+            .iter()
+            .map(|r| kafka::send(producer, r, settings.send_timeout)),
+    )
+    .await;
     // Delete only up to the first failure: anything after it is sent again next round
     // (a duplicate, which consumers dedupe) rather than overtaking the failed message.
     let mut done = Vec::with_capacity(rows.len());
@@ -133,7 +142,9 @@ pub async fn publish_once(store: &Store, producer: &FutureProducer, settings: &R
     }
     store::outbox_delete(&store.pool, &done).await?;
     if done.len() < rows.len() {
-        return Err(StoreError::Database(sqlx::Error::Protocol("broker did not acknowledge every message".into())));
+        return Err(StoreError::Database(sqlx::Error::Protocol(
+            "broker did not acknowledge every message".into(),
+        )));
     }
     Ok(done.len())
 }

@@ -91,7 +91,8 @@ impl Registry {
             .current
             .values()
             .flat_map(|d| {
-                std::iter::once(d.reply_topic.clone()).chain(d.trigger.as_ref().map(|t| t.topic.clone()))
+                std::iter::once(d.reply_topic.clone())
+                    .chain(d.trigger.as_ref().map(|t| t.topic.clone()))
             })
             .collect();
         if let Ok(v) = self.versions.read() {

@@ -100,7 +100,11 @@ fn random() -> u64 {
 
 impl Applier {
     /// Applies `items` in one transaction, in order per saga.
-    pub async fn apply_batch(&self, items: Vec<Item>, skip_locked: bool) -> Result<Vec<Applied>, ApplyError> {
+    pub async fn apply_batch(
+        &self,
+        items: Vec<Item>,
+        skip_locked: bool,
+    ) -> Result<Vec<Applied>, ApplyError> {
         let mut attempt = 0;
         loop {
             match self.try_apply_batch(&items, skip_locked).await {
@@ -113,7 +117,11 @@ impl Applier {
         }
     }
 
-    async fn try_apply_batch(&self, items: &[Item], skip_locked: bool) -> Result<Vec<Applied>, ApplyError> {
+    async fn try_apply_batch(
+        &self,
+        items: &[Item],
+        skip_locked: bool,
+    ) -> Result<Vec<Applied>, ApplyError> {
         let mut tx = self.store.begin().await?;
         let mut results: Vec<Option<Applied>> = vec![None; items.len()];
 
@@ -158,7 +166,11 @@ impl Applier {
                 continue;
             }
             let Some((inst, trace)) = sagas.get_mut(&item.saga_id) else {
-                results[n] = Some(if skip_locked { Applied::Busy } else { Applied::UnknownSaga });
+                results[n] = Some(if skip_locked {
+                    Applied::Busy
+                } else {
+                    Applied::UnknownSaga
+                });
                 continue;
             };
             if let Some(t) = &item.timer
@@ -167,8 +179,14 @@ impl Applier {
                 results[n] = Some(Applied::TimerGone);
                 continue;
             }
-            let def = self.registry.version(&self.store, &inst.definition, &inst.version).await?;
-            let env = Env { now, random: random() };
+            let def = self
+                .registry
+                .version(&self.store, &inst.definition, &inst.version)
+                .await?;
+            let env = Env {
+                now,
+                random: random(),
+            };
             match engine::apply(inst, &def, item.event.clone(), env) {
                 Ok(t) => {
                     let changed = t.changed(inst);
@@ -177,14 +195,21 @@ impl Applier {
                         batch.update_saga(&t.instance);
                     }
                     *inst = t.instance;
-                    results[n] = Some(if changed { Applied::Changed } else { Applied::Unchanged });
+                    results[n] = Some(if changed {
+                        Applied::Changed
+                    } else {
+                        Applied::Unchanged
+                    });
                 }
                 Err(rejection) => results[n] = Some(Applied::Rejected(rejection)),
             }
         }
         batch.flush(&mut tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        Ok(results.into_iter().map(|r| r.unwrap_or(Applied::Unchanged)).collect())
+        Ok(results
+            .into_iter()
+            .map(|r| r.unwrap_or(Applied::Unchanged))
+            .collect())
     }
 
     /// Turns a transition's effects into rows of the batch.
@@ -201,10 +226,19 @@ impl Applier {
         for effect in &t.effects {
             match effect {
                 Effect::SendCommand(o) | Effect::SendCompensation(o) => {
-                    let record = envelope::encode_command(o, id, &def.name, &self.settings.source, now, traceparent);
+                    let record = envelope::encode_command(
+                        o,
+                        id,
+                        &def.name,
+                        &self.settings.source,
+                        now,
+                        traceparent,
+                    );
                     batch.outbox(id, record);
                 }
-                Effect::ScheduleTimer { timer, due_at } => batch.schedule(id, timer_key(timer), *due_at),
+                Effect::ScheduleTimer { timer, due_at } => {
+                    batch.schedule(id, timer_key(timer), *due_at)
+                }
                 Effect::CancelTimer { timer } => batch.cancel(id, timer_key(timer)),
                 Effect::Record(h) => batch.history(id, h),
                 Effect::Publish(l) => {
@@ -212,7 +246,11 @@ impl Applier {
                         lifecycle_n += 1;
                         let event_id = Uuid::new_v5(
                             &id,
-                            format!("lifecycle/{}/{lifecycle_n}", t.instance.updated_at.timestamp_micros()).as_bytes(),
+                            format!(
+                                "lifecycle/{}/{lifecycle_n}",
+                                t.instance.updated_at.timestamp_micros()
+                            )
+                            .as_bytes(),
                         );
                         let record = envelope::encode_lifecycle(
                             l,
@@ -240,7 +278,10 @@ impl Applier {
         };
         if let Err(errors) = def.validate_input(&req.input) {
             return Ok(StartOutcome::InvalidInput(
-                errors.into_iter().map(|e| format!("{}: {}", e.path, e.message)).collect(),
+                errors
+                    .into_iter()
+                    .map(|e| format!("{}: {}", e.path, e.message))
+                    .collect(),
             ));
         }
         let mut tx = self.store.begin().await?;
@@ -261,13 +302,23 @@ impl Applier {
         let hash = input_hash(&req.input);
         let id = req.id.unwrap_or_else(Uuid::now_v7);
         let inst = Instance::new(id, def, req.input, req.key, now);
-        let t = match engine::apply(&inst, def, Event::Start, Env { now, random: random() }) {
+        let t = match engine::apply(
+            &inst,
+            def,
+            Event::Start,
+            Env {
+                now,
+                random: random(),
+            },
+        ) {
             Ok(t) => t,
             Err(Rejection::InvalidInput(errors)) => return Ok(StartOutcome::InvalidInput(errors)),
             Err(other) => return Ok(StartOutcome::Rejected(other)),
         };
         match store::insert_saga(tx, &t.instance, &hash, req.traceparent.as_deref()).await? {
-            Inserted::Existing { id, input_hash } if input_hash == hash => return Ok(StartOutcome::Existing(id)),
+            Inserted::Existing { id, input_hash } if input_hash == hash => {
+                return Ok(StartOutcome::Existing(id));
+            }
             Inserted::Existing { id, .. } => return Ok(StartOutcome::Conflict(id)),
             Inserted::New => {}
         }

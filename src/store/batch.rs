@@ -70,7 +70,8 @@ impl WriteBatch {
         }
         self.saga_ids.push(inst.id);
         self.saga_status.push(inst.status.as_str().to_owned());
-        self.saga_state.push(serde_json::to_value(inst).unwrap_or(Json::Null));
+        self.saga_state
+            .push(serde_json::to_value(inst).unwrap_or(Json::Null));
         self.saga_updated.push(inst.updated_at);
     }
 

@@ -31,11 +31,13 @@ pub async fn load_snapshot(
     name: &str,
     version: &str,
 ) -> Result<Option<(String, String)>, StoreError> {
-    let row = sqlx::query("SELECT source, file FROM definition_snapshots WHERE name = $1 AND version = $2")
-        .bind(name)
-        .bind(version)
-        .fetch_optional(pool)
-        .await?;
+    let row = sqlx::query(
+        "SELECT source, file FROM definition_snapshots WHERE name = $1 AND version = $2",
+    )
+    .bind(name)
+    .bind(version)
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(|r| (r.get("source"), r.get("file"))))
 }
 
@@ -53,7 +55,10 @@ pub async fn versions_in_use(pool: &PgPool) -> Result<Vec<(String, String)>, Sto
 pub enum Inserted {
     New,
     /// A saga with this business key already exists.
-    Existing { id: Uuid, input_hash: String },
+    Existing {
+        id: Uuid,
+        input_hash: String,
+    },
 }
 
 pub async fn insert_saga(
@@ -82,11 +87,12 @@ pub async fn insert_saga(
     if row.is_some() {
         return Ok(Inserted::New);
     }
-    let existing = sqlx::query("SELECT id, input_hash FROM sagas WHERE definition = $1 AND business_key = $2")
-        .bind(&inst.definition)
-        .bind(&inst.key)
-        .fetch_one(&mut **tx)
-        .await?;
+    let existing =
+        sqlx::query("SELECT id, input_hash FROM sagas WHERE definition = $1 AND business_key = $2")
+            .bind(&inst.definition)
+            .bind(&inst.key)
+            .fetch_one(&mut **tx)
+            .await?;
     Ok(Inserted::Existing {
         id: existing.get("id"),
         input_hash: existing.get("input_hash"),
@@ -117,7 +123,8 @@ pub async fn lock_sagas(
         .map(|r| {
             let id: Uuid = r.get("id");
             let state: Json = r.get("state");
-            let instance = serde_json::from_value(state).map_err(|source| StoreError::CorruptState { id, source })?;
+            let instance = serde_json::from_value(state)
+                .map_err(|source| StoreError::CorruptState { id, source })?;
             Ok(LockedSaga {
                 instance,
                 revision: r.get("revision"),
@@ -154,11 +161,13 @@ pub async fn due_timers(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, String)>, StoreError> {
-    let rows = sqlx::query("SELECT saga_id, timer FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2")
-        .bind(now)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT saga_id, timer FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -196,10 +205,12 @@ pub struct OutboxRow {
 }
 
 pub async fn outbox_batch(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-    let rows = sqlx::query("SELECT id, saga_id, topic, key, headers, payload FROM outbox ORDER BY id LIMIT $1")
-        .bind(limit)
-        .fetch_all(pool)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT id, saga_id, topic, key, headers, payload FROM outbox ORDER BY id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|r| {
@@ -209,7 +220,12 @@ pub async fn outbox_batch(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>, S
                 .map(|pairs| {
                     pairs
                         .iter()
-                        .filter_map(|p| Some((p.get(0)?.as_str()?.to_owned(), p.get(1)?.as_str()?.to_owned())))
+                        .filter_map(|p| {
+                            Some((
+                                p.get(0)?.as_str()?.to_owned(),
+                                p.get(1)?.as_str()?.to_owned(),
+                            ))
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
@@ -226,12 +242,17 @@ pub async fn outbox_batch(pool: &PgPool, limit: i64) -> Result<Vec<OutboxRow>, S
 }
 
 pub async fn outbox_delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)").bind(ids).execute(pool).await?;
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
 pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await?)
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(pool)
+        .await?)
 }
 
 /// A saga as stored, for reading.
@@ -250,7 +271,8 @@ pub async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, StoreE
     row.map(|r| {
         let state: Json = r.get("state");
         Ok(SagaRow {
-            instance: serde_json::from_value(state).map_err(|source| StoreError::CorruptState { id, source })?,
+            instance: serde_json::from_value(state)
+                .map_err(|source| StoreError::CorruptState { id, source })?,
             revision: r.get("revision"),
             trace_context: r.get("trace_context"),
         })

@@ -89,13 +89,19 @@ pub fn definition(source: &str) -> Definition {
         Ok(d) => d,
         Err(diags) => panic!(
             "fixture must be valid: {}",
-            diags.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+            diags
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
         ),
     }
 }
 
 pub fn t0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 /// One saga driven event by event, collecting everything it emitted.
@@ -141,7 +147,13 @@ impl Driver {
         }
     }
 
-    pub fn reply(&mut self, step: &str, attempt: u32, reply_type: &str, payload: Json) -> Transition {
+    pub fn reply(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        reply_type: &str,
+        payload: Json,
+    ) -> Transition {
         self.reply_phase(step, Phase::Command, attempt, reply_type, payload)
     }
 
@@ -214,3 +226,14 @@ pub fn sent(effects: &[Effect]) -> Vec<String> {
         })
         .collect()
 }
+
+pub const SCHEMA: &str = r#"
+name: schema
+input:
+  schema: {type: object, properties: {amount: {type: number, minimum: 0}}}
+steps:
+  - name: only
+    command: {topic: t, type: do}
+    reply: {success: [done]}
+    compensation: none
+"#;

@@ -18,11 +18,18 @@ use crate::engine::{
 #[derive(Debug, Clone)]
 enum Action {
     /// Answer the `pick`-th message sent so far with an outcome chosen by `outcome`.
-    Reply { pick: usize, outcome: u8 },
+    Reply {
+        pick: usize,
+        outcome: u8,
+    },
     /// Deliver again a reply that was already delivered.
-    Duplicate { pick: usize },
+    Duplicate {
+        pick: usize,
+    },
     /// Fire the `pick`-th pending timer (time jumps to it).
-    FireTimer { pick: usize },
+    FireTimer {
+        pick: usize,
+    },
     Abort,
     Retry,
 }
@@ -94,7 +101,13 @@ impl World {
                 Effect::SendCommand(o) | Effect::SendCompensation(o) => {
                     // Invariant 3: never two messages for the same (step, phase, attempt).
                     let id = (o.step.clone(), o.phase, o.attempt);
-                    assert!(self.emitted.insert(id), "second message for {}#{} ({:?})", o.step, o.attempt, o.phase);
+                    assert!(
+                        self.emitted.insert(id),
+                        "second message for {}#{} ({:?})",
+                        o.step,
+                        o.attempt,
+                        o.phase
+                    );
                     if o.phase == Phase::Compensation {
                         if self.pivot_succeeded_at.is_some() {
                             self.compensations_after_pivot += 1;
@@ -126,7 +139,11 @@ impl World {
     }
 
     fn index(&self, step: &str) -> usize {
-        self.def.steps.iter().position(|s| s.name == step).expect("known step")
+        self.def
+            .steps
+            .iter()
+            .position(|s| s.name == step)
+            .expect("known step")
     }
 
     fn reply_to(&self, o: &Outgoing, outcome: u8) -> Reply {
@@ -135,8 +152,16 @@ impl World {
             Phase::Command => &step.reply,
             Phase::Compensation => &step.compensation.as_ref().expect("compensation").reply,
         };
-        let retryable = spec.failure.iter().find(|f| f.retryable).map(|f| f.reply_type.clone());
-        let fatal = spec.failure.iter().find(|f| !f.retryable).map(|f| f.reply_type.clone());
+        let retryable = spec
+            .failure
+            .iter()
+            .find(|f| f.retryable)
+            .map(|f| f.reply_type.clone());
+        let fatal = spec
+            .failure
+            .iter()
+            .find(|f| !f.retryable)
+            .map(|f| f.reply_type.clone());
         let reply_type = match (o.phase, outcome) {
             (_, 0) => spec.success[0].clone(),
             (Phase::Command, 1) => fatal.unwrap_or_else(|| spec.success[0].clone()),
@@ -166,7 +191,10 @@ impl World {
             Action::Duplicate { pick } if !self.delivered.is_empty() => {
                 let reply = self.delivered[pick % self.delivered.len()].clone();
                 let before = self.inst.clone();
-                let env = Env { now: self.now, random: self.seed };
+                let env = Env {
+                    now: self.now,
+                    random: self.seed,
+                };
                 let t = apply(&before, &self.def, Event::Reply(reply), env).expect("known step");
                 // Invariant 3b: a duplicate delivery changes nothing.
                 assert_eq!(t.instance, before, "a duplicate reply changed the saga");
@@ -183,8 +211,13 @@ impl World {
                 self.now = self.now.max(due);
                 self.apply(timer_event(timer));
             }
-            Action::Abort => self.apply(Event::Abort { reason: "test".into(), actor: "prop".into() }),
-            Action::Retry => self.apply(Event::Retry { actor: "prop".into() }),
+            Action::Abort => self.apply(Event::Abort {
+                reason: "test".into(),
+                actor: "prop".into(),
+            }),
+            Action::Retry => self.apply(Event::Retry {
+                actor: "prop".into(),
+            }),
             _ => {}
         }
     }
@@ -201,7 +234,8 @@ impl World {
                 match o.phase {
                     Phase::Command => st.status == StepStatus::Running && st.attempt == o.attempt,
                     Phase::Compensation => {
-                        st.compensation == CompensationStatus::Running && st.comp_attempt == o.attempt
+                        st.compensation == CompensationStatus::Running
+                            && st.comp_attempt == o.attempt
                     }
                 }
             });
@@ -210,9 +244,16 @@ impl World {
                 self.apply(Event::Reply(reply));
                 continue;
             }
-            let next = self.timers.iter().min_by_key(|(_, d)| **d).map(|(t, d)| (t.clone(), *d));
+            let next = self
+                .timers
+                .iter()
+                .min_by_key(|(_, d)| **d)
+                .map(|(t, d)| (t.clone(), *d));
             let Some((timer, due)) = next else {
-                panic!("stuck: {:?} with nothing in flight and no timer", self.inst.status);
+                panic!(
+                    "stuck: {:?} with nothing in flight and no timer",
+                    self.inst.status
+                );
             };
             self.timers.remove(&timer);
             self.now = self.now.max(due);
@@ -223,7 +264,10 @@ impl World {
 
     fn check_compensation_invariants(&self) {
         // Invariant 4: after the pivot, no compensation is ever emitted.
-        assert_eq!(self.compensations_after_pivot, 0, "compensation after the pivot");
+        assert_eq!(
+            self.compensations_after_pivot, 0,
+            "compensation after the pivot"
+        );
         // Invariant 2a: only steps whose command went out are compensated.
         for step in &self.compensation_order {
             let st = &self.inst.steps[self.index(step)];
@@ -231,14 +275,27 @@ impl World {
             assert_ne!(st.status, StepStatus::Skipped);
         }
         // Invariant 2b: in reverse order of settling.
-        let seqs: Vec<_> = self.compensation_order.iter().map(|s| self.settled_at_compensation[s]).collect();
-        assert!(seqs.windows(2).all(|w| w[0] > w[1]), "compensation order {:?} by settle seq {seqs:?}", self.compensation_order);
+        let seqs: Vec<_> = self
+            .compensation_order
+            .iter()
+            .map(|s| self.settled_at_compensation[s])
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[0] > w[1]),
+            "compensation order {:?} by settle seq {seqs:?}",
+            self.compensation_order
+        );
         // Invariant 2c: once compensated, every step that went out and can be undone was.
         if self.inst.status == SagaStatus::Compensated {
             for (i, st) in self.inst.steps.iter().enumerate() {
                 let undoable = self.def.steps[i].compensation.is_some();
                 if st.command_sent() && undoable {
-                    assert_eq!(st.compensation, CompensationStatus::Compensated, "{} not compensated", self.def.steps[i].name);
+                    assert_eq!(
+                        st.compensation,
+                        CompensationStatus::Compensated,
+                        "{} not compensated",
+                        self.def.steps[i].name
+                    );
                 }
             }
         }
@@ -247,8 +304,24 @@ impl World {
 
 fn timer_event(timer: Timer) -> Event {
     match timer {
-        Timer::StepTimeout { step, phase, attempt } => Event::StepTimeout { step, phase, attempt },
-        Timer::RetryDue { step, phase, attempt } => Event::RetryDue { step, phase, attempt },
+        Timer::StepTimeout {
+            step,
+            phase,
+            attempt,
+        } => Event::StepTimeout {
+            step,
+            phase,
+            attempt,
+        },
+        Timer::RetryDue {
+            step,
+            phase,
+            attempt,
+        } => Event::RetryDue {
+            step,
+            phase,
+            attempt,
+        },
         Timer::Deadline => Event::Deadline,
     }
 }
@@ -265,12 +338,18 @@ fn run(source: &str, input: serde_json::Value, seed: u64, actions: Vec<Action>) 
     // ...and an operator's retry, with participants that answer, always finishes it.
     for _ in 0..3 {
         if w.inst.status == SagaStatus::Failed {
-            w.apply(Event::Retry { actor: "prop".into() });
+            w.apply(Event::Retry {
+                actor: "prop".into(),
+            });
             w.drain();
             w.check_compensation_invariants();
         }
     }
-    assert!(w.inst.status.is_terminal(), "not terminal after operator retries: {:?}", w.inst.status);
+    assert!(
+        w.inst.status.is_terminal(),
+        "not terminal after operator retries: {:?}",
+        w.inst.status
+    );
 }
 
 proptest! {

@@ -65,10 +65,17 @@ fn failure_compensates_completed_steps_in_reverse_order_including_the_failed_one
     assert_eq!(d.last_sent(), ["comp:authorize#1"]);
     d.comp_reply("authorize", 1, "voided");
     assert_eq!(d.last_sent(), ["comp:reserve#1"]);
-    assert_eq!(d.outgoing().last().map(|o| o.payload.clone()), Some(json!({"reservation": "r-9"})));
+    assert_eq!(
+        d.outgoing().last().map(|o| o.payload.clone()),
+        Some(json!({"reservation": "r-9"}))
+    );
     d.comp_reply("reserve", 1, "released");
     assert_eq!(d.inst.status, SagaStatus::Compensated);
-    assert!(!d.all_sent().iter().any(|s| s.contains("capture") || s.contains("ship")));
+    assert!(
+        !d.all_sent()
+            .iter()
+            .any(|s| s.contains("capture") || s.contains("ship"))
+    );
 }
 
 #[test]
@@ -77,12 +84,17 @@ fn retryable_failure_waits_for_backoff_then_sends_the_next_attempt() {
     d.reply("reserve", 1, "busy", json!({}));
     assert_eq!(d.inst.steps[0].status, StepStatus::WaitingRetry);
     let due = d.last.iter().find_map(|e| match e {
-        Effect::ScheduleTimer { timer: Timer::RetryDue { attempt: 2, .. }, due_at } => Some(*due_at),
+        Effect::ScheduleTimer {
+            timer: Timer::RetryDue { attempt: 2, .. },
+            due_at,
+        } => Some(*due_at),
         _ => None,
     });
     let delay = due.map(|t| t - d.now).expect("retry scheduled");
     // 100ms with up to 50% jitter taken off.
-    assert!(delay <= chrono::Duration::milliseconds(100) && delay >= chrono::Duration::milliseconds(50));
+    assert!(
+        delay <= chrono::Duration::milliseconds(100) && delay >= chrono::Duration::milliseconds(50)
+    );
     d.retry_due("reserve", Phase::Command, 2);
     assert_eq!(d.last_sent(), ["cmd:reserve#2"]);
     d.reply("reserve", 2, "reserved", json!({"id": 1}));
@@ -99,7 +111,10 @@ fn timeout_is_retried_then_exhausted_as_unknown_outcome_and_compensated() {
     assert_eq!(d.inst.status, SagaStatus::Compensating);
     assert_eq!(d.last_sent(), ["comp:reserve#1"]);
     // The compensation renders even without a reply, thanks to `default(none)`.
-    assert_eq!(d.outgoing().last().map(|o| o.payload.clone()), Some(json!({"reservation": null})));
+    assert_eq!(
+        d.outgoing().last().map(|o| o.payload.clone()),
+        Some(json!({"reservation": null}))
+    );
 }
 
 #[test]
@@ -109,13 +124,18 @@ fn stale_and_duplicate_replies_change_nothing() {
     d.retry_due("reserve", Phase::Command, 2);
     let before = d.inst.clone();
     let t = d.reply("reserve", 1, "reserved", json!({"id": "late"}));
-    assert_eq!(t.instance, before, "a reply to attempt 1 while attempt 2 is out is stale");
+    assert_eq!(
+        t.instance, before,
+        "a reply to attempt 1 while attempt 2 is out is stale"
+    );
     assert_eq!(d.last_sent(), Vec::<String>::new());
     d.reply("reserve", 2, "reserved", json!({"id": "ok"}));
     let before = d.inst.clone();
     let t = d.reply("reserve", 2, "reserved", json!({"id": "ok"}));
     assert_eq!(t.instance, before);
-    assert!(matches!(&t.effects[..], [Effect::Record(h)] if h.kind == crate::engine::HistoryKind::ReplyIgnored));
+    assert!(
+        matches!(&t.effects[..], [Effect::Record(h)] if h.kind == crate::engine::HistoryKind::ReplyIgnored)
+    );
 }
 
 #[test]
@@ -143,11 +163,25 @@ fn after_the_pivot_failures_stop_for_an_operator_and_retry_redrives_forward() {
     d.reply("capture", 1, "captured", json!({}));
     d.reply("ship", 1, "no_courier", json!({}));
     assert_eq!(d.inst.status, SagaStatus::Failed);
-    assert_eq!(d.inst.failure.as_ref().map(|f| f.phase), Some(FailurePhase::Forward));
+    assert_eq!(
+        d.inst.failure.as_ref().map(|f| f.phase),
+        Some(FailurePhase::Forward)
+    );
     assert!(!d.all_sent().iter().any(|s| s.starts_with("comp:")));
-    let err = d.try_apply(Event::Abort { reason: "x".into(), actor: "ops".into() });
-    assert!(matches!(err, Err(Rejection::NotAllowed { action: "abort", .. })));
-    d.apply(Event::Retry { actor: "ops".into() });
+    let err = d.try_apply(Event::Abort {
+        reason: "x".into(),
+        actor: "ops".into(),
+    });
+    assert!(matches!(
+        err,
+        Err(Rejection::NotAllowed {
+            action: "abort",
+            ..
+        })
+    ));
+    d.apply(Event::Retry {
+        actor: "ops".into(),
+    });
     assert_eq!(d.last_sent(), ["cmd:ship#2"]);
     d.reply("ship", 2, "shipped", json!({"tracking": "T"}));
     assert_eq!(d.inst.status, SagaStatus::Completed);
@@ -164,7 +198,10 @@ fn pivot_with_unknown_outcome_waits_for_an_operator() {
     assert_eq!(d.inst.status, SagaStatus::Failed);
     assert!(!d.all_sent().iter().any(|s| s.starts_with("comp:")));
     // The operator decides it did not happen: abort rolls back.
-    d.apply(Event::Abort { reason: "bank says no capture".into(), actor: "ops".into() });
+    d.apply(Event::Abort {
+        reason: "bank says no capture".into(),
+        actor: "ops".into(),
+    });
     assert_eq!(d.last_sent(), ["comp:authorize#1"]);
 }
 
@@ -177,11 +214,16 @@ fn exhausted_compensation_fails_awaiting_operator_and_retry_resumes_rollback() {
     d.retry_due("authorize", Phase::Compensation, 2);
     d.comp_reply("authorize", 2, "busy");
     assert_eq!(d.inst.status, SagaStatus::Failed);
-    assert_eq!(d.inst.failure.as_ref().map(|f| f.phase), Some(FailurePhase::Compensation));
+    assert_eq!(
+        d.inst.failure.as_ref().map(|f| f.phase),
+        Some(FailurePhase::Compensation)
+    );
     assert!(lifecycle(&d).contains(&LifecycleKind::Failed));
     // Rollback is not continued past the failed compensation.
     assert!(!d.all_sent().contains(&"comp:reserve#1".to_owned()));
-    d.apply(Event::Retry { actor: "ops".into() });
+    d.apply(Event::Retry {
+        actor: "ops".into(),
+    });
     assert_eq!(d.last_sent(), ["comp:authorize#3"]);
     d.comp_reply("authorize", 3, "voided");
     d.comp_reply("reserve", 1, "released");
@@ -200,12 +242,18 @@ fn non_retryable_compensation_failure_stops_at_once() {
 fn abort_compensates_now_and_is_idempotent() {
     let mut d = order();
     d.reply("reserve", 1, "reserved", json!({"id": 1}));
-    d.apply(Event::Abort { reason: "customer cancelled".into(), actor: "alice".into() });
+    d.apply(Event::Abort {
+        reason: "customer cancelled".into(),
+        actor: "alice".into(),
+    });
     assert_eq!(d.inst.status, SagaStatus::Compensating);
     // authorize#1 is in flight: wait for it before compensating.
     assert_eq!(d.last_sent(), Vec::<String>::new());
     let before = d.inst.clone();
-    d.apply(Event::Abort { reason: "again".into(), actor: "alice".into() });
+    d.apply(Event::Abort {
+        reason: "again".into(),
+        actor: "alice".into(),
+    });
     assert_eq!(d.inst, before);
     d.reply("authorize", 1, "authorized", json!({}));
     assert_eq!(d.last_sent(), ["comp:authorize#1"]);
@@ -220,7 +268,10 @@ fn abort_is_refused_while_the_pivot_is_in_flight() {
     let mut d = order();
     d.reply("reserve", 1, "reserved", json!({"id": 1}));
     d.reply("authorize", 1, "authorized", json!({}));
-    let r = d.try_apply(Event::Abort { reason: "x".into(), actor: "a".into() });
+    let r = d.try_apply(Event::Abort {
+        reason: "x".into(),
+        actor: "a".into(),
+    });
     assert!(matches!(r, Err(Rejection::NotAllowed { .. })));
 }
 
@@ -232,7 +283,11 @@ fn parallel_group_failure_waits_for_siblings_then_compensates_all_that_went_out(
     d.reply("hotel", 1, "booked", json!({}));
     d.reply("flight", 1, "nope", json!({}));
     assert_eq!(d.inst.status, SagaStatus::Compensating);
-    assert_eq!(d.last_sent(), Vec::<String>::new(), "car is still in flight");
+    assert_eq!(
+        d.last_sent(),
+        Vec::<String>::new(),
+        "car is still in flight"
+    );
     d.reply("car", 1, "booked", json!({}));
     // Settled order: hotel, flight, car → compensate car, flight, hotel.
     assert_eq!(d.last_sent(), ["comp:car#1"]);
@@ -253,7 +308,10 @@ fn conditional_step_is_skipped_and_never_compensated() {
     d.reply("flight", 1, "booked", json!({"no": "F1"}));
     d.reply("hotel", 1, "booked", json!({}));
     assert_eq!(d.last_sent(), ["cmd:confirm#1"]);
-    assert_eq!(d.outgoing().last().map(|o| o.payload.clone()), Some(json!({"flight": {"no": "F1"}})));
+    assert_eq!(
+        d.outgoing().last().map(|o| o.payload.clone()),
+        Some(json!({"flight": {"no": "F1"}}))
+    );
     d.reply("confirm", 1, "nope", json!({}));
     assert!(!d.all_sent().iter().any(|s| s.contains("car")));
     assert_eq!(d.last_sent(), ["comp:confirm#1"]);
@@ -262,7 +320,13 @@ fn conditional_step_is_skipped_and_never_compensated() {
 #[test]
 fn deadline_before_the_pivot_compensates() {
     let mut d = Driver::start(TRIP, json!({"car": false}));
-    assert!(d.last.iter().any(|e| matches!(e, Effect::ScheduleTimer { timer: Timer::Deadline, .. })));
+    assert!(d.last.iter().any(|e| matches!(
+        e,
+        Effect::ScheduleTimer {
+            timer: Timer::Deadline,
+            ..
+        }
+    )));
     d.reply("prepare", 1, "prepared", json!({}));
     d.reply("flight", 1, "booked", json!({}));
     d.apply(Event::Deadline);
@@ -284,7 +348,10 @@ fn a_step_whose_template_cannot_render_fails_without_sending() {
 #[test]
 fn start_twice_is_rejected() {
     let mut d = order();
-    assert_eq!(d.try_apply(Event::Start).err(), Some(Rejection::AlreadyStarted));
+    assert_eq!(
+        d.try_apply(Event::Start).err(),
+        Some(Rejection::AlreadyStarted)
+    );
 }
 
 #[test]
@@ -296,4 +363,26 @@ fn command_ids_are_deterministic_per_attempt() {
     c.reply("reserve", 1, "busy", json!({}));
     c.retry_due("reserve", Phase::Command, 2);
     assert_ne!(c.outgoing()[0].command_id, c.outgoing()[1].command_id);
+}
+
+#[test]
+fn start_checks_the_input_schema() {
+    let def = super::fixtures::definition(crate::engine::tests::fixtures::SCHEMA);
+    let inst = crate::engine::Instance::new(
+        uuid::Uuid::nil(),
+        &def,
+        json!({"amount": -1}),
+        None,
+        super::fixtures::t0(),
+    );
+    let env = crate::engine::Env {
+        now: super::fixtures::t0(),
+        random: 0,
+    };
+    match crate::engine::apply(&inst, &def, Event::Start, env) {
+        Err(Rejection::InvalidInput(errors)) => {
+            assert!(errors[0].starts_with("/amount"), "{errors:?}")
+        }
+        other => panic!("expected invalid input, got {other:?}"),
+    }
 }

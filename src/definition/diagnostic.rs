@@ -1,0 +1,131 @@
+//! A problem found in a definition file, pointing at the line and column to fix.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::definition::node::Pos;
+
+/// One problem in a definition file.
+///
+/// Rendered as `FILE:LINE:COL: error: MESSAGE`, then `  help: HELP` on its own line
+/// when there is a suggestion, so editors and terminals can jump to the spot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    pub file: String,
+    #[serde(flatten)]
+    pub pos: Pos,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: error: {}", self.file, self.pos, self.message)?;
+        if let Some(help) = &self.help {
+            write!(f, "\n  help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Renders diagnostics one after another, each ending with a newline.
+pub fn render(diagnostics: &[Diagnostic]) -> String {
+    diagnostics.iter().map(|d| format!("{d}\n")).collect()
+}
+
+/// Collects the diagnostics of one file so decoding can go on after a problem.
+#[derive(Debug)]
+pub(crate) struct Diags {
+    file: String,
+    list: Vec<Diagnostic>,
+}
+
+impl Diags {
+    pub(crate) fn new(file: &str) -> Self {
+        Diags {
+            file: file.to_owned(),
+            list: Vec::new(),
+        }
+    }
+
+    pub(crate) fn error(&mut self, pos: Pos, message: impl Into<String>) {
+        self.push(pos, message.into(), None);
+    }
+
+    pub(crate) fn error_help(
+        &mut self,
+        pos: Pos,
+        message: impl Into<String>,
+        help: impl Into<String>,
+    ) {
+        self.push(pos, message.into(), Some(help.into()));
+    }
+
+    fn push(&mut self, pos: Pos, message: String, help: Option<String>) {
+        self.list.push(Diagnostic {
+            file: self.file.clone(),
+            pos,
+            message,
+            help,
+        });
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The diagnostics in source order (stable for problems at the same spot).
+    pub(crate) fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.list.sort_by_key(|d| d.pos);
+        self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn diag(help: Option<&str>) -> Diagnostic {
+        Diagnostic {
+            file: "sagas/a.yaml".into(),
+            pos: Pos { line: 3, column: 7 },
+            message: "unknown field `timout`".into(),
+            help: help.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn renders_with_and_without_help() {
+        assert_eq!(
+            diag(Some("did you mean `timeout`?")).to_string(),
+            "sagas/a.yaml:3:7: error: unknown field `timout`\n  help: did you mean `timeout`?"
+        );
+        assert_eq!(
+            diag(None).to_string(),
+            "sagas/a.yaml:3:7: error: unknown field `timout`"
+        );
+    }
+
+    #[test]
+    fn serializes_flat() {
+        let json = serde_json::to_value(diag(None)).expect("serializes");
+        assert_eq!(
+            json,
+            serde_json::json!({"file": "sagas/a.yaml", "line": 3, "column": 7,
+                               "message": "unknown field `timout`", "help": null})
+        );
+    }
+
+    #[test]
+    fn sorted_by_position() {
+        let mut d = Diags::new("f");
+        d.error(Pos { line: 5, column: 1 }, "b");
+        d.error(Pos { line: 2, column: 9 }, "a");
+        d.error(Pos { line: 5, column: 1 }, "c");
+        let msgs: Vec<_> = d.into_sorted().into_iter().map(|d| d.message).collect();
+        assert_eq!(msgs, ["a", "b", "c"]);
+    }
+}

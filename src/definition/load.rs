@@ -1,0 +1,198 @@
+//! Entry points: text, file or directory in; definitions or diagnostics out.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+
+use crate::definition::decode::{Ctx, decode};
+use crate::definition::diagnostic::{Diagnostic, Diags};
+use crate::definition::model::Definition;
+use crate::definition::node::{Node, Pos};
+use crate::definition::validate::validate;
+
+/// Largest definition file accepted, in bytes.
+pub const MAX_FILE_SIZE: usize = 256 * 1024;
+
+/// A saga input that does not match the definition's input schema.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct InputError {
+    /// JSON pointer to the offending value, `""` for the whole input.
+    pub path: String,
+    pub message: String,
+}
+
+pub(crate) fn sha256_hex(source: &str) -> String {
+    Sha256::digest(source.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub(crate) fn compile_schema(
+    schema: &Json,
+) -> Result<jsonschema::Validator, jsonschema::ValidationError<'static>> {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(schema)
+}
+
+/// Parses and validates one definition, reporting every problem found.
+pub fn parse_definition(file: &str, source: &str) -> Result<Definition, Vec<Diagnostic>> {
+    let mut d = Diags::new(file);
+    if source.len() > MAX_FILE_SIZE {
+        d.error_help(
+            Pos::START,
+            format!(
+                "file is too large: {} bytes, the limit is {MAX_FILE_SIZE} bytes (256 KiB)",
+                source.len()
+            ),
+            "split the saga or move large constants out of the definition",
+        );
+        return Err(d.into_sorted());
+    }
+    // The default budget stays on: it is what rejects alias bombs.
+    let options = serde_saphyr::options! { with_snippet: false };
+    let root: Node = match serde_saphyr::from_str_with_options(source, options) {
+        Ok(root) => root,
+        Err(err) => {
+            yaml_error(&err, &mut d);
+            return Err(d.into_sorted());
+        }
+    };
+    let mut ctx = Ctx {
+        d,
+        uses: Vec::new(),
+    };
+    let (mut def, infos) = decode(&root, file, source, &mut ctx);
+    validate(&mut def, &infos, &mut ctx);
+    if ctx.d.is_empty() {
+        Ok(def)
+    } else {
+        Err(ctx.d.into_sorted())
+    }
+}
+
+fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
+    let pos = err
+        .location()
+        .map(|l| Pos {
+            line: l.line(),
+            column: l.column(),
+        })
+        .filter(|p| p.line > 0)
+        .unwrap_or(Pos::START);
+    let mut inner = err;
+    while let serde_saphyr::Error::AliasError { error, .. }
+    | serde_saphyr::Error::WithSnippet { error, .. } = inner
+    {
+        inner = error;
+    }
+    if let serde_saphyr::Error::Budget { breach, .. } = inner {
+        d.error_help(
+            pos,
+            format!("YAML too large once anchors and aliases are expanded (parser budget exceeded: {breach:?})"),
+            "aliases that refer to aliases multiply the data (an \"alias bomb\"); write the values out instead",
+        );
+        return;
+    }
+    use serde_saphyr::MessageFormatter;
+    let message = serde_saphyr::UserMessageFormatter.format_message(inner);
+    d.error_help(
+        pos,
+        format!("YAML syntax error: {message}"),
+        "check indentation, quotes and `:` around this position",
+    );
+}
+
+/// Loads one definition file; an unreadable file is a diagnostic at 1:1.
+pub fn load_file(path: &Path) -> Result<Definition, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(source) => parse_definition(&file, &source),
+        Err(err) => {
+            let mut d = Diags::new(&file);
+            d.error(Pos::START, format!("cannot read file: {err}"));
+            Err(d.into_sorted())
+        }
+    }
+}
+
+/// Loads every `*.yaml` / `*.yml` file in `path` (not recursively), in name order.
+pub fn load_dir(path: &Path) -> (Vec<Definition>, Vec<Diagnostic>) {
+    let mut definitions = Vec::new();
+    let mut diagnostics = Vec::new();
+    let dir_name = path.display().to_string();
+    let entries = match std::fs::read_dir(path) {
+        Ok(entries) => entries,
+        Err(err) => {
+            let mut d = Diags::new(&dir_name);
+            d.error(Pos::START, format!("cannot read directory: {err}"));
+            return (definitions, d.into_sorted());
+        }
+    };
+    let mut files: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    let mut seen: HashMap<String, String> = HashMap::new();
+    for file in files {
+        match load_file(&file) {
+            Ok(def) => {
+                if let Some(first) = seen.get(&def.name) {
+                    let mut d = Diags::new(&def.file);
+                    d.error_help(
+                        name_pos(&def),
+                        format!("duplicate saga name `{}`", def.name),
+                        format!("`{first}` already defines it; saga names must be unique"),
+                    );
+                    diagnostics.extend(d.into_sorted());
+                } else {
+                    seen.insert(def.name.clone(), def.file.clone());
+                    definitions.push(def);
+                }
+            }
+            Err(diags) => diagnostics.extend(diags),
+        }
+    }
+    (definitions, diagnostics)
+}
+
+/// Where `name:` is written, found again from the kept source for the cross-file message.
+fn name_pos(def: &Definition) -> Pos {
+    let root: Option<Node> = serde_saphyr::from_str(&def.source).ok();
+    root.and_then(|root| match root.value {
+        crate::definition::node::Value::Map(entries) => entries
+            .into_iter()
+            .find(|(k, _)| k.name == "name")
+            .map(|(_, v)| v.pos),
+        _ => None,
+    })
+    .unwrap_or(Pos::START)
+}
+
+impl Definition {
+    /// Checks a saga input against the definition's input schema (if any).
+    pub fn validate_input(&self, input: &Json) -> Result<(), Vec<InputError>> {
+        let Some(schema) = &self.input_schema else {
+            return Ok(());
+        };
+        let errors: Vec<InputError> = schema
+            .validator
+            .iter_errors(input)
+            .map(|e| InputError {
+                path: e.instance_path().as_str().to_owned(),
+                message: e.to_string(),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}

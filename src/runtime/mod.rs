@@ -1,0 +1,4 @@
+//! Wiring: the apply-persist-acknowledge loop, timers, supervision and shutdown.
+
+pub mod registry;
+pub mod transition;
