@@ -35,6 +35,10 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     /// Where lifecycle events go; empty disables them.
     pub lifecycle_topic: String,
+    /// Create missing topics at start-up (reply, trigger, command, DLQ, lifecycle).
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+    pub topic_replication: i32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +86,9 @@ impl Default for KafkaSettings {
             properties: BTreeMap::new(),
             dead_letter_topic: "sagaflow.dead-letter".into(),
             lifecycle_topic: "sagaflow.lifecycle".into(),
+            create_topics: true,
+            topic_partitions: 8,
+            topic_replication: 1,
         }
     }
 }

@@ -1,7 +1,9 @@
+pub mod api;
 pub mod config;
 pub mod definition;
 pub mod engine;
 pub mod messaging;
+pub mod participant;
 pub mod runtime;
 pub mod simulate;
 pub mod store;

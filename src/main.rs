@@ -6,8 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use sagaflow::config::Settings;
 use sagaflow::definition::{self, Definition, Diagnostic};
+use sagaflow::runtime::{dev, service};
 use sagaflow::simulate::{self, Script};
+use sagaflow::store::Store;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,12 +20,45 @@ use sagaflow::simulate::{self, Script};
     about = "Saga orchestration over Kafka with state in PostgreSQL"
 )]
 struct Cli {
+    /// YAML settings file (environment variables SAGAFLOW_* override it).
+    #[arg(long, global = true, env = "SAGAFLOW_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: load sagas/, migrate, consume replies, publish commands, serve HTTP.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Everything on one machine: embedded broker, local PostgreSQL, demo participants.
+    Dev {
+        /// Use this Kafka cluster instead of the embedded one.
+        #[arg(long)]
+        kafka: Option<String>,
+        /// Database URL (created if missing).
+        #[arg(
+            long,
+            default_value = "postgres://postgres@127.0.0.1:5432/sagaflow_dev"
+        )]
+        database_url: String,
+        /// HTTP listen address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Probability that a demo participant declines a step.
+        #[arg(long, default_value_t = 0.1)]
+        failure_rate: f64,
+        /// Demo participants' reply latency in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+    },
+    /// Exit 0 when the local service answers /healthz (for container health checks).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
     /// Check saga definitions; exit 1 and list every problem if any is invalid.
     Validate {
         /// Files or directories (default: ./sagas).
@@ -62,6 +99,28 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let service = matches!(
+        cli.command,
+        Command::Serve | Command::Migrate | Command::Dev { .. }
+    );
+    if service {
+        init_logging();
+        let runtime = match tokio::runtime::Runtime::new() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: cannot start the async runtime: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        return match runtime.block_on(run_service(cli)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -71,8 +130,105 @@ fn main() -> ExitCode {
     }
 }
 
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn,librdkafka=warn"));
+    let json = std::env::var("SAGAFLOW_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// First SIGINT/SIGTERM: graceful shutdown. Second: exit at once.
+fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install SIGTERM handler");
+                    return;
+                }
+            };
+        for n in 0.. {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                tracing::info!("signal received: shutting down (send again to exit at once)");
+                t.cancel();
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    token
+}
+
+async fn run_service(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref(), std::env::vars())?;
+    tracing::debug!(settings = ?settings.redacted(), "settings");
+    let cancel = shutdown_on_signals();
+    match cli.command {
+        Command::Serve => service::run(settings, cancel, None).await?,
+        Command::Migrate => {
+            let store = Store::connect(&settings.database.url, 2).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Dev {
+            kafka,
+            database_url,
+            listen,
+            failure_rate,
+            latency_ms,
+        } => {
+            let mut settings = settings;
+            if std::env::var("SAGAFLOW_DATABASE__URL").is_err() {
+                settings.database.url = database_url;
+            }
+            settings.http.listen = listen;
+            let opts = dev::DevOptions {
+                kafka,
+                failure_rate,
+                latency: std::time::Duration::from_millis(latency_ms),
+            };
+            dev::run(settings, opts, cancel).await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn healthcheck(addr: &str) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve | Command::Migrate | Command::Dev { .. } => Ok(ExitCode::FAILURE),
+        Command::Healthcheck { addr } => healthcheck(&addr),
         Command::Validate { paths, format } => Ok(validate(paths, format)),
         Command::Graph { saga, dir } => {
             let def = find_definition(&saga, &dir)?;

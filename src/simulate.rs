@@ -68,7 +68,7 @@ const MAX_EVENTS: usize = 10_000;
 /// Success replies the script did not specify get every field some template reads
 /// (`steps.<step>.reply.<field>`), filled with a placeholder, so the run goes as far as
 /// the definition allows instead of stopping at the first reference.
-fn synthesized_replies(def: &Definition) -> HashMap<String, Json> {
+pub fn synthesized_replies(def: &Definition) -> HashMap<String, Json> {
     fn message(m: &crate::definition::MessageSpec) -> impl Iterator<Item = &Template> {
         std::iter::once(&m.payload)
             .chain(m.key.iter())

@@ -1,5 +1,6 @@
 //! Kafka: the CloudEvents envelope, the reply/trigger consumer, the outbox relay.
 
+pub mod consumer;
 pub mod envelope;
 pub mod kafka;
 pub mod relay;

@@ -1,4 +1,7 @@
 //! Wiring: the apply-persist-acknowledge loop, timers, supervision and shutdown.
 
+pub mod dev;
 pub mod registry;
+pub mod service;
+pub mod timers;
 pub mod transition;

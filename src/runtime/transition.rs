@@ -125,20 +125,6 @@ impl Applier {
         let mut tx = self.store.begin().await?;
         let mut results: Vec<Option<Applied>> = vec![None; items.len()];
 
-        let (ids, sagas): (Vec<String>, Vec<Option<Uuid>>) = items
-            .iter()
-            .filter_map(|i| i.message_id.clone().map(|m| (m, Some(i.saga_id))))
-            .unzip();
-        let fresh = store::claim_inbox(&mut tx, &ids, &sagas).await?;
-        let mut seen_in_batch = std::collections::HashSet::new();
-        for (n, item) in items.iter().enumerate() {
-            if let Some(m) = &item.message_id
-                && (!fresh.contains(m) || !seen_in_batch.insert(m.clone()))
-            {
-                results[n] = Some(Applied::Duplicate);
-            }
-        }
-
         let mut saga_ids: Vec<Uuid> = items.iter().map(|i| i.saga_id).collect();
         saga_ids.sort();
         saga_ids.dedup();
@@ -147,6 +133,24 @@ impl Applier {
             .into_iter()
             .map(|l| (l.instance.id, (l.instance, l.trace_context)))
             .collect();
+
+        // Only messages for known sagas enter the inbox: a reply for an unknown saga is
+        // dead-lettered by the caller, and must be again if it is redelivered.
+        let (ids, inbox_sagas): (Vec<String>, Vec<Option<Uuid>>) = items
+            .iter()
+            .filter(|i| sagas.contains_key(&i.saga_id))
+            .filter_map(|i| i.message_id.clone().map(|m| (m, Some(i.saga_id))))
+            .unzip();
+        let fresh = store::claim_inbox(&mut tx, &ids, &inbox_sagas).await?;
+        let mut seen_in_batch = std::collections::HashSet::new();
+        for (n, item) in items.iter().enumerate() {
+            if let Some(m) = &item.message_id
+                && sagas.contains_key(&item.saga_id)
+                && (!fresh.contains(m) || !seen_in_batch.insert(m.clone()))
+            {
+                results[n] = Some(Applied::Duplicate);
+            }
+        }
 
         let (timer_sagas, timer_keys): (Vec<Uuid>, Vec<String>) = items
             .iter()
@@ -326,6 +330,71 @@ impl Applier {
         self.stage(&mut batch, def, &t, req.traceparent.as_deref(), now);
         batch.flush(tx).await?;
         Ok(StartOutcome::Created(id))
+    }
+}
+
+/// What became of a trigger event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TriggerOutcome {
+    Started(StartOutcome),
+    Duplicate,
+    /// The event cannot start the saga (mapping failed, input invalid): dead-letter it.
+    Invalid(String),
+}
+
+impl Applier {
+    /// Starts `def` from a trigger event, idempotent by event id and by business key.
+    pub async fn start_from_trigger(
+        &self,
+        def: &Definition,
+        event: &envelope::InboundEvent,
+    ) -> Result<TriggerOutcome, ApplyError> {
+        let Some(trigger) = &def.trigger else {
+            return Ok(TriggerOutcome::Invalid(
+                "the definition has no trigger".into(),
+            ));
+        };
+        let ctx = serde_json::json!({ "event": event.data });
+        let key = match trigger.key.render(&ctx) {
+            Ok(Json::String(s)) => s,
+            Ok(Json::Null) => {
+                return Ok(TriggerOutcome::Invalid(
+                    "trigger key rendered to null".into(),
+                ));
+            }
+            Ok(other) => other.to_string(),
+            Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger key: {e}"))),
+        };
+        let input = match trigger.input.render(&ctx) {
+            Ok(v) => v,
+            Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger input: {e}"))),
+        };
+        let mut tx = self.store.begin().await?;
+        let message_id = format!("trigger|{}|{}|{}", def.name, event.source, event.id);
+        let fresh = store::claim_inbox(&mut tx, std::slice::from_ref(&message_id), &[None]).await?;
+        if fresh.is_empty() {
+            return Ok(TriggerOutcome::Duplicate);
+        }
+        let req = StartRequest {
+            definition: def.name.clone(),
+            input,
+            key: Some(key),
+            id: None,
+            traceparent: event.ext("traceparent").map(str::to_owned),
+        };
+        let outcome = self.start_in_tx(&mut tx, def, req).await?;
+        match &outcome {
+            StartOutcome::InvalidInput(errors) => {
+                return Ok(TriggerOutcome::Invalid(format!(
+                    "input rejected: {}",
+                    errors.join("; ")
+                )));
+            }
+            StartOutcome::Rejected(r) => return Ok(TriggerOutcome::Invalid(r.to_string())),
+            _ => {}
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(TriggerOutcome::Started(outcome))
     }
 }
 

@@ -1,0 +1,261 @@
+//! The reply and trigger consumer: reads batches from Kafka, applies them in one
+//! database transaction, and only then stores their offsets. A message that cannot be
+//! read or routed goes to the dead-letter topic (with the reason in headers) before its
+//! offset is stored, so no message is ever dropped silently.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::envelope::{self, InboundEvent, Record};
+use super::kafka;
+use crate::engine::{Event, Rejection, Reply};
+use crate::runtime::transition::{
+    Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
+};
+
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub batch_size: usize,
+    pub linger: Duration,
+    pub dead_letter_topic: String,
+    pub send_timeout: Duration,
+}
+
+/// Runs until cancelled; then finishes the batch in hand and commits offsets.
+pub async fn run(
+    applier: Applier,
+    consumer: StreamConsumer,
+    dlq: FutureProducer,
+    settings: ConsumerSettings,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = cancel.cancelled() => break,
+            m = consumer.recv() => m,
+        };
+        let mut batch = match first {
+            Ok(m) => vec![m.detach()],
+            Err(e) => {
+                healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "kafka consumer error");
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+                continue;
+            }
+        };
+        healthy.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + settings.linger;
+        while batch.len() < settings.batch_size {
+            match tokio::time::timeout_at(deadline, consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "kafka consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        // A batch in hand is finished even during shutdown: its effects are committed
+        // with its offsets, or neither.
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match process(&applier, &dlq, &settings, &batch).await {
+                Ok(()) => break,
+                Err(e) => {
+                    healthy.store(false, Ordering::Relaxed);
+                    tracing::error!(error = %e, source = ?std::error::Error::source(&e), "applying a batch failed; retrying");
+                    if cancel.is_cancelled() && backoff > Duration::from_secs(2) {
+                        // Offsets are not stored: the batch is redelivered after restart.
+                        return commit(&consumer);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        for m in &batch {
+            if let Err(e) = consumer.store_offset(m.topic(), m.partition(), m.offset() + 1) {
+                tracing::warn!(error = %e, "storing an offset failed (partition revoked?)");
+            }
+        }
+    }
+    commit(&consumer);
+}
+
+fn commit(consumer: &StreamConsumer) {
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final offset commit did not happen (nothing stored?)");
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("dead-letter publish failed")]
+    DeadLetter(#[source] rdkafka::error::KafkaError),
+}
+
+fn headers_of(m: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+enum Route {
+    Reply(usize),
+    Trigger(InboundEvent),
+    Dead(String),
+}
+
+async fn process(
+    applier: &Applier,
+    dlq: &FutureProducer,
+    settings: &ConsumerSettings,
+    batch: &[OwnedMessage],
+) -> Result<(), ConsumeError> {
+    let mut items = Vec::new();
+    let mut routes = Vec::with_capacity(batch.len());
+    for m in batch {
+        let route = match envelope::decode(&headers_of(m), m.payload()) {
+            Err(e) => Route::Dead(e.to_string()),
+            Ok(ev)
+                if !applier
+                    .registry
+                    .triggered_by(m.topic(), &ev.event_type)
+                    .is_empty() =>
+            {
+                Route::Trigger(ev)
+            }
+            Ok(ev) => match envelope::reply_address(&ev) {
+                Err(e) => Route::Dead(format!("unroutable reply: {e}")),
+                Ok(addr) => {
+                    items.push(Item {
+                        saga_id: addr.saga_id,
+                        event: Event::Reply(Reply {
+                            step: addr.step,
+                            phase: addr.phase,
+                            attempt: addr.attempt,
+                            reply_type: ev.event_type.clone(),
+                            payload: ev.data,
+                            message_id: ev.id.clone(),
+                        }),
+                        message_id: Some(format!("{}|{}", ev.source, ev.id)),
+                        timer: None,
+                    });
+                    Route::Reply(items.len() - 1)
+                }
+            },
+        };
+        routes.push(route);
+    }
+    let results = if items.is_empty() {
+        Vec::new()
+    } else {
+        applier.apply_batch(items, false).await?
+    };
+    for (m, route) in batch.iter().zip(routes) {
+        let reason = match route {
+            Route::Dead(reason) => Some(reason),
+            Route::Reply(i) => match &results[i] {
+                Applied::UnknownSaga => Some("reply for an unknown saga".to_owned()),
+                Applied::Rejected(Rejection::UnknownStep(s)) => Some(format!(
+                    "reply names step `{s}`, which the saga does not have"
+                )),
+                Applied::Duplicate => {
+                    tracing::debug!(
+                        topic = m.topic(),
+                        offset = m.offset(),
+                        "duplicate reply ignored"
+                    );
+                    None
+                }
+                _ => None,
+            },
+            Route::Trigger(ev) => trigger(applier, m.topic(), &ev).await?,
+        };
+        if let Some(reason) = reason {
+            dead_letter(dlq, settings, m, &reason).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Starts every saga this event triggers; returns a dead-letter reason if it cannot.
+async fn trigger(
+    applier: &Applier,
+    topic: &str,
+    ev: &InboundEvent,
+) -> Result<Option<String>, ConsumeError> {
+    let mut problems = Vec::new();
+    for def in applier.registry.triggered_by(topic, &ev.event_type) {
+        match applier.start_from_trigger(&def, ev).await? {
+            TriggerOutcome::Started(StartOutcome::Created(id)) => {
+                tracing::info!(saga_id = %id, definition = %def.name, "saga started by trigger");
+            }
+            TriggerOutcome::Started(StartOutcome::Conflict(id)) => problems.push(format!(
+                "{}: business key already used by saga {id} with a different input",
+                def.name
+            )),
+            TriggerOutcome::Started(_) | TriggerOutcome::Duplicate => {}
+            TriggerOutcome::Invalid(reason) => problems.push(format!("{}: {reason}", def.name)),
+        }
+    }
+    Ok((!problems.is_empty()).then(|| format!("trigger rejected: {}", problems.join("; "))))
+}
+
+async fn dead_letter(
+    dlq: &FutureProducer,
+    settings: &ConsumerSettings,
+    m: &OwnedMessage,
+    reason: &str,
+) -> Result<(), ConsumeError> {
+    tracing::warn!(
+        topic = m.topic(),
+        partition = m.partition(),
+        offset = m.offset(),
+        reason,
+        "message dead-lettered"
+    );
+    let mut headers: Vec<(String, String)> = headers_of(m)
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+        .collect();
+    headers.push(("dlq-reason".into(), reason.to_owned()));
+    headers.push(("dlq-original-topic".into(), m.topic().to_owned()));
+    headers.push(("dlq-original-partition".into(), m.partition().to_string()));
+    headers.push(("dlq-original-offset".into(), m.offset().to_string()));
+    let record = Record {
+        topic: settings.dead_letter_topic.clone(),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        headers,
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+    };
+    kafka::send(dlq, &record, settings.send_timeout)
+        .await
+        .map_err(ConsumeError::DeadLetter)
+}

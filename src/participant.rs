@@ -1,0 +1,280 @@
+//! A participant service written against docs/protocol.md: consumes commands and
+//! compensations, answers on the reply topic they name. `sagaflow dev` runs it as the
+//! demo participants of the example sagas, and the integration tests drive it with
+//! scripted policies, so both exercise the same code.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::producer::FutureProducer;
+use serde_json::{Value as Json, json};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::config::KafkaSettings;
+use crate::definition::Definition;
+use crate::engine::Phase;
+use crate::messaging::envelope::{self, Record};
+use crate::messaging::kafka;
+
+/// A command as the participant sees it.
+#[derive(Debug, Clone)]
+pub struct Command {
+    pub saga_id: Uuid,
+    pub definition: String,
+    pub step: String,
+    pub attempt: u32,
+    pub phase: Phase,
+    pub command_type: String,
+    pub command_id: String,
+    pub payload: Json,
+    pub reply_to: String,
+    pub traceparent: Option<String>,
+}
+
+/// What to answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Success,
+    /// Reply with the step's failure type (the first non-retryable one when `retryable`
+    /// is false, the first retryable one otherwise).
+    Failure {
+        retryable: bool,
+    },
+    /// Reply with exactly this type and payload.
+    Custom {
+        reply_type: String,
+        payload: Json,
+    },
+    /// Never answer (the step times out).
+    Silence,
+}
+
+pub type Policy = Arc<dyn Fn(&Command) -> (Decision, Duration) + Send + Sync>;
+
+/// Each definition with the reply fields its templates read, by step.
+type Known = HashMap<String, (Arc<Definition>, HashMap<String, Json>)>;
+/// Outcome decided per (saga, step, phase).
+type Decided = Mutex<HashMap<(Uuid, String, Phase), Decision>>;
+
+/// The demo's policy: fail forward steps with probability `failure_rate`, answer after
+/// `latency`. The outcome is fixed per (saga, step), as the protocol requires.
+pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
+    Arc::new(move |c: &Command| {
+        if c.phase == Phase::Compensation {
+            return (Decision::Success, latency);
+        }
+        let h = Uuid::new_v5(&c.saga_id, c.step.as_bytes()).as_u128() as u64;
+        let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let d = if draw < failure_rate {
+            Decision::Failure { retryable: false }
+        } else {
+            Decision::Success
+        };
+        (d, latency)
+    })
+}
+
+#[derive(Debug, Clone)]
+pub struct ParticipantSettings {
+    pub kafka: KafkaSettings,
+    pub group_id: String,
+    pub topics: Vec<String>,
+}
+
+/// Reply payloads: every field some template reads from this step's reply, so the
+/// saga's later steps and output render.
+fn success_payload(
+    defs: &HashMap<String, (Arc<Definition>, HashMap<String, Json>)>,
+    c: &Command,
+) -> Json {
+    let mut payload = defs
+        .get(&c.definition)
+        .and_then(|(_, replies)| replies.get(&c.step).cloned())
+        .unwrap_or_else(|| json!({}));
+    if let Json::Object(map) = &mut payload {
+        for v in map.values_mut() {
+            *v = json!(format!(
+                "{}-{}",
+                c.step,
+                &c.saga_id.simple().to_string()[..8]
+            ));
+        }
+        map.insert("processed_at".into(), json!(Utc::now().to_rfc3339()));
+    }
+    payload
+}
+
+fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(String, bool)> {
+    let step = def.step(&c.step)?;
+    let spec = match c.phase {
+        Phase::Command => &step.reply,
+        Phase::Compensation => &step.compensation.as_ref()?.reply,
+    };
+    match decision {
+        Decision::Success => Some((spec.success.first()?.clone(), true)),
+        Decision::Failure { retryable } => {
+            let f = spec
+                .failure
+                .iter()
+                .find(|f| f.retryable == *retryable)
+                .or_else(|| spec.failure.first())?;
+            Some((f.reply_type.clone(), false))
+        }
+        Decision::Custom { reply_type, .. } => Some((reply_type.clone(), true)),
+        Decision::Silence => None,
+    }
+}
+
+pub fn read_command(m: &OwnedMessage) -> Option<Command> {
+    let headers: Vec<(String, Vec<u8>)> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let ev = envelope::decode(&headers, m.payload()).ok()?;
+    let addr = envelope::reply_address(&ev).ok()?;
+    Some(Command {
+        saga_id: addr.saga_id,
+        definition: ev
+            .ext(envelope::EXT_DEFINITION)
+            .unwrap_or_default()
+            .to_owned(),
+        step: addr.step,
+        attempt: addr.attempt,
+        phase: addr.phase,
+        command_type: ev.event_type.clone(),
+        command_id: ev.id.clone(),
+        payload: ev.data.clone(),
+        reply_to: ev.ext(envelope::EXT_REPLY_TO)?.to_owned(),
+        traceparent: ev.ext("traceparent").map(str::to_owned),
+    })
+}
+
+pub fn reply_record(c: &Command, reply_type: &str, payload: &Json) -> Record {
+    let mut headers = vec![
+        ("ce_specversion".to_owned(), "1.0".to_owned()),
+        ("ce_id".to_owned(), Uuid::now_v7().to_string()),
+        (
+            "ce_source".to_owned(),
+            "/sagaflow/demo-participant".to_owned(),
+        ),
+        ("ce_type".to_owned(), reply_type.to_owned()),
+        ("ce_time".to_owned(), Utc::now().to_rfc3339()),
+        ("content-type".to_owned(), "application/json".to_owned()),
+        ("ce_sagaid".to_owned(), c.saga_id.to_string()),
+        ("ce_sagastep".to_owned(), c.step.clone()),
+        ("ce_sagaattempt".to_owned(), c.attempt.to_string()),
+        ("ce_sagaphase".to_owned(), c.phase.as_str().to_owned()),
+    ];
+    if let Some(tp) = &c.traceparent {
+        headers.push(("traceparent".to_owned(), tp.clone()));
+    }
+    Record {
+        topic: c.reply_to.clone(),
+        key: c.saga_id.to_string(),
+        headers,
+        payload: serde_json::to_vec(payload).unwrap_or_default(),
+    }
+}
+
+/// Runs until cancelled.
+pub async fn run(
+    defs: Vec<Arc<Definition>>,
+    settings: ParticipantSettings,
+    policy: Policy,
+    cancel: CancellationToken,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let consumer: StreamConsumer = kafka::consumer_config(&settings.kafka, &settings.group_id)
+        .set("enable.auto.offset.store", "true")
+        .create()?;
+    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics)?;
+    let producer: FutureProducer = kafka::producer(&settings.kafka)?;
+    let defs: Arc<Known> = Arc::new(
+        defs.into_iter()
+            .map(|d| {
+                (
+                    d.name.clone(),
+                    (d.clone(), crate::simulate::synthesized_replies(&d)),
+                )
+            })
+            .collect(),
+    );
+    // Outcome per (saga, step, phase): a retried attempt gets the first answer again.
+    let decided: Arc<Decided> = Arc::default();
+    loop {
+        let m = tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            m = consumer.recv() => m,
+        };
+        let m = match m {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(error = %e, "participant consumer error");
+                continue;
+            }
+        };
+        let Some(cmd) = read_command(&m) else {
+            tracing::warn!(
+                topic = m.topic(),
+                "participant ignored a message that is not a sagaflow command"
+            );
+            continue;
+        };
+        let (fresh, delay) = policy(&cmd);
+        let decision = {
+            let mut d = decided.lock().unwrap_or_else(|p| p.into_inner());
+            match (&fresh, d.get(&(cmd.saga_id, cmd.step.clone(), cmd.phase))) {
+                // Silence and retryable failures are transient: decide again next attempt.
+                (
+                    _,
+                    Some(
+                        Decision::Success
+                        | Decision::Failure { retryable: false }
+                        | Decision::Custom { .. },
+                    ),
+                ) => d[&(cmd.saga_id, cmd.step.clone(), cmd.phase)].clone(),
+                _ => {
+                    d.insert((cmd.saga_id, cmd.step.clone(), cmd.phase), fresh.clone());
+                    fresh
+                }
+            }
+        };
+        let defs = defs.clone();
+        let producer = producer.clone();
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let Some((def, _)) = defs.get(&cmd.definition) else {
+                return;
+            };
+            let Some((reply_type, success)) = reply_type(def, &cmd, &decision) else {
+                return;
+            };
+            let payload = match (&decision, success) {
+                (Decision::Custom { payload, .. }, _) => payload.clone(),
+                (_, true) => success_payload(&defs, &cmd),
+                (_, false) => json!({"error": "declined by participant"}),
+            };
+            let record = reply_record(&cmd, &reply_type, &payload);
+            if let Err(e) = kafka::send(&producer, &record, Duration::from_secs(30)).await {
+                tracing::warn!(error = %e, "participant reply failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,241 @@
+//! `sagaflow serve`: loads definitions, migrates, and supervises the consumer, the
+//! outbox relay, the timer loop and the HTTP server until told to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::registry::Registry;
+use super::timers::{self, TimerSettings};
+use super::transition::{Applier, TransitionSettings};
+use crate::api::{self, AppState, Health};
+use crate::config::Settings;
+use crate::definition::diagnostic::render as render_diagnostics;
+use crate::definition::{self, Diagnostic};
+use crate::messaging::consumer::{self, ConsumerSettings};
+use crate::messaging::kafka;
+use crate::messaging::relay::{self, RelaySettings};
+use crate::store::{self, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("saga definitions are invalid:\n{}", render_diagnostics(.0))]
+    Definitions(Vec<Diagnostic>),
+    #[error("database")]
+    Store(#[from] store::StoreError),
+    #[error("kafka client")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("cannot listen on {addr}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("stopped before the database was reachable")]
+    Cancelled,
+}
+
+/// Connects with backoff until the database answers (or `cancel`): a database that is
+/// down at start-up delays the service, it does not crash-loop it.
+pub async fn connect(settings: &Settings, cancel: &CancellationToken) -> Result<Store, ServeError> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Store::connect(&settings.database.url, settings.database.max_connections).await {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "database not reachable; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(ServeError::Cancelled),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Creates the topics sagaflow reads and writes (and the command topics of the loaded
+/// definitions), ignoring those that exist. Brokers with auto-creation do not need it.
+pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(), ServeError> {
+    let mut names = registry.inbound_topics();
+    names.push(settings.kafka.dead_letter_topic.clone());
+    if !settings.kafka.lifecycle_topic.is_empty() {
+        names.push(settings.kafka.lifecycle_topic.clone());
+    }
+    for def in registry.all_current() {
+        for step in &def.steps {
+            names.push(step.command.topic.clone());
+            if let Some(c) = &step.compensation {
+                names.push(c.command.topic.clone());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    let mut config = rdkafka::ClientConfig::new();
+    config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
+    for (k, v) in &settings.kafka.properties {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            config.set(k, v);
+        }
+    }
+    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                settings.kafka.topic_partitions,
+                TopicReplication::Fixed(settings.kafka.topic_replication),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &opts).await? {
+        match result {
+            Ok(_) => {}
+            Err((topic, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(%topic, "topic exists")
+            }
+            Err((topic, code)) => tracing::warn!(%topic, ?code, "could not create topic"),
+        }
+    }
+    Ok(())
+}
+
+/// Runs the service until `cancel`; sends the bound HTTP address on `bound` once ready.
+pub async fn run(
+    settings: Settings,
+    cancel: CancellationToken,
+    bound: Option<oneshot::Sender<SocketAddr>>,
+) -> Result<(), ServeError> {
+    let (defs, diags) = definition::load_dir(&settings.runtime.sagas_dir);
+    if !diags.is_empty() {
+        return Err(ServeError::Definitions(diags));
+    }
+    tracing::info!(count = defs.len(), dir = %settings.runtime.sagas_dir.display(), "definitions loaded");
+    let store = connect(&settings, &cancel).await?;
+    store.migrate().await?;
+    let registry = Arc::new(Registry::new(defs));
+    registry.persist(&store).await?;
+    for (name, version) in store::versions_in_use(&store.pool).await? {
+        if let Err(e) = registry.version(&store, &name, &version).await {
+            tracing::error!(error = %e, "a running saga's definition version cannot be loaded");
+        }
+    }
+    if settings.kafka.create_topics {
+        ensure_topics(&settings, &registry).await?;
+    }
+    let applier = Applier {
+        store: store.clone(),
+        registry: registry.clone(),
+        settings: Arc::new(TransitionSettings {
+            lifecycle_topic: (!settings.kafka.lifecycle_topic.is_empty())
+                .then(|| settings.kafka.lifecycle_topic.clone()),
+            source: settings.runtime.source.clone(),
+        }),
+    };
+    let producer: FutureProducer = kafka::producer(&settings.kafka)?;
+    let consumer: StreamConsumer =
+        kafka::consumer_config(&settings.kafka, &settings.kafka.group_id).create()?;
+    let topics = registry.inbound_topics();
+    consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
+    tracing::info!(?topics, group = %settings.kafka.group_id, "consuming");
+
+    let health = Arc::new(Health::default());
+    let intake = CancellationToken::new();
+    let outbound = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let rt = &settings.runtime;
+    tasks.spawn(consumer::run(
+        applier.clone(),
+        consumer,
+        producer.clone(),
+        ConsumerSettings {
+            batch_size: rt.consumer_batch_size,
+            linger: Duration::from_millis(rt.consumer_batch_linger_ms),
+            dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
+            send_timeout: Duration::from_secs(30),
+        },
+        health.consumer.clone(),
+        intake.clone(),
+    ));
+    tasks.spawn(timers::run(
+        applier.clone(),
+        TimerSettings {
+            batch_size: rt.timer_batch_size,
+            max_sleep: Duration::from_millis(rt.timer_poll_ms),
+        },
+        health.timers.clone(),
+        intake.clone(),
+    ));
+    let outbound_tasks = TaskTracker::new();
+    outbound_tasks.spawn(relay::run(
+        store.clone(),
+        producer.clone(),
+        RelaySettings {
+            database_url: settings.database.url.clone(),
+            batch_size: rt.outbox_batch_size,
+            poll: Duration::from_millis(rt.outbox_poll_ms),
+            send_timeout: Duration::from_secs(30),
+        },
+        health.relay.clone(),
+        outbound.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(&settings.http.listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: settings.http.listen.clone(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Listen {
+        addr: settings.http.listen.clone(),
+        source,
+    })?;
+    let app = api::router(AppState {
+        applier: applier.clone(),
+        health: health.clone(),
+    });
+    let http_stop = intake.clone();
+    tasks.spawn(async move {
+        let server = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { http_stop.cancelled().await });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "http server failed");
+        }
+    });
+    tracing::info!(%addr, "sagaflow is serving");
+    if let Some(tx) = bound {
+        let _ = tx.send(addr);
+    }
+
+    cancel.cancelled().await;
+    let budget = Duration::from_secs(rt.shutdown_timeout_s);
+    tracing::info!(?budget, "shutting down: stopping intake");
+    intake.cancel();
+    tasks.close();
+    if tokio::time::timeout(budget, tasks.wait()).await.is_err() {
+        tracing::warn!("intake tasks did not stop in time");
+    }
+    // Publish what the last transactions wrote, then flush the producer.
+    outbound.cancel();
+    outbound_tasks.close();
+    if tokio::time::timeout(budget / 2, outbound_tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("outbox relay did not stop in time; unpublished rows stay in the outbox");
+    }
+    kafka::flush(&producer, Duration::from_secs(5));
+    store.pool.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}

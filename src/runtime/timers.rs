@@ -1,0 +1,138 @@
+//! The timer loop: fires step timeouts, retry backoffs and saga deadlines stored in
+//! PostgreSQL. Safe with several replicas: each firing locks the saga row and deletes
+//! the timer row in the transaction that applies it, so a timer fires once.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::transition::{Applied, Applier, Item};
+use crate::engine::{Event, Timer};
+use crate::store;
+
+#[derive(Debug, Clone)]
+pub struct TimerSettings {
+    pub batch_size: i64,
+    pub max_sleep: Duration,
+}
+
+pub fn event_of(timer: Timer) -> Event {
+    match timer {
+        Timer::StepTimeout {
+            step,
+            phase,
+            attempt,
+        } => Event::StepTimeout {
+            step,
+            phase,
+            attempt,
+        },
+        Timer::RetryDue {
+            step,
+            phase,
+            attempt,
+        } => Event::RetryDue {
+            step,
+            phase,
+            attempt,
+        },
+        Timer::Deadline => Event::Deadline,
+    }
+}
+
+pub async fn run(
+    applier: Applier,
+    settings: TimerSettings,
+    healthy: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        match fire_due(&applier, &settings).await {
+            Ok(fired) => {
+                healthy.store(true, Ordering::Relaxed);
+                backoff = Duration::from_millis(100);
+                if fired.busy > 0 || fired.fired as i64 >= settings.batch_size {
+                    // More are due (or some sagas were busy): go again soon.
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(if fired.busy > 0 { 5 } else { 0 })) => {}
+                    }
+                    continue;
+                }
+                // At least a few ms: a row that cannot fire must not make this spin.
+                let sleep = match store::next_timer_due(&applier.store.pool).await {
+                    Ok(Some(due)) => (due - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                        .clamp(Duration::from_millis(5), settings.max_sleep),
+                    Ok(None) => settings.max_sleep,
+                    Err(_) => settings.max_sleep,
+                };
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(sleep) => {}
+                }
+            }
+            Err(e) => {
+                healthy.store(false, Ordering::Relaxed);
+                tracing::warn!(error = %e, "timer loop failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fired {
+    pub fired: usize,
+    pub busy: usize,
+}
+
+/// Fires the timers due now; returns how many fired and how many were skipped because
+/// another transaction held their saga.
+pub async fn fire_due(
+    applier: &Applier,
+    settings: &TimerSettings,
+) -> Result<Fired, super::transition::ApplyError> {
+    let due = store::due_timers(&applier.store.pool, Utc::now(), settings.batch_size).await?;
+    if due.is_empty() {
+        return Ok(Fired::default());
+    }
+    let items: Vec<Item> = due
+        .into_iter()
+        .filter_map(|(saga_id, key)| {
+            let timer: Timer = match serde_json::from_str(&key) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::error!(%saga_id, timer = %key, error = %e, "unreadable timer row");
+                    return None;
+                }
+            };
+            Some(Item {
+                saga_id,
+                event: event_of(timer),
+                message_id: None,
+                timer: Some(key),
+            })
+        })
+        .collect();
+    let results = applier.apply_batch(items, true).await?;
+    Ok(Fired {
+        fired: results
+            .iter()
+            .filter(|r| matches!(r, Applied::Changed | Applied::Unchanged))
+            .count(),
+        busy: results
+            .iter()
+            .filter(|r| matches!(r, Applied::Busy))
+            .count(),
+    })
+}
