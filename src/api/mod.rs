@@ -33,8 +33,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/sagas/{definition}", post(sagas::start))
-        .route("/v1/sagas/{id}", get(sagas::get))
+        // One parameter name per position (a router rule): `{id}` is the definition name for POST.
+        .route("/v1/sagas/{id}", post(sagas::start).get(sagas::get))
         .route("/v1/sagas/{id}/abort", post(sagas::abort))
         .route("/v1/sagas/{id}/retry", post(sagas::retry))
         .with_state(state)

@@ -88,7 +88,10 @@ pub async fn start(
     }
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
+pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Problem::not_found(&format!("no saga {id} (saga ids are UUIDs)")).into_response();
+    };
     let pool = &state.applier.store.pool;
     let row = match store::get_saga(pool, id).await {
         Ok(Some(row)) => row,

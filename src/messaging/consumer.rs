@@ -38,6 +38,7 @@ pub async fn run(
     healthy: Arc<AtomicBool>,
     cancel: CancellationToken,
 ) {
+    healthy.store(true, Ordering::Relaxed);
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,

@@ -56,6 +56,17 @@ pub async fn run(
         .properties
         .entry("fetch.wait.max.ms".into())
         .or_insert_with(|| "10".into());
+    if let Some(mock) = &mock {
+        // The mock cluster has no CreateTopics API: create topics through its own handle.
+        settings.kafka.create_topics = false;
+        let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);
+        let registry = super::registry::Registry::new(defs);
+        for topic in service::topic_names(&settings, &registry) {
+            if let Err(e) = mock.create_topic(&topic, settings.kafka.topic_partitions, 1) {
+                tracing::warn!(%topic, error = %e, "could not create topic on the embedded broker");
+            }
+        }
+    }
     store::ensure_database(&settings.database.url)
         .await
         .map_err(|source| DevError::Database {

@@ -62,9 +62,8 @@ pub async fn connect(settings: &Settings, cancel: &CancellationToken) -> Result<
     }
 }
 
-/// Creates the topics sagaflow reads and writes (and the command topics of the loaded
-/// definitions), ignoring those that exist. Brokers with auto-creation do not need it.
-pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(), ServeError> {
+/// Every topic the loaded definitions and settings name.
+pub fn topic_names(settings: &Settings, registry: &Registry) -> Vec<String> {
     let mut names = registry.inbound_topics();
     names.push(settings.kafka.dead_letter_topic.clone());
     if !settings.kafka.lifecycle_topic.is_empty() {
@@ -80,6 +79,13 @@ pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(
     }
     names.sort();
     names.dedup();
+    names
+}
+
+/// Creates the topics sagaflow reads and writes (and the command topics of the loaded
+/// definitions), ignoring those that exist. Brokers with auto-creation do not need it.
+pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(), ServeError> {
+    let names = topic_names(settings, registry);
     let mut config = rdkafka::ClientConfig::new();
     config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
     for (k, v) in &settings.kafka.properties {
@@ -131,8 +137,11 @@ pub async fn run(
             tracing::error!(error = %e, "a running saga's definition version cannot be loaded");
         }
     }
-    if settings.kafka.create_topics {
-        ensure_topics(&settings, &registry).await?;
+    if settings.kafka.create_topics
+        && let Err(e) = ensure_topics(&settings, &registry).await
+    {
+        // Not fatal: the topics may exist already, or be created by the platform team.
+        tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "could not create topics");
     }
     let applier = Applier {
         store: store.clone(),
