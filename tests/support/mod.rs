@@ -1,0 +1,342 @@
+//! Real infrastructure for integration tests: a database per test on the local
+//! PostgreSQL, a tansu broker per test on its own port, the service in-process or as a
+//! child process, and participants speaking the documented protocol.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sagaflow::config::Settings;
+use sagaflow::definition::{self, Definition};
+use sagaflow::engine::{Instance, SagaStatus};
+use sagaflow::participant::{self, ParticipantSettings, Policy};
+use sagaflow::runtime::service;
+use sagaflow::store::{self, HistoryRow, Store};
+use sqlx::Connection;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub fn log_init() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt().with_env_filter("info,sagaflow=debug,librdkafka=warn,rdkafka=warn").with_test_writer().try_init();
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing the test after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A fresh database, dropped when this value is.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let name = format!("sagaflow_test_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432 (scripts/test starts it)");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        TestDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
+    }
+
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&self.url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime; do the async work on a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN_URL).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A tansu broker with in-memory storage on a free port, killed when dropped.
+pub struct Broker {
+    child: Child,
+    pub bootstrap: String,
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TANSU") {
+        return p.into();
+    }
+    let home = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let p = home.join("bin/tansu");
+    if p.exists() { p } else { PathBuf::from("tansu") }
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_binary())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu is installed (scripts/test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { child, bootstrap: format!("127.0.0.1:{port}") }
+    }
+
+    pub fn pause(&self) {
+        signal(self.child.id(), "STOP");
+    }
+
+    pub fn resume(&self) {
+        signal(self.child.id(), "CONT");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Settings for one test: its own database, broker, consumer group; fast polling.
+pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
+    let mut s = Settings::default();
+    s.database.url = db.url.clone();
+    s.database.max_connections = 8;
+    s.kafka.bootstrap_servers = broker.bootstrap.clone();
+    s.kafka.group_id = format!("sagaflow-{}", Uuid::new_v4().simple());
+    s.kafka.topic_partitions = 4;
+    // tansu answers a long-poll fetch only when it expires (see shared/infrastructure.md).
+    s.kafka.properties.insert("fetch.wait.max.ms".into(), "5".into());
+    s.http.listen = "127.0.0.1:0".into();
+    s.runtime.sagas_dir = sagas_dir.to_owned();
+    s.runtime.outbox_poll_ms = 100;
+    s.runtime.timer_poll_ms = 50;
+    s.runtime.shutdown_timeout_s = 5;
+    s
+}
+
+/// The service running inside the test process.
+pub struct InProcess {
+    pub addr: SocketAddr,
+    pub cancel: CancellationToken,
+    pub handle: JoinHandle<Result<(), service::ServeError>>,
+}
+
+impl InProcess {
+    pub async fn start(settings: Settings) -> InProcess {
+        let cancel = CancellationToken::new();
+        let (tx, rx) = oneshot::channel();
+        let handle = tokio::spawn(service::run(settings, cancel.clone(), Some(tx)));
+        let addr = match tokio::time::timeout(Duration::from_secs(60), rx).await {
+            Ok(Ok(addr)) => addr,
+            _ => panic!("service did not start: {:?}", handle.await),
+        };
+        InProcess { addr, cancel, handle }
+    }
+
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        let r = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+        assert!(matches!(r, Ok(Ok(Ok(())))), "service did not stop cleanly: {r:?}");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+/// The `sagaflow serve` binary as a child process (for kill -9 tests).
+pub struct Process {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Process {
+    pub fn start(settings: &Settings) -> Process {
+        let port = free_port();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagaflow"));
+        cmd.arg("serve")
+            .env("SAGAFLOW_DATABASE__URL", &settings.database.url)
+            .env("SAGAFLOW_DATABASE__MAX_CONNECTIONS", settings.database.max_connections.to_string())
+            .env("SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS", &settings.kafka.bootstrap_servers)
+            .env("SAGAFLOW_KAFKA__GROUP_ID", &settings.kafka.group_id)
+            .env("SAGAFLOW_KAFKA__TOPIC_PARTITIONS", settings.kafka.topic_partitions.to_string())
+            .env("SAGAFLOW_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("SAGAFLOW_RUNTIME__SAGAS_DIR", &settings.runtime.sagas_dir)
+            .env("SAGAFLOW_RUNTIME__OUTBOX_POLL_MS", settings.runtime.outbox_poll_ms.to_string())
+            .env("SAGAFLOW_RUNTIME__TIMER_POLL_MS", settings.runtime.timer_poll_ms.to_string())
+            .env("SAGAFLOW_RUNTIME__SHUTDOWN_TIMEOUT_S", settings.runtime.shutdown_timeout_s.to_string())
+            .env("RUST_LOG", std::env::var("TEST_LOG").map(|_| "info").unwrap_or("warn"))
+            .stdout(Stdio::null());
+        for (k, v) in &settings.kafka.properties {
+            cmd.env(format!("SAGAFLOW_KAFKA__PROPERTIES__{}", k.replace('.', "_").to_uppercase()), v);
+        }
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stderr(Stdio::null());
+        }
+        Process { child: cmd.spawn().unwrap(), port }
+    }
+
+    pub async fn wait_ready(&self) {
+        let url = format!("http://127.0.0.1:{}/readyz", self.port);
+        eventually("the service process to be ready", Duration::from_secs(60), || {
+            let url = url.clone();
+            async move { http_get(&url).await.filter(|(status, _)| *status == 200) }
+        })
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        signal(self.child.id(), "TERM");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Minimal HTTP/1.1 client (no client crate needed): returns status and body.
+pub async fn http(method: &str, url: &str, body: Option<&serde_json::Value>, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+pub async fn http_get(url: &str) -> Option<(u16, String)> {
+    http("GET", url, None, &[]).await
+}
+
+pub fn load_defs(dir: &Path) -> Vec<Arc<Definition>> {
+    let (defs, diags) = definition::load_dir(dir);
+    assert!(diags.is_empty(), "{diags:?}");
+    defs.into_iter().map(Arc::new).collect()
+}
+
+/// Every command and compensation topic of these definitions.
+pub fn command_topics(defs: &[Arc<Definition>]) -> Vec<String> {
+    let mut t: Vec<String> = defs
+        .iter()
+        .flat_map(|d| d.steps.iter().flat_map(|s| std::iter::once(s.command.topic.clone()).chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))))
+        .collect();
+    t.sort();
+    t.dedup();
+    t
+}
+
+/// Participants for these definitions, answering by `policy`, until the token is cancelled.
+pub fn participants(settings: &Settings, defs: Vec<Arc<Definition>>, policy: Policy) -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let ps = ParticipantSettings {
+        kafka: settings.kafka.clone(),
+        group_id: format!("participants-{}", Uuid::new_v4().simple()),
+        topics: command_topics(&defs),
+    };
+    let c = cancel.clone();
+    tokio::spawn(async move {
+        if let Err(e) = participant::run(defs, ps, policy, c).await {
+            panic!("participant failed: {e}");
+        }
+    });
+    cancel
+}
+
+pub async fn saga(store: &Store, id: Uuid) -> Instance {
+    store::get_saga(&store.pool, id).await.unwrap().expect("saga exists").instance
+}
+
+pub async fn wait_status(store: &Store, id: Uuid, status: SagaStatus, timeout: Duration) -> Instance {
+    eventually(&format!("saga {id} to be {}", status.as_str()), timeout, || async {
+        let inst = saga(store, id).await;
+        (inst.status == status).then_some(inst)
+    })
+    .await
+}
+
+pub async fn timeline(store: &Store, id: Uuid) -> Vec<HistoryRow> {
+    store::history(&store.pool, id).await.unwrap()
+}
+
+/// `phase:step#attempt` of every message sent, in order.
+pub async fn sent(store: &Store, id: Uuid) -> Vec<String> {
+    timeline(store, id)
+        .await
+        .into_iter()
+        .filter(|h| h.kind == "command_sent" || h.kind == "compensation_sent")
+        .map(|h| format!("{}:{}#{}", if h.kind == "command_sent" { "cmd" } else { "comp" }, h.step.unwrap_or_default(), h.attempt.unwrap_or_default()))
+        .collect()
+}
