@@ -103,11 +103,12 @@ fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
     }
     use serde_saphyr::MessageFormatter;
     let message = serde_saphyr::UserMessageFormatter.format_message(inner);
-    d.error_help(
-        pos,
-        format!("YAML syntax error: {message}"),
-        "check indentation, quotes and `:` around this position",
-    );
+    let help = if message.contains("duplicate mapping key") {
+        "each key may appear once in a mapping: remove or rename one of them"
+    } else {
+        "check indentation, quotes and `:` around this position"
+    };
+    d.error_help(pos, format!("YAML syntax error: {message}"), help);
 }
 
 /// The parser limit a document broke, in words (the default budget is in force).
