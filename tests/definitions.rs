@@ -240,3 +240,64 @@ fn duplicate_saga_names_across_files_are_reported() {
     assert_eq!(diags[0].pos, Pos { line: 2, column: 7 });
     assert_eq!(diags[0].message, "duplicate saga name `trip-booking`");
 }
+
+/// The issue asks for "what is wrong, and how to fix it": no diagnostic goes without help.
+#[test]
+fn every_fixture_diagnostic_has_help() {
+    let (_, diags) = definition::load_dir(Path::new("tests/fixtures/invalid"));
+    assert!(diags.len() > 40, "{}", render(&diags));
+    let missing: Vec<String> = diags
+        .iter()
+        .filter(|d| d.help.as_deref().is_none_or(|h| h.trim().is_empty()))
+        .map(ToString::to_string)
+        .collect();
+    assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
+}
+
+const PIVOTED: &str = r#"
+name: t
+steps:
+  - name: reserve
+    command: {topic: a, type: a.reserve}
+    reply: {success: [a.reserved]}
+    compensation: {topic: a, type: a.release, reply: {success: [a.released]}}
+  - name: charge
+    pivot: true
+    command: {topic: a, type: a.charge}
+    reply: {success: [a.charged]}
+    PIVOT_COMPENSATION
+  - name: ship
+    command: {topic: a, type: a.ship}
+    reply: {success: [a.shipped]}
+    AFTER_COMPENSATION
+"#;
+
+#[test]
+fn compensation_none_is_accepted_at_and_after_the_pivot() {
+    for (pivot, after) in [
+        ("", ""),
+        ("compensation: none", ""),
+        ("", "compensation: none"),
+        ("compensation: none", "compensation: none"),
+    ] {
+        let src = PIVOTED
+            .replace("PIVOT_COMPENSATION", pivot)
+            .replace("AFTER_COMPENSATION", after);
+        let def = definition::parse_definition("t.yaml", &src)
+            .unwrap_or_else(|d| panic!("{pivot:?} {after:?}:\n{}", render(&d)));
+        assert_eq!(def.pivot, Some(1));
+        assert!(def.steps[1].compensation.is_none() && def.steps[2].compensation.is_none());
+    }
+    let src = PIVOTED
+        .replace(
+            "PIVOT_COMPENSATION",
+            "compensation: {topic: a, type: a.refund, reply: {success: [a.refunded]}}",
+        )
+        .replace("AFTER_COMPENSATION", "");
+    let diags = definition::parse_definition("t.yaml", &src).expect_err("mapping at the pivot");
+    assert_eq!(diags.len(), 1, "{}", render(&diags));
+    assert_eq!(
+        diags[0].message,
+        "step `charge` is at or after the pivot, so it is never compensated"
+    );
+}

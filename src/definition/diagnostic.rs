@@ -51,25 +51,19 @@ impl Diags {
         }
     }
 
-    pub(crate) fn error(&mut self, pos: Pos, message: impl Into<String>) {
-        self.push(pos, message.into(), None);
-    }
-
+    /// Every problem says what is wrong and how to fix it, so there is no way to
+    /// report one without help.
     pub(crate) fn error_help(
         &mut self,
         pos: Pos,
         message: impl Into<String>,
         help: impl Into<String>,
     ) {
-        self.push(pos, message.into(), Some(help.into()));
-    }
-
-    fn push(&mut self, pos: Pos, message: String, help: Option<String>) {
         self.list.push(Diagnostic {
             file: self.file.clone(),
             pos,
-            message,
-            help,
+            message: message.into(),
+            help: Some(help.into()),
         });
     }
 
@@ -122,9 +116,9 @@ mod tests {
     #[test]
     fn sorted_by_position() {
         let mut d = Diags::new("f");
-        d.error(Pos { line: 5, column: 1 }, "b");
-        d.error(Pos { line: 2, column: 9 }, "a");
-        d.error(Pos { line: 5, column: 1 }, "c");
+        d.error_help(Pos { line: 5, column: 1 }, "b", "h");
+        d.error_help(Pos { line: 2, column: 9 }, "a", "h");
+        d.error_help(Pos { line: 5, column: 1 }, "c", "h");
         let msgs: Vec<_> = d.into_sorted().into_iter().map(|d| d.message).collect();
         assert_eq!(msgs, ["a", "b", "c"]);
     }

@@ -93,18 +93,53 @@ fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
     if let serde_saphyr::Error::Budget { breach, .. } = inner {
         d.error_help(
             pos,
-            format!("YAML too large once anchors and aliases are expanded (parser budget exceeded: {breach:?})"),
-            "aliases that refer to aliases multiply the data (an \"alias bomb\"); write the values out instead",
+            format!(
+                "the document is too large or expands too many aliases (limit: {})",
+                budget_limit(breach)
+            ),
+            "aliases that refer to aliases multiply the data (an \"alias bomb\"); write the values out instead, or split the saga",
         );
         return;
     }
     use serde_saphyr::MessageFormatter;
     let message = serde_saphyr::UserMessageFormatter.format_message(inner);
-    d.error_help(
-        pos,
-        format!("YAML syntax error: {message}"),
-        "check indentation, quotes and `:` around this position",
-    );
+    let help = if message.contains("duplicate mapping key") {
+        "each key may appear once in a mapping: remove or rename one of them"
+    } else {
+        "check indentation, quotes and `:` around this position"
+    };
+    d.error_help(pos, format!("YAML syntax error: {message}"), help);
+}
+
+/// The parser limit a document broke, in words (the default budget is in force).
+fn budget_limit(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let budget = serde_saphyr::Budget::default();
+    match breach {
+        B::Nodes { .. } => format!("{} YAML nodes", thousands(budget.max_nodes)),
+        B::Events { .. } => format!("{} parser events", thousands(budget.max_events)),
+        B::Aliases { .. } => format!("{} aliases", thousands(budget.max_aliases)),
+        B::Anchors { .. } => format!("{} anchors", thousands(budget.max_anchors)),
+        B::Depth { .. } => format!("{} levels of nesting", budget.max_depth),
+        B::AliasAnchorRatio { .. } => format!(
+            "{} aliases per anchor",
+            budget.alias_anchor_ratio_multiplier
+        ),
+        _ => "the YAML parser's safety budget".to_owned(),
+    }
+}
+
+/// `250000` → `250,000`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Loads one definition file; an unreadable file is a diagnostic at 1:1.
@@ -114,7 +149,11 @@ pub fn load_file(path: &Path) -> Result<Definition, Vec<Diagnostic>> {
         Ok(source) => parse_definition(&file, &source),
         Err(err) => {
             let mut d = Diags::new(&file);
-            d.error(Pos::START, format!("cannot read file: {err}"));
+            d.error_help(
+                Pos::START,
+                format!("cannot read file: {err}"),
+                "check that the path exists and is a readable file",
+            );
             Err(d.into_sorted())
         }
     }
@@ -129,7 +168,11 @@ pub fn load_dir(path: &Path) -> (Vec<Definition>, Vec<Diagnostic>) {
         Ok(entries) => entries,
         Err(err) => {
             let mut d = Diags::new(&dir_name);
-            d.error(Pos::START, format!("cannot read directory: {err}"));
+            d.error_help(
+                Pos::START,
+                format!("cannot read directory: {err}"),
+                "check that the path exists and is a readable directory",
+            );
             return (definitions, d.into_sorted());
         }
     };
@@ -194,5 +237,15 @@ impl Definition {
         } else {
             Err(errors)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(super::thousands(7), "7");
+        assert_eq!(super::thousands(250_000), "250,000");
+        assert_eq!(super::thousands(1_000_000), "1,000,000");
     }
 }

@@ -40,9 +40,19 @@ impl<'a> Fields<'a> {
                 known: Vec::new(),
             }),
             other => {
-                d.error(
+                let help = match what.as_str() {
+                    "step" | "parallel group item" => {
+                        "each item under `steps:` is a mapping: `- name: reserve_stock` followed by `command:`, `reply:`, …, or `- parallel: {name: …, steps: […]}`"
+                    }
+                    "parallel group" => "write `parallel:` with `name:` and `steps:` under it",
+                    _ => {
+                        "write `name: value` entries indented under it, or inline as `{name: value}`"
+                    }
+                };
+                d.error_help(
                     node.pos,
                     format!("{what} must be a mapping, found {}", other.kind()),
+                    help,
                 );
                 None
             }
@@ -89,7 +99,7 @@ impl<'a> Fields<'a> {
         match node.value {
             Value::Bool(b) => Some(b),
             ref other => {
-                wrong_type(node.pos, name, "`true` or `false`", other, d);
+                wrong_type(node.pos, name, Expected::Bool, other, d);
                 None
             }
         }
@@ -123,10 +133,92 @@ impl<'a> Fields<'a> {
     }
 }
 
-pub(crate) fn wrong_type(pos: Pos, field: &str, expected: &str, found: &Value, d: &mut Diags) {
-    d.error(
+/// What a field's value should have been, for wrong-type diagnostics and their help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expected {
+    String,
+    List,
+    Mapping,
+    Number,
+    WholeNumber,
+    Bool,
+    Duration,
+}
+
+impl Expected {
+    fn describe(self) -> &'static str {
+        match self {
+            Expected::String => "a string",
+            Expected::List => "a list",
+            Expected::Mapping => "a mapping",
+            Expected::Number => "a number",
+            Expected::WholeNumber => "a whole number",
+            Expected::Bool => "`true` or `false`",
+            Expected::Duration => "a duration such as `5s`",
+        }
+    }
+
+    /// How to write a value of this kind for `field`, with an example where one helps.
+    fn help(self, field: &str, found: &Value) -> String {
+        match self {
+            Expected::String => {
+                let example = match field {
+                    "topic" => "topic: orders.commands",
+                    "reply_topic" => "reply_topic: orders.saga-replies",
+                    "type" => "type: inventory.reserve_stock",
+                    "success" => "success: [inventory.stock_reserved]",
+                    "name" => "name: reserve_stock",
+                    "description" => "description: Reserve stock, take payment, ship.",
+                    "key" => "key: \"{{ input.order_id }}\"",
+                    "when" => "when: input.plan == \"premium\"",
+                    _ => "",
+                };
+                let quote = match found {
+                    Value::Null | Value::Bool(_) | Value::Number(_) => {
+                        "; put it in quotes, or YAML reads it as a number, boolean or null"
+                    }
+                    _ => "",
+                };
+                if example.is_empty() {
+                    format!("write a string, e.g. `{field}: \"text\"`{quote}")
+                } else {
+                    format!("write a string, e.g. `{example}`{quote}")
+                }
+            }
+            Expected::List => match field {
+                "steps" => "expected a list with one `- name: …` item per step (or `- parallel: …` group)".to_owned(),
+                "success" => "expected a list like `[inventory.stock_reserved]`".to_owned(),
+                "failure" => "expected a list like `[{type: inventory.out_of_stock}]`, or one `- type: …` item per line".to_owned(),
+                _ => "expected a list like `[a, b]`, or one `- item` per line".to_owned(),
+            },
+            Expected::Mapping => match field {
+                "headers" => "write header names and values, e.g. `headers: {x-tenant: \"{{ input.tenant }}\"}`".to_owned(),
+                _ => format!("write `name: value` entries indented under `{field}:`, or inline as `{{name: value}}`"),
+            },
+            Expected::Number => {
+                let example = if field == "jitter" { "0.2" } else { "2.0" };
+                format!("write a number without quotes, e.g. `{field}: {example}`")
+            }
+            Expected::WholeNumber => {
+                format!("write a whole number without quotes, e.g. `{field}: 5`")
+            }
+            Expected::Bool => {
+                format!("write `{field}: true` or `{field}: false`, without quotes")
+            }
+            Expected::Duration => DURATION_HELP.to_owned(),
+        }
+    }
+}
+
+pub(crate) fn wrong_type(pos: Pos, field: &str, expected: Expected, found: &Value, d: &mut Diags) {
+    d.error_help(
         pos,
-        format!("`{field}` must be {expected}, found {}", found.kind()),
+        format!(
+            "`{field}` must be {}, found {}",
+            expected.describe(),
+            found.kind()
+        ),
+        expected.help(field, found),
     );
 }
 
@@ -134,7 +226,7 @@ pub(crate) fn string<'a>(node: &'a Node, field: &str, d: &mut Diags) -> Option<&
     match &node.value {
         Value::String(s) => Some(s),
         other => {
-            wrong_type(node.pos, field, "a string", other, d);
+            wrong_type(node.pos, field, Expected::String, other, d);
             None
         }
     }
@@ -144,7 +236,7 @@ pub(crate) fn list<'a>(node: &'a Node, field: &str, d: &mut Diags) -> Option<&'a
     match &node.value {
         Value::Seq(items) => Some(items),
         other => {
-            wrong_type(node.pos, field, "a list", other, d);
+            wrong_type(node.pos, field, Expected::List, other, d);
             None
         }
     }
@@ -154,7 +246,7 @@ pub(crate) fn map<'a>(node: &'a Node, field: &str, d: &mut Diags) -> Option<&'a 
     match &node.value {
         Value::Map(entries) => Some(entries),
         other => {
-            wrong_type(node.pos, field, "a mapping", other, d);
+            wrong_type(node.pos, field, Expected::Mapping, other, d);
             None
         }
     }
@@ -164,7 +256,7 @@ pub(crate) fn number(node: &Node, field: &str, d: &mut Diags) -> Option<f64> {
     match &node.value {
         Value::Number(n) => n.as_f64(),
         other => {
-            wrong_type(node.pos, field, "a number", other, d);
+            wrong_type(node.pos, field, Expected::Number, other, d);
             None
         }
     }
@@ -187,7 +279,7 @@ pub(crate) fn duration(
             return None;
         }
         other => {
-            wrong_type(node.pos, field, "a duration such as `5s`", other, d);
+            wrong_type(node.pos, field, Expected::Duration, other, d);
             return None;
         }
     };
@@ -286,9 +378,9 @@ mod tests {
             out,
             [
                 "f.yaml:1:1: error: missing required field `type` in command\n  help: add `type:`",
-                "f.yaml:1:8: error: `topic` must be a string, found a number",
+                "f.yaml:1:8: error: `topic` must be a string, found a number\n  help: write a string, e.g. `topic: orders.commands`; put it in quotes, or YAML reads it as a number, boolean or null",
                 "f.yaml:2:1: error: unknown field `timout` in command\n  help: did you mean `timeout`?",
-                "f.yaml:3:7: error: `flag` must be `true` or `false`, found a string",
+                "f.yaml:3:7: error: `flag` must be `true` or `false`, found a string\n  help: write `flag: true` or `flag: false`, without quotes",
             ]
         );
     }

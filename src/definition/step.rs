@@ -11,7 +11,9 @@ use crate::definition::model::{
     Compensation, FailureType, MessageSpec, ReplySpec, RetryPolicy, Step,
 };
 use crate::definition::node::{Node, Pos, Value};
-use crate::definition::reader::{Fields, duration, list, map, number, string, wrong_type};
+use crate::definition::reader::{
+    Expected, Fields, duration, list, map, number, string, wrong_type,
+};
 use crate::definition::template::Template;
 
 const MS: Duration = Duration::from_millis(1);
@@ -191,7 +193,11 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
     if let (Some(t), Some(pos)) = (&message_type, f.key_pos("type"))
         && t.trim().is_empty()
     {
-        ctx.d.error(pos, "`type` must not be empty");
+        ctx.d.error_help(
+            pos,
+            "`type` must not be empty",
+            "write the CloudEvents type the participant dispatches on, e.g. `type: inventory.reserve_stock`",
+        );
     }
     let key = f.opt("key").map(|n| {
         string(n, "key", &mut ctx.d);
@@ -301,7 +307,11 @@ fn reply_type(
 ) -> Option<String> {
     let t = string(node, field, &mut ctx.d)?;
     if t.trim().is_empty() {
-        ctx.d.error(node.pos, "reply type must not be empty");
+        ctx.d.error_help(
+            node.pos,
+            "reply type must not be empty",
+            "write the CloudEvents type of the reply, e.g. `inventory.stock_reserved`",
+        );
         return None;
     }
     if let Some(first_success) = seen.insert(t.to_owned(), success) {
@@ -336,7 +346,13 @@ pub(crate) fn retry(node: &Node, base: RetryPolicy, ctx: &mut Ctx) -> RetryPolic
                     "`max_attempts` counts every attempt, including the first",
                 ),
             },
-            other => wrong_type(n.pos, "max_attempts", "a whole number", other, &mut ctx.d),
+            other => wrong_type(
+                n.pos,
+                "max_attempts",
+                Expected::WholeNumber,
+                other,
+                &mut ctx.d,
+            ),
         }
     }
     if let Some(v) = f

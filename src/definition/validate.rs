@@ -62,7 +62,11 @@ fn compensations(def: &mut Definition, infos: &[StepInfo], ctx: &mut Ctx) {
             (CompensationDecl::Missing, false) => ctx.d.error_help(
                 step.pos,
                 format!("step `{}` has no compensation", step.name),
-                "steps before the pivot must say how to undo them: add `compensation:`, or `compensation: none` if nothing needs undoing",
+                if pivot_stage.is_some() {
+                    "steps before the pivot must say how to undo them: add `compensation:`, or `compensation: none` if nothing needs undoing"
+                } else {
+                    "without a pivot every step may be rolled back, so each must say how to undo it: add `compensation:`, or `compensation: none` if nothing needs undoing"
+                },
             ),
             (CompensationDecl::Declared(pos), true) => {
                 ctx.d.error_help(
@@ -71,7 +75,7 @@ fn compensations(def: &mut Definition, infos: &[StepInfo], ctx: &mut Ctx) {
                         "step `{}` is at or after the pivot, so it is never compensated",
                         step.name
                     ),
-                    "remove `compensation:`; steps from the pivot on must run to completion",
+                    "steps from the pivot on only go forward: remove `compensation:`, or write `compensation: none`",
                 );
                 step.compensation = None;
             }
