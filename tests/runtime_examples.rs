@@ -20,7 +20,14 @@ fn order_input(id: &str) -> serde_json::Value {
 }
 
 async fn start(svc: &InProcess, name: &str, input: serde_json::Value) -> Uuid {
-    let (status, body) = http("POST", &svc.url(&format!("/v1/sagas/{name}")), Some(&json!({"input": input})), &[]).await.expect("http");
+    let (status, body) = http(
+        "POST",
+        &svc.url(&format!("/v1/sagas/{name}")),
+        Some(&json!({"input": input})),
+        &[],
+    )
+    .await
+    .expect("http");
     assert_eq!(status, 201, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     v["id"].as_str().unwrap().parse().unwrap()
@@ -34,16 +41,25 @@ async fn order_fulfilment_happy_path_completes_with_output() {
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
-    let _p = participants(&settings, load_defs(&dir), always(Decision::Success));
+    let p = participants(&settings, load_defs(&dir), always(Decision::Success));
     let store = db.store().await;
 
     let id = start(&svc, "order-fulfilment", order_input("o-1")).await;
     let inst = wait_status(&store, id, SagaStatus::Completed, Duration::from_secs(30)).await;
-    assert_eq!(inst.output.as_ref().and_then(|o| o.get("order_id")), Some(&json!("o-1")));
+    assert_eq!(
+        inst.output.as_ref().and_then(|o| o.get("order_id")),
+        Some(&json!("o-1"))
+    );
     assert_eq!(
         sent(&store, id).await,
-        ["cmd:reserve_stock#1", "cmd:authorize_payment#1", "cmd:capture_payment#1", "cmd:ship_order#1"]
+        [
+            "cmd:reserve_stock#1",
+            "cmd:authorize_payment#1",
+            "cmd:capture_payment#1",
+            "cmd:ship_order#1"
+        ]
     );
+    p.stop().await;
     svc.stop().await;
 }
 
@@ -56,10 +72,14 @@ async fn failing_step_compensates_earlier_steps_in_reverse_order() {
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
     let policy: Policy = Arc::new(|c| {
-        let d = if c.step == "capture_payment" { Decision::Failure { retryable: false } } else { Decision::Success };
+        let d = if c.step == "capture_payment" {
+            Decision::Failure { retryable: false }
+        } else {
+            Decision::Success
+        };
         (d, Duration::ZERO)
     });
-    let _p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&dir), policy);
     let store = db.store().await;
 
     let id = start(&svc, "order-fulfilment", order_input("o-2")).await;
@@ -74,5 +94,6 @@ async fn failing_step_compensates_earlier_steps_in_reverse_order() {
             "comp:reserve_stock#1"
         ]
     );
+    p.stop().await;
     svc.stop().await;
 }

@@ -120,22 +120,14 @@ impl<'a> Machine<'a> {
     }
 
     /// The variables templates can see: `input`, `saga`, and `steps.<name>.reply` for
-    /// every step that has succeeded so far.
+    /// every step: its success reply, or an empty object when it has none (not reached,
+    /// skipped, failed, outcome unknown). So `steps.x.reply.id | default(none)` works for
+    /// a step that may not have succeeded, while a bare `steps.x.reply.id` stays an error.
     pub fn template_context(&self) -> Json {
-        self.context_for(None)
-    }
-
-    /// As `template_context`; a compensation also sees its own step, whose `reply` is an
-    /// empty object when the step never succeeded (failed, or outcome unknown), so
-    /// `steps.<own>.reply.x | default(...)` works while a bare `.x` is still an error.
-    fn context_for(&self, compensating: Option<usize>) -> Json {
         let mut steps = Map::new();
-        for (i, (state, def)) in self.inst.steps.iter().zip(&self.def.steps).enumerate() {
-            if let Some(reply) = &state.reply {
-                steps.insert(def.name.clone(), json!({ "reply": reply }));
-            } else if compensating == Some(i) {
-                steps.insert(def.name.clone(), json!({ "reply": {} }));
-            }
+        for (state, def) in self.inst.steps.iter().zip(&self.def.steps) {
+            let reply = state.reply.clone().unwrap_or_else(|| json!({}));
+            steps.insert(def.name.clone(), json!({ "reply": reply }));
         }
         json!({
             "input": self.inst.input,
@@ -151,7 +143,7 @@ impl<'a> Machine<'a> {
         attempt: u32,
         spec: &MessageSpec,
     ) -> Result<Outgoing, RenderError> {
-        let ctx = self.context_for((phase == Phase::Compensation).then_some(step));
+        let ctx = self.template_context();
         let payload = spec.payload.render(&ctx)?;
         let key = match &spec.key {
             Some(t) => json_to_text(t.render(&ctx)?),

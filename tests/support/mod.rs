@@ -26,7 +26,10 @@ pub const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
 pub fn log_init() {
     if std::env::var("TEST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt().with_env_filter("info,sagaflow=debug,librdkafka=warn,rdkafka=warn").with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("info,sagaflow=debug,librdkafka=warn,rdkafka=warn")
+            .with_test_writer()
+            .try_init();
     }
 }
 
@@ -41,13 +44,20 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A fresh database, dropped when this value is.
@@ -59,9 +69,17 @@ pub struct TestDb {
 impl TestDb {
     pub async fn new() -> TestDb {
         let name = format!("sagaflow_test_{}", Uuid::new_v4().simple());
-        let mut conn = sqlx::PgConnection::connect(ADMIN_URL).await.expect("PostgreSQL at 127.0.0.1:5432 (scripts/test starts it)");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        TestDb { url: format!("postgres://postgres@127.0.0.1:5432/{name}"), name }
+        let mut conn = sqlx::PgConnection::connect(ADMIN_URL)
+            .await
+            .expect("PostgreSQL at 127.0.0.1:5432 (scripts/test starts it)");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        TestDb {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
     }
 
     pub async fn store(&self) -> Store {
@@ -76,10 +94,15 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop may run inside a runtime; do the async work on a thread of its own.
         let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = sqlx::PgConnection::connect(ADMIN_URL).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
@@ -97,9 +120,15 @@ fn tansu_binary() -> PathBuf {
     if let Ok(p) = std::env::var("TANSU") {
         return p.into();
     }
-    let home = std::env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
+    let home = std::env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
     let p = home.join("bin/tansu");
-    if p.exists() { p } else { PathBuf::from("tansu") }
+    if p.exists() {
+        p
+    } else {
+        PathBuf::from("tansu")
+    }
 }
 
 impl Broker {
@@ -107,7 +136,15 @@ impl Broker {
         let port = free_port();
         let url = format!("tcp://127.0.0.1:{port}");
         let child = Command::new(tansu_binary())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", "memory://tansu/"])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -117,7 +154,10 @@ impl Broker {
             assert!(Instant::now() < deadline, "tansu did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Broker { child, bootstrap: format!("127.0.0.1:{port}") }
+        Broker {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        }
     }
 
     pub fn pause(&self) {
@@ -137,7 +177,11 @@ impl Drop for Broker {
 }
 
 pub fn signal(pid: u32, sig: &str) {
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
     assert!(status.success(), "kill -{sig} {pid}");
 }
 
@@ -154,7 +198,17 @@ pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
     s.kafka.group_id = format!("sagaflow-{}", Uuid::new_v4().simple());
     s.kafka.topic_partitions = 4;
     // tansu answers a long-poll fetch only when it expires (see shared/infrastructure.md).
-    s.kafka.properties.insert("fetch.wait.max.ms".into(), "5".into());
+    s.kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), "5".into());
+    // Short sessions: a killed member's partitions move quickly, and a consumer closing
+    // after its broker is gone does not hang for the 45 s default.
+    s.kafka
+        .properties
+        .insert("session.timeout.ms".into(), "6000".into());
+    s.kafka
+        .properties
+        .insert("heartbeat.interval.ms".into(), "500".into());
     s.http.listen = "127.0.0.1:0".into();
     s.runtime.sagas_dir = sagas_dir.to_owned();
     s.runtime.outbox_poll_ms = 100;
@@ -179,13 +233,20 @@ impl InProcess {
             Ok(Ok(addr)) => addr,
             _ => panic!("service did not start: {:?}", handle.await),
         };
-        InProcess { addr, cancel, handle }
+        InProcess {
+            addr,
+            cancel,
+            handle,
+        }
     }
 
     pub async fn stop(self) {
         self.cancel.cancel();
         let r = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
-        assert!(matches!(r, Ok(Ok(Ok(())))), "service did not stop cleanly: {r:?}");
+        assert!(
+            matches!(r, Ok(Ok(Ok(())))),
+            "service did not stop cleanly: {r:?}"
+        );
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -205,32 +266,66 @@ impl Process {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagaflow"));
         cmd.arg("serve")
             .env("SAGAFLOW_DATABASE__URL", &settings.database.url)
-            .env("SAGAFLOW_DATABASE__MAX_CONNECTIONS", settings.database.max_connections.to_string())
-            .env("SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS", &settings.kafka.bootstrap_servers)
+            .env(
+                "SAGAFLOW_DATABASE__MAX_CONNECTIONS",
+                settings.database.max_connections.to_string(),
+            )
+            .env(
+                "SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS",
+                &settings.kafka.bootstrap_servers,
+            )
             .env("SAGAFLOW_KAFKA__GROUP_ID", &settings.kafka.group_id)
-            .env("SAGAFLOW_KAFKA__TOPIC_PARTITIONS", settings.kafka.topic_partitions.to_string())
+            .env(
+                "SAGAFLOW_KAFKA__TOPIC_PARTITIONS",
+                settings.kafka.topic_partitions.to_string(),
+            )
             .env("SAGAFLOW_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("SAGAFLOW_RUNTIME__SAGAS_DIR", &settings.runtime.sagas_dir)
-            .env("SAGAFLOW_RUNTIME__OUTBOX_POLL_MS", settings.runtime.outbox_poll_ms.to_string())
-            .env("SAGAFLOW_RUNTIME__TIMER_POLL_MS", settings.runtime.timer_poll_ms.to_string())
-            .env("SAGAFLOW_RUNTIME__SHUTDOWN_TIMEOUT_S", settings.runtime.shutdown_timeout_s.to_string())
-            .env("RUST_LOG", std::env::var("TEST_LOG").map(|_| "info").unwrap_or("warn"))
+            .env(
+                "SAGAFLOW_RUNTIME__OUTBOX_POLL_MS",
+                settings.runtime.outbox_poll_ms.to_string(),
+            )
+            .env(
+                "SAGAFLOW_RUNTIME__TIMER_POLL_MS",
+                settings.runtime.timer_poll_ms.to_string(),
+            )
+            .env(
+                "SAGAFLOW_RUNTIME__SHUTDOWN_TIMEOUT_S",
+                settings.runtime.shutdown_timeout_s.to_string(),
+            )
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").map(|_| "info").unwrap_or("warn"),
+            )
             .stdout(Stdio::null());
         for (k, v) in &settings.kafka.properties {
-            cmd.env(format!("SAGAFLOW_KAFKA__PROPERTIES__{}", k.replace('.', "_").to_uppercase()), v);
+            cmd.env(
+                format!(
+                    "SAGAFLOW_KAFKA__PROPERTIES__{}",
+                    k.replace('.', "_").to_uppercase()
+                ),
+                v,
+            );
         }
         if std::env::var("TEST_LOG").is_err() {
             cmd.stderr(Stdio::null());
         }
-        Process { child: cmd.spawn().unwrap(), port }
+        Process {
+            child: cmd.spawn().unwrap(),
+            port,
+        }
     }
 
     pub async fn wait_ready(&self) {
         let url = format!("http://127.0.0.1:{}/readyz", self.port);
-        eventually("the service process to be ready", Duration::from_secs(60), || {
-            let url = url.clone();
-            async move { http_get(&url).await.filter(|(status, _)| *status == 200) }
-        })
+        eventually(
+            "the service process to be ready",
+            Duration::from_secs(60),
+            || {
+                let url = url.clone();
+                async move { http_get(&url).await.filter(|(status, _)| *status == 200) }
+            },
+        )
         .await;
     }
 
@@ -253,13 +348,24 @@ impl Drop for Process {
 }
 
 /// Minimal HTTP/1.1 client (no client crate needed): returns status and body.
-pub async fn http(method: &str, url: &str, body: Option<&serde_json::Value>, headers: &[(&str, &str)]) -> Option<(u16, String)> {
+pub async fn http(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let rest = url.strip_prefix("http://")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !body.is_empty() {
         req.push_str("Content-Type: application/json\r\n");
     }
@@ -273,7 +379,10 @@ pub async fn http(method: &str, url: &str, body: Option<&serde_json::Value>, hea
     stream.read_to_end(&mut buf).await.ok()?;
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -291,15 +400,45 @@ pub fn load_defs(dir: &Path) -> Vec<Arc<Definition>> {
 pub fn command_topics(defs: &[Arc<Definition>]) -> Vec<String> {
     let mut t: Vec<String> = defs
         .iter()
-        .flat_map(|d| d.steps.iter().flat_map(|s| std::iter::once(s.command.topic.clone()).chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))))
+        .flat_map(|d| {
+            d.steps.iter().flat_map(|s| {
+                std::iter::once(s.command.topic.clone())
+                    .chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))
+            })
+        })
         .collect();
     t.sort();
     t.dedup();
     t
 }
 
-/// Participants for these definitions, answering by `policy`, until the token is cancelled.
-pub fn participants(settings: &Settings, defs: Vec<Arc<Definition>>, policy: Policy) -> CancellationToken {
+/// Running participants; `stop` them before the broker goes away.
+pub struct Participants {
+    cancel: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Participants {
+    pub async fn stop(mut self) {
+        self.cancel.cancel();
+        if let Some(h) = self.handle.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), h).await;
+        }
+    }
+}
+
+impl Drop for Participants {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// Participants for these definitions, answering by `policy`.
+pub fn participants(
+    settings: &Settings,
+    defs: Vec<Arc<Definition>>,
+    policy: Policy,
+) -> Participants {
     let cancel = CancellationToken::new();
     let ps = ParticipantSettings {
         kafka: settings.kafka.clone(),
@@ -307,23 +446,39 @@ pub fn participants(settings: &Settings, defs: Vec<Arc<Definition>>, policy: Pol
         topics: command_topics(&defs),
     };
     let c = cancel.clone();
-    tokio::spawn(async move {
+    let handle = tokio::spawn(async move {
         if let Err(e) = participant::run(defs, ps, policy, c).await {
             panic!("participant failed: {e}");
         }
     });
-    cancel
+    Participants {
+        cancel,
+        handle: Some(handle),
+    }
 }
 
 pub async fn saga(store: &Store, id: Uuid) -> Instance {
-    store::get_saga(&store.pool, id).await.unwrap().expect("saga exists").instance
+    store::get_saga(&store.pool, id)
+        .await
+        .unwrap()
+        .expect("saga exists")
+        .instance
 }
 
-pub async fn wait_status(store: &Store, id: Uuid, status: SagaStatus, timeout: Duration) -> Instance {
-    eventually(&format!("saga {id} to be {}", status.as_str()), timeout, || async {
-        let inst = saga(store, id).await;
-        (inst.status == status).then_some(inst)
-    })
+pub async fn wait_status(
+    store: &Store,
+    id: Uuid,
+    status: SagaStatus,
+    timeout: Duration,
+) -> Instance {
+    eventually(
+        &format!("saga {id} to be {}", status.as_str()),
+        timeout,
+        || async {
+            let inst = saga(store, id).await;
+            (inst.status == status).then_some(inst)
+        },
+    )
     .await
 }
 
@@ -337,6 +492,17 @@ pub async fn sent(store: &Store, id: Uuid) -> Vec<String> {
         .await
         .into_iter()
         .filter(|h| h.kind == "command_sent" || h.kind == "compensation_sent")
-        .map(|h| format!("{}:{}#{}", if h.kind == "command_sent" { "cmd" } else { "comp" }, h.step.unwrap_or_default(), h.attempt.unwrap_or_default()))
+        .map(|h| {
+            format!(
+                "{}:{}#{}",
+                if h.kind == "command_sent" {
+                    "cmd"
+                } else {
+                    "comp"
+                },
+                h.step.unwrap_or_default(),
+                h.attempt.unwrap_or_default()
+            )
+        })
         .collect()
 }
