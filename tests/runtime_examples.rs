@@ -1,4 +1,5 @@
 //! The example sagas driven end to end over a real PostgreSQL and a real broker.
+#![allow(clippy::unwrap_used)]
 
 mod support;
 
