@@ -69,6 +69,8 @@ def decide(cmd, a, state):
         # which is a success too.
         did = state.get((saga, step, "command"), (None, None, False))[2]
         return success, {"undone": did}, True
+    if (saga, step, "compensation") in state:  # undone before it arrived: never do it now
+        return failure or success, {"error": "already compensated"}, False
     if step in a.fail_steps and (a.failure_type or failure):
         return a.failure_type or failure, {"error": f"{step} declined by the python participant"}, False
     data = {"processed_at": datetime.now(timezone.utc).isoformat()}
