@@ -563,3 +563,121 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
     assert_eq!(dlq.seen.len(), 4, "{:?}", dlq.reasons());
     rig.stop().await;
 }
+
+/// A message is dead-lettered after its batch's transaction commits. If that publish
+/// fails, the batch is processed again; the message must still reach the dead-letter
+/// topic then, rather than be taken for a duplicate of itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "bug: when a dead-letter publish fails, the batch retry finds the message in the inbox and drops it as a duplicate"]
+async fn dead_letter_survives_a_failed_first_publish() {
+    log_init();
+    let dir = repo_path("tests/sagas-fast");
+    let db = TestDb::new().await;
+    let broker = Broker::start();
+    let mut settings = settings(&db, &broker, &dir);
+    settings.kafka.create_topics = false;
+    settings.kafka.dead_letter_topic = "fast.dead-letter-late".into();
+    settings
+        .kafka
+        .properties
+        .insert("message.timeout.ms".into(), "1000".into());
+    // Every topic but the dead-letter one.
+    let mut others = settings.clone();
+    others.kafka.dead_letter_topic = "fast.unused".into();
+    let (defs, _) = sagaflow::definition::load_dir(&dir);
+    sagaflow::runtime::service::ensure_topics(
+        &others,
+        &sagaflow::runtime::registry::Registry::new(defs),
+    )
+    .await
+    .unwrap();
+    let svc = InProcess::start(settings.clone()).await;
+    let p = participants(
+        &settings,
+        load_defs(&dir),
+        Arc::new(|_c| (Decision::Silence, Duration::ZERO)),
+    );
+    let store = db.store().await;
+    let producer = kafka::producer(&settings.kafka).unwrap();
+    let send = |r: Record| {
+        let producer = producer.clone();
+        async move {
+            kafka::send(&producer, &r, Duration::from_secs(10))
+                .await
+                .unwrap()
+        }
+    };
+
+    let (status, body) = http(
+        "POST",
+        &svc.url("/v1/sagas/fast-manual"),
+        Some(&json!({"input": {"n": 4}})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let id: Uuid = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    send(reply(
+        id,
+        "no_such_step",
+        1,
+        "fast.manual_done",
+        "nostep-2",
+        json!({}),
+    ))
+    .await;
+    // Its transaction committed (the inbox has it) and the dead-letter publish failed.
+    eventually(
+        "the consumer to report the failed publish",
+        WAIT,
+        || async {
+            let claimed: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id LIKE '%|nostep-2'")
+                    .fetch_one(&store.pool)
+                    .await
+                    .unwrap();
+            let ready = http_get(&svc.url("/readyz")).await.unwrap();
+            (claimed == 1 && ready.0 == 503).then_some(())
+        },
+    )
+    .await;
+
+    let mut created = settings.clone();
+    created.kafka.create_topics = true;
+    sagaflow::runtime::service::ensure_topics(
+        &created,
+        &sagaflow::runtime::registry::Registry::default(),
+    )
+    .await
+    .unwrap();
+    // A sentinel behind it on the same partition.
+    let mut sentinel = reply(
+        Uuid::new_v4(),
+        "manual",
+        1,
+        "fast.manual_done",
+        "sentinel-2",
+        json!({}),
+    );
+    sentinel.key = id.to_string();
+    send(sentinel).await;
+    let mut dlq = DeadLetters::new(&settings);
+    dlq.wait_for("for the sentinel", |m| {
+        header(m, "ce_id").as_deref() == Some("sentinel-2")
+    })
+    .await;
+    assert!(
+        dlq.seen
+            .iter()
+            .any(|m| header(m, "ce_id").as_deref() == Some("nostep-2")),
+        "the reply naming an unknown step was dropped: {:?}",
+        dlq.reasons()
+    );
+    p.stop().await;
+    svc.stop().await;
+}
