@@ -707,3 +707,58 @@ async fn example_subscription_signup_is_started_by_its_trigger() {
     );
     rig.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn step_after_the_pivot_exhausted_is_retried_forward_by_an_operator() {
+    let healed = Arc::new(AtomicBool::new(false));
+    let h = healed.clone();
+    let rig = Rig::fast(policy(move |c| {
+        if c.step == "notify" && !h.load(Ordering::SeqCst) {
+            Decision::Failure { retryable: true }
+        } else {
+            Decision::Success
+        }
+    }))
+    .await;
+    let id = rig
+        .start_saga("fast-linear", json!({"order_id": "p-1"}))
+        .await;
+    let inst = wait_status(&rig.store, id, SagaStatus::Failed, WAIT).await;
+    assert_eq!(
+        sent(&rig.store, id).await,
+        [
+            "cmd:reserve#1",
+            "cmd:charge#1",
+            "cmd:commit#1",
+            "cmd:notify#1",
+            "cmd:notify#2",
+            "cmd:notify#3"
+        ]
+    );
+    let failure = inst.failure.unwrap();
+    assert_eq!(failure.phase, FailurePhase::Forward);
+    assert_eq!(failure.step.as_deref(), Some("notify"));
+    // Past the pivot nothing is rolled back, and abort is refused.
+    let (status, ctype, body) = rig.post(&format!("/v1/sagas/{id}/abort"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(ctype, "application/problem+json");
+
+    healed.store(true, Ordering::SeqCst);
+    let (status, _, body) = rig.post(&format!("/v1/sagas/{id}/retry"), None).await;
+    assert_eq!(status, 200, "{body}");
+    let inst = wait_status(&rig.store, id, SagaStatus::Completed, WAIT).await;
+    assert_eq!(inst.output, Some(json!({"order_id": "p-1"})));
+    assert_eq!(
+        sent(&rig.store, id).await,
+        [
+            "cmd:reserve#1",
+            "cmd:charge#1",
+            "cmd:commit#1",
+            "cmd:notify#1",
+            "cmd:notify#2",
+            "cmd:notify#3",
+            "cmd:notify#4"
+        ]
+    );
+    rig.stop().await;
+}
