@@ -104,7 +104,9 @@ pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics(&topics, &opts).await? {
         match result {
             Ok(_) => {}

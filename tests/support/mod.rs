@@ -176,6 +176,23 @@ impl Drop for Broker {
     }
 }
 
+/// librdkafka's in-process mock cluster, on a real loopback port, for behaviour tansu
+/// lacks. Points `settings` at it and creates every topic the test sagas use.
+pub fn mock_broker(settings: &mut Settings) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+    let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
+    settings.kafka.bootstrap_servers = mock.bootstrap_servers();
+    settings.kafka.create_topics = false;
+    let defs = load_defs(&settings.runtime.sagas_dir);
+    let mut topics = command_topics(&defs);
+    topics.extend(defs.iter().map(|d| d.reply_topic.clone()));
+    topics.push(settings.kafka.dead_letter_topic.clone());
+    topics.push(settings.kafka.lifecycle_topic.clone());
+    for t in topics {
+        mock.create_topic(&t, settings.kafka.topic_partitions, 1).unwrap();
+    }
+    mock
+}
+
 pub fn signal(pid: u32, sig: &str) {
     let status = Command::new("kill")
         .arg(format!("-{sig}"))
@@ -279,6 +296,7 @@ impl Process {
                 "SAGAFLOW_KAFKA__TOPIC_PARTITIONS",
                 settings.kafka.topic_partitions.to_string(),
             )
+            .env("SAGAFLOW_KAFKA__CREATE_TOPICS", settings.kafka.create_topics.to_string())
             .env("SAGAFLOW_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("SAGAFLOW_RUNTIME__SAGAS_DIR", &settings.runtime.sagas_dir)
             .env(
