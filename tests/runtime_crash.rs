@@ -190,7 +190,11 @@ async fn broker_paused_for_ten_seconds_under_load_loses_nothing() {
     log_init();
     let db = TestDb::new().await;
     let broker = Broker::start();
-    let settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
+    let mut settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
+    // Group sessions outlive the pause (as they would a broker GC pause or a network
+    // blip): tansu does not re-form a group whose members all missed their heartbeats.
+    settings.kafka.properties.insert("session.timeout.ms".into(), "30000".into());
+    settings.kafka.properties.insert("heartbeat.interval.ms".into(), "1000".into());
     let store = db.store().await;
     let rec = Arc::new(Recorder::default());
     let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy(rec.clone()));
@@ -198,6 +202,10 @@ async fn broker_paused_for_ten_seconds_under_load_loses_nothing() {
     svc.wait_ready().await;
 
     let mut ids = start_many(svc.port, 0..60).await;
+    eventually("the first sagas to finish (groups joined)", Duration::from_secs(60), || async {
+        (terminal_count(&store).await >= 5).then_some(())
+    })
+    .await;
     broker.pause();
     // Sagas can still be started while the broker is away: they wait in the outbox.
     ids.extend(start_many(svc.port, 60..100).await);
