@@ -19,9 +19,12 @@ use uuid::Uuid;
 
 /// Remembers every (saga, step, phase, attempt) a participant received and counts any
 /// that arrived twice with a different command id or payload.
+/// (saga, step, phase, attempt) → (command id, payload).
+type Seen = HashMap<(Uuid, String, Phase, u32), (String, Value)>;
+
 #[derive(Default)]
 struct Recorder {
-    seen: Mutex<HashMap<(Uuid, String, Phase, u32), (String, Value)>>,
+    seen: Mutex<Seen>,
     conflicts: AtomicUsize,
     deliveries: AtomicUsize,
 }
@@ -43,12 +46,19 @@ impl Recorder {
 }
 
 fn order_no(c: &Command) -> u64 {
-    c.payload.get("order").and_then(Value::as_u64).unwrap_or(u64::MAX)
+    c.payload
+        .get("order")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX)
 }
 
 /// Saga `n` fails at `charge` when n % 7 == 0 and at `ship` when n % 7 == 1.
 fn expected(n: u64) -> SagaStatus {
-    if n % 7 <= 1 { SagaStatus::Compensated } else { SagaStatus::Completed }
+    if n % 7 <= 1 {
+        SagaStatus::Compensated
+    } else {
+        SagaStatus::Completed
+    }
 }
 
 fn policy(rec: Arc<Recorder>) -> Policy {
@@ -56,8 +66,12 @@ fn policy(rec: Arc<Recorder>) -> Policy {
         rec.record(c);
         let n = order_no(c);
         let fail = c.phase == Phase::Command
-            && ((n % 7 == 0 && c.step == "charge") || (n % 7 == 1 && c.step == "ship"));
-        let d = if fail { Decision::Failure { retryable: false } } else { Decision::Success };
+            && ((n.is_multiple_of(7) && c.step == "charge") || (n % 7 == 1 && c.step == "ship"));
+        let d = if fail {
+            Decision::Failure { retryable: false }
+        } else {
+            Decision::Success
+        };
         (d, Duration::from_millis(2 + n % 10))
     })
 }
@@ -67,7 +81,9 @@ async fn start_many(port: u16, range: std::ops::Range<u64>) -> Vec<(u64, Uuid)> 
     for n in range {
         let url = format!("http://127.0.0.1:{port}/v1/sagas/crash-flow");
         let body = json!({"input": {"n": n}, "key": format!("order-{n}")});
-        let (status, text) = http("POST", &url, Some(&body), &[]).await.expect("service answers");
+        let (status, text) = http("POST", &url, Some(&body), &[])
+            .await
+            .expect("service answers");
         assert!(status == 201 || status == 200, "{status} {text}");
         let v: Value = serde_json::from_str(&text).unwrap();
         ids.push((n, v["id"].as_str().unwrap().parse().unwrap()));
@@ -76,10 +92,12 @@ async fn start_many(port: u16, range: std::ops::Range<u64>) -> Vec<(u64, Uuid)> 
 }
 
 async fn terminal_count(store: &Store) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM sagas WHERE status IN ('completed', 'compensated', 'failed')")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap()
+    sqlx::query_scalar(
+        "SELECT count(*) FROM sagas WHERE status IN ('completed', 'compensated', 'failed')",
+    )
+    .fetch_one(&store.pool)
+    .await
+    .unwrap()
 }
 
 /// Every saga ended as it would have without faults, with one terminal record each.
@@ -92,10 +110,31 @@ async fn check_outcomes(store: &Store, ids: &[(u64, Uuid)], rec: &Recorder) {
     for (n, id) in ids {
         let inst = saga(store, *id).await;
         if inst.status != expected(*n) {
-            let seen: Vec<String> = rec.seen.lock().unwrap().keys().filter(|k| k.0 == *id).map(|k| format!("{}:{:?}#{}", k.1, k.2, k.3)).collect();
+            let seen: Vec<String> = rec
+                .seen
+                .lock()
+                .unwrap()
+                .keys()
+                .filter(|k| k.0 == *id)
+                .map(|k| format!("{}:{:?}#{}", k.1, k.2, k.3))
+                .collect();
             eprintln!("participant saw for saga {n}: {seen:?}");
         }
-        assert_eq!(inst.status, expected(*n), "saga {n} ({id}) ended {:?}: {:?}\n{:#?}", inst.status, inst.failure, timeline(store, *id).await.iter().map(|h| format!("{} {:?} {:?} {:?} {}", h.kind, h.step, h.phase, h.attempt, h.detail)).collect::<Vec<_>>());
+        assert_eq!(
+            inst.status,
+            expected(*n),
+            "saga {n} ({id}) ended {:?}: {:?}\n{:#?}",
+            inst.status,
+            inst.failure,
+            timeline(store, *id)
+                .await
+                .iter()
+                .map(|h| format!(
+                    "{} {:?} {:?} {:?} {}",
+                    h.kind, h.step, h.phase, h.attempt, h.detail
+                ))
+                .collect::<Vec<_>>()
+        );
         let ends = timeline(store, *id)
             .await
             .iter()
@@ -103,9 +142,16 @@ async fn check_outcomes(store: &Store, ids: &[(u64, Uuid)], rec: &Recorder) {
             .count();
         assert_eq!(ends, 1, "saga {n} ended {ends} times");
     }
-    assert_eq!(rec.conflicts.load(Ordering::Relaxed), 0, "a step attempt was sent twice with different contents");
     assert_eq!(
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox").fetch_one(&store.pool).await.unwrap(),
+        rec.conflicts.load(Ordering::Relaxed),
+        0,
+        "a step attempt was sent twice with different contents"
+    );
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM outbox")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap(),
         0,
         "outbox drained"
     );
@@ -119,14 +165,20 @@ async fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
     let settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
     let store = db.store().await;
     let rec = Arc::new(Recorder::default());
-    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy(rec.clone()));
+    let p = participants(
+        &settings,
+        load_defs(&settings.runtime.sagas_dir),
+        policy(rec.clone()),
+    );
 
     let mut first = Process::start(&settings);
     first.wait_ready().await;
     let ids = start_many(first.port, 0..150).await;
-    eventually("some sagas to finish before the crash", Duration::from_secs(60), || async {
-        (terminal_count(&store).await >= 20).then_some(())
-    })
+    eventually(
+        "some sagas to finish before the crash",
+        Duration::from_secs(60),
+        || async { (terminal_count(&store).await >= 20).then_some(()) },
+    )
     .await;
     first.kill9();
     let in_flight = 150 - terminal_count(&store).await;
@@ -147,7 +199,11 @@ async fn two_replicas(stop_first: impl FnOnce(&mut Process), mock: bool) {
     let mock = mock.then(|| mock_broker(&mut settings));
     let store = db.store().await;
     let rec = Arc::new(Recorder::default());
-    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy(rec.clone()));
+    let p = participants(
+        &settings,
+        load_defs(&settings.runtime.sagas_dir),
+        policy(rec.clone()),
+    );
 
     let mut a = Process::start(&settings);
     let mut b = Process::start(&settings);
@@ -193,29 +249,49 @@ async fn broker_paused_for_ten_seconds_under_load_loses_nothing() {
     let mut settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
     // Group sessions outlive the pause (as they would a broker GC pause or a network
     // blip): tansu does not re-form a group whose members all missed their heartbeats.
-    settings.kafka.properties.insert("session.timeout.ms".into(), "30000".into());
-    settings.kafka.properties.insert("heartbeat.interval.ms".into(), "1000".into());
+    settings
+        .kafka
+        .properties
+        .insert("session.timeout.ms".into(), "30000".into());
+    settings
+        .kafka
+        .properties
+        .insert("heartbeat.interval.ms".into(), "1000".into());
     let store = db.store().await;
     let rec = Arc::new(Recorder::default());
-    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy(rec.clone()));
+    let p = participants(
+        &settings,
+        load_defs(&settings.runtime.sagas_dir),
+        policy(rec.clone()),
+    );
     let svc = Process::start(&settings);
     svc.wait_ready().await;
 
     let mut ids = start_many(svc.port, 0..60).await;
-    eventually("the first sagas to finish (groups joined)", Duration::from_secs(60), || async {
-        (terminal_count(&store).await >= 5).then_some(())
-    })
+    eventually(
+        "the first sagas to finish (groups joined)",
+        Duration::from_secs(60),
+        || async { (terminal_count(&store).await >= 5).then_some(()) },
+    )
     .await;
     broker.pause();
     // Sagas can still be started while the broker is away: they wait in the outbox.
     ids.extend(start_many(svc.port, 60..100).await);
     let paused_at = std::time::Instant::now();
-    eventually("the pause to last 10 s", Duration::from_secs(15), || async {
-        (paused_at.elapsed() >= Duration::from_secs(10)).then_some(())
-    })
+    eventually(
+        "the pause to last 10 s",
+        Duration::from_secs(15),
+        || async { (paused_at.elapsed() >= Duration::from_secs(10)).then_some(()) },
+    )
     .await;
-    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&store.pool).await.unwrap();
-    assert!(backlog > 0, "commands for sagas started during the pause wait in the outbox");
+    let backlog: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert!(
+        backlog > 0,
+        "commands for sagas started during the pause wait in the outbox"
+    );
     broker.resume();
     check_outcomes(&store, &ids, &rec).await;
     p.stop().await;

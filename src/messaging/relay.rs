@@ -82,6 +82,8 @@ async fn lead(
     listener.listen("sagaflow_outbox").await?;
     loop {
         healthy.store(true, Ordering::Relaxed);
+        // Still the leader? A dead lock connection means another replica may lead now.
+        sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
         let published = publish_once(store, producer, settings).await?;
         if published == settings.batch_size as usize {
             continue;
@@ -98,8 +100,6 @@ async fn lead(
             n = listener.recv() => { n?; }
             _ = tokio::time::sleep(settings.poll) => {}
         }
-        // Probe the lock connection so a dead one is noticed and leadership re-taken.
-        sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
     }
 }
 

@@ -208,6 +208,18 @@ impl Applier {
                 Err(rejection) => results[n] = Some(Applied::Rejected(rejection)),
             }
         }
+        // A rejected message goes to the dead-letter topic after this commits; if that
+        // publish fails and the batch is redelivered, it must be rejected again rather
+        // than dropped as a duplicate, so it leaves no inbox row.
+        let rejected: Vec<String> = items
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| matches!(r, Some(Applied::Rejected(_))))
+            .filter_map(|(i, _)| i.message_id.clone())
+            .collect();
+        if !rejected.is_empty() {
+            store::unclaim_inbox(&mut tx, &rejected).await?;
+        }
         batch.flush(&mut tx).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(results
@@ -226,7 +238,6 @@ impl Applier {
         now: DateTime<Utc>,
     ) {
         let id = t.instance.id;
-        let mut lifecycle_n = 0u32;
         for effect in &t.effects {
             match effect {
                 Effect::SendCommand(o) | Effect::SendCompensation(o) => {
@@ -247,15 +258,8 @@ impl Applier {
                 Effect::Record(h) => batch.history(id, h),
                 Effect::Publish(l) => {
                     if let Some(topic) = &self.settings.lifecycle_topic {
-                        lifecycle_n += 1;
-                        let event_id = Uuid::new_v5(
-                            &id,
-                            format!(
-                                "lifecycle/{}/{lifecycle_n}",
-                                t.instance.updated_at.timestamp_micros()
-                            )
-                            .as_bytes(),
-                        );
+                        // Unique per event (two transitions of one saga can share a batch and a clock reading).
+                        let event_id = Uuid::now_v7();
                         let record = envelope::encode_lifecycle(
                             l,
                             &envelope::LifecycleContext {
@@ -384,6 +388,8 @@ impl Applier {
         };
         let outcome = self.start_in_tx(&mut tx, def, req).await?;
         match &outcome {
+            // Dead-lettered by the caller; no inbox row, so a redelivery is too.
+            StartOutcome::Conflict(_) => return Ok(TriggerOutcome::Started(outcome)),
             StartOutcome::InvalidInput(errors) => {
                 return Ok(TriggerOutcome::Invalid(format!(
                     "input rejected: {}",

@@ -154,6 +154,15 @@ pub async fn claim_inbox(
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }
 
+/// Forgets message ids claimed in this transaction (for messages that were rejected).
+pub async fn unclaim_inbox(tx: &mut Tx<'_>, ids: &[String]) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM inbox WHERE message_id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Timers that are due, oldest first. Not locked: the saga row lock taken when the
 /// timer is applied is what serialises replicas (see `runtime::timers`).
 pub async fn due_timers(

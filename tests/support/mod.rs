@@ -178,7 +178,9 @@ impl Drop for Broker {
 
 /// librdkafka's in-process mock cluster, on a real loopback port, for behaviour tansu
 /// lacks. Points `settings` at it and creates every topic the test sagas use.
-pub fn mock_broker(settings: &mut Settings) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
+pub fn mock_broker(
+    settings: &mut Settings,
+) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
     let mock = rdkafka::mocking::MockCluster::new(1).unwrap();
     settings.kafka.bootstrap_servers = mock.bootstrap_servers();
     settings.kafka.create_topics = false;
@@ -188,7 +190,8 @@ pub fn mock_broker(settings: &mut Settings) -> rdkafka::mocking::MockCluster<'st
     topics.push(settings.kafka.dead_letter_topic.clone());
     topics.push(settings.kafka.lifecycle_topic.clone());
     for t in topics {
-        mock.create_topic(&t, settings.kafka.topic_partitions, 1).unwrap();
+        mock.create_topic(&t, settings.kafka.topic_partitions, 1)
+            .unwrap();
     }
     mock
 }
@@ -296,7 +299,10 @@ impl Process {
                 "SAGAFLOW_KAFKA__TOPIC_PARTITIONS",
                 settings.kafka.topic_partitions.to_string(),
             )
-            .env("SAGAFLOW_KAFKA__CREATE_TOPICS", settings.kafka.create_topics.to_string())
+            .env(
+                "SAGAFLOW_KAFKA__CREATE_TOPICS",
+                settings.kafka.create_topics.to_string(),
+            )
             .env("SAGAFLOW_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("SAGAFLOW_RUNTIME__SAGAS_DIR", &settings.runtime.sagas_dir)
             .env(
