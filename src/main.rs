@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use sagaflow::config::Settings;
 use sagaflow::definition::{self, Definition, Diagnostic};
+use sagaflow::participant;
 use sagaflow::runtime::{dev, service};
 use sagaflow::simulate::{self, Script};
 use sagaflow::store::Store;
@@ -53,6 +54,19 @@ enum Command {
         /// Demo participants' reply latency in milliseconds.
         #[arg(long, default_value_t = 20)]
         latency_ms: u64,
+    },
+    /// Run only the demo participants of the loaded sagas against a Kafka cluster
+    /// (kafka settings from config/env, e.g. SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS).
+    Participants {
+        /// Probability that a participant declines a step.
+        #[arg(long, default_value_t = 0.1)]
+        failure_rate: f64,
+        /// Reply latency in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        latency_ms: u64,
+        /// Consumer group of the participants.
+        #[arg(long, default_value = "sagaflow-demo-participants")]
+        group: String,
     },
     /// Exit 0 when the local service answers /healthz (for container health checks).
     Healthcheck {
@@ -204,6 +218,32 @@ async fn run_service(cli: Cli) -> anyhow::Result<()> {
             };
             dev::run(settings, opts, cancel).await?;
         }
+        Command::Participants {
+            failure_rate,
+            latency_ms,
+            group,
+        } => {
+            let (defs, diags) = definition::load_dir(&settings.runtime.sagas_dir);
+            if !diags.is_empty() {
+                bail!(
+                    "invalid definitions:\n{}",
+                    definition::diagnostic::render(&diags)
+                );
+            }
+            let topics = participant::command_topics(&defs);
+            let defs = defs.into_iter().map(std::sync::Arc::new).collect();
+            let policy = participant::random_policy(
+                failure_rate,
+                std::time::Duration::from_millis(latency_ms),
+            );
+            tracing::info!(?topics, %group, "demo participants running");
+            let ps = participant::ParticipantSettings {
+                kafka: settings.kafka.clone(),
+                group_id: group,
+                topics,
+            };
+            participant::run(defs, ps, policy, cancel).await?;
+        }
         _ => {}
     }
     Ok(())
@@ -227,7 +267,9 @@ fn healthcheck(addr: &str) -> anyhow::Result<ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve | Command::Migrate | Command::Dev { .. } => Ok(ExitCode::FAILURE),
+        Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. } => {
+            Ok(ExitCode::FAILURE)
+        }
         Command::Healthcheck { addr } => healthcheck(&addr),
         Command::Validate { paths, format } => Ok(validate(paths, format)),
         Command::Graph { saga, dir } => {

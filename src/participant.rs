@@ -80,6 +80,22 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
     })
 }
 
+/// Every command and compensation topic of these definitions, sorted.
+pub fn command_topics(defs: &[Definition]) -> Vec<String> {
+    let mut topics: Vec<String> = defs
+        .iter()
+        .flat_map(|d| {
+            d.steps.iter().flat_map(|s| {
+                std::iter::once(s.command.topic.clone())
+                    .chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))
+            })
+        })
+        .collect();
+    topics.sort();
+    topics.dedup();
+    topics
+}
+
 #[derive(Debug, Clone)]
 pub struct ParticipantSettings {
     pub kafka: KafkaSettings,

@@ -75,17 +75,7 @@ pub async fn run(
         })?;
 
     let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);
-    let mut topics: Vec<String> = defs
-        .iter()
-        .flat_map(|d| {
-            d.steps.iter().flat_map(|s| {
-                std::iter::once(s.command.topic.clone())
-                    .chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))
-            })
-        })
-        .collect();
-    topics.sort();
-    topics.dedup();
+    let topics = participant::command_topics(&defs);
 
     let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
     let service_cancel = cancel.child_token();
