@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Helpers shared by scripts/test and scripts/dev: install what a fresh machine lacks,
+# skip what is there.
+
+say() { printf '==> %s\n' "$*" >&2; }
+
+# Root commands go through sudo only when we are not root, so CI containers running as
+# root need no sudo binary. -n: never prompt, CI has no stdin.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo -n "$@"; fi
+}
+
+ensure_nextest() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        say "cargo-nextest present: $(cargo nextest --version | head -n1)"
+    else
+        say "cargo-nextest missing: installing it (cargo install cargo-nextest --locked)"
+        cargo install cargo-nextest --locked
+    fi
+}
+
+pg_ready() {
+    command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432
+}
+
+# The newest installed cluster version, e.g. `15` (from /etc/postgresql/15/main).
+pg_version() {
+    ls /etc/postgresql 2>/dev/null | sort -V | tail -n1
+}
+
+ensure_postgres() {
+    if pg_ready; then
+        say "PostgreSQL is accepting connections at 127.0.0.1:5432"
+        return
+    fi
+    if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+        say "PostgreSQL is not installed: apt-get install postgresql"
+        as_root apt-get update
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql
+        local version
+        version="$(pg_version)"
+        if [ -z "$version" ]; then
+            version="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
+            as_root pg_createcluster "$version" main
+        fi
+        # Tests connect as `postgres` over TCP without a password, as on the machines
+        # this project was developed on. Only done for a cluster this script installed.
+        local hba="/etc/postgresql/$version/main/pg_hba.conf"
+        as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+        # The package may already have started the cluster with the old rules.
+        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null || true
+    fi
+    local version
+    version="$(pg_version)"
+    say "starting PostgreSQL $version (pg_ctlcluster $version main start)"
+    # --skip-systemctl-redirect: containers and CI runners usually have no systemd.
+    as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+    for _ in $(seq 1 30); do
+        if pg_ready; then
+            say "PostgreSQL is accepting connections at 127.0.0.1:5432"
+            return
+        fi
+        sleep 1
+    done
+    say "PostgreSQL did not become ready at 127.0.0.1:5432 within 30s"
+    exit 1
+}
+
