@@ -113,3 +113,22 @@ fn graph_prints_a_mermaid_flowchart() {
     assert!(out.starts_with("flowchart"), "{out}");
     assert!(out.contains("capture_payment"), "{out}");
 }
+
+#[test]
+fn serve_refuses_to_start_with_invalid_definitions() {
+    let o = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .arg("serve")
+        .env("SAGAFLOW_RUNTIME__SAGAS_DIR", "tests/fixtures/invalid")
+        .env(
+            "SAGAFLOW_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/never",
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("saga definitions are invalid"), "{err}");
+    assert!(err.contains("tests/fixtures/invalid/"), "{err}");
+    assert!(err.contains(": error: "), "{err}");
+}
