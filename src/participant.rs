@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
@@ -148,19 +148,7 @@ fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(Str
 }
 
 pub fn read_command(m: &OwnedMessage) -> Option<Command> {
-    let headers: Vec<(String, Vec<u8>)> = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let headers = kafka::headers_of(m);
     let ev = envelope::decode(&headers, m.payload()).ok()?;
     let addr = envelope::reply_address(&ev).ok()?;
     Some(Command {

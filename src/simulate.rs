@@ -196,35 +196,20 @@ fn timer_event(
     start: DateTime<Utc>,
     lines: &mut Vec<Line>,
 ) -> Event {
-    match timer {
-        Timer::StepTimeout {
-            step,
-            phase,
-            attempt,
-        } => {
-            lines.push(Line::TimedOut {
-                at_ms: (now - start).num_milliseconds(),
-                step: step.clone(),
-                phase,
-                attempt,
-            });
-            Event::StepTimeout {
-                step,
-                phase,
-                attempt,
-            }
-        }
-        Timer::RetryDue {
-            step,
-            phase,
-            attempt,
-        } => Event::RetryDue {
-            step,
-            phase,
-            attempt,
-        },
-        Timer::Deadline => Event::Deadline,
+    if let Timer::StepTimeout {
+        step,
+        phase,
+        attempt,
+    } = &timer
+    {
+        lines.push(Line::TimedOut {
+            at_ms: (now - start).num_milliseconds(),
+            step: step.clone(),
+            phase: *phase,
+            attempt: *attempt,
+        });
     }
+    timer.into_event()
 }
 
 /// The scripted participant's reply to one message, or `None` for no reply.

@@ -40,6 +40,34 @@ pub enum Timer {
     Deadline,
 }
 
+impl Timer {
+    /// The event a timer delivers when it fires.
+    pub fn into_event(self) -> super::event::Event {
+        use super::event::Event;
+        match self {
+            Timer::StepTimeout {
+                step,
+                phase,
+                attempt,
+            } => Event::StepTimeout {
+                step,
+                phase,
+                attempt,
+            },
+            Timer::RetryDue {
+                step,
+                phase,
+                attempt,
+            } => Event::RetryDue {
+                step,
+                phase,
+                attempt,
+            },
+            Timer::Deadline => Event::Deadline,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LifecycleKind {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -109,21 +109,6 @@ pub enum ConsumeError {
     DeadLetter(#[source] rdkafka::error::KafkaError),
 }
 
-fn headers_of(m: &OwnedMessage) -> Vec<(String, Vec<u8>)> {
-    m.headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 enum Route {
     Reply(usize),
     Trigger(InboundEvent),
@@ -139,7 +124,7 @@ async fn process(
     let mut items = Vec::new();
     let mut routes = Vec::with_capacity(batch.len());
     for m in batch {
-        let route = match envelope::decode(&headers_of(m), m.payload()) {
+        let route = match envelope::decode(&kafka::headers_of(m), m.payload()) {
             Err(e) => Route::Dead(e.to_string()),
             Ok(ev)
                 if !applier
@@ -239,7 +224,7 @@ async fn dead_letter(
         reason,
         "message dead-lettered"
     );
-    let mut headers: Vec<(String, String)> = headers_of(m)
+    let mut headers: Vec<(String, String)> = kafka::headers_of(m)
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect();

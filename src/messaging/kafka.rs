@@ -71,6 +71,24 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     c
 }
 
+/// A received message's headers as (name, raw bytes); a header without a value is empty.
+pub fn headers_of(m: &rdkafka::message::OwnedMessage) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::Message;
+    use rdkafka::message::Headers;
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 pub fn to_future_record<'a>(r: &'a Record) -> FutureRecord<'a, str, [u8]> {
     let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
     for (k, v) in &r.headers {

@@ -10,37 +10,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use super::transition::{Applied, Applier, Item};
-use crate::engine::{Event, Timer};
+use crate::engine::Timer;
 use crate::store;
 
 #[derive(Debug, Clone)]
 pub struct TimerSettings {
     pub batch_size: i64,
     pub max_sleep: Duration,
-}
-
-pub fn event_of(timer: Timer) -> Event {
-    match timer {
-        Timer::StepTimeout {
-            step,
-            phase,
-            attempt,
-        } => Event::StepTimeout {
-            step,
-            phase,
-            attempt,
-        },
-        Timer::RetryDue {
-            step,
-            phase,
-            attempt,
-        } => Event::RetryDue {
-            step,
-            phase,
-            attempt,
-        },
-        Timer::Deadline => Event::Deadline,
-    }
 }
 
 pub async fn run(
@@ -118,7 +94,7 @@ pub async fn fire_due(
             };
             Some(Item {
                 saga_id,
-                event: event_of(timer),
+                event: timer.into_event(),
                 message_id: None,
                 timer: Some(key),
             })

@@ -422,18 +422,8 @@ pub fn load_defs(dir: &Path) -> Vec<Arc<Definition>> {
 
 /// Every command and compensation topic of these definitions.
 pub fn command_topics(defs: &[Arc<Definition>]) -> Vec<String> {
-    let mut t: Vec<String> = defs
-        .iter()
-        .flat_map(|d| {
-            d.steps.iter().flat_map(|s| {
-                std::iter::once(s.command.topic.clone())
-                    .chain(s.compensation.as_ref().map(|c| c.command.topic.clone()))
-            })
-        })
-        .collect();
-    t.sort();
-    t.dedup();
-    t
+    let owned: Vec<Definition> = defs.iter().map(|d| (**d).clone()).collect();
+    participant::command_topics(&owned)
 }
 
 /// Running participants; `stop` them before the broker goes away.

@@ -209,7 +209,7 @@ impl World {
                     .expect("non-empty");
                 self.timers.remove(&timer);
                 self.now = self.now.max(due);
-                self.apply(timer_event(timer));
+                self.apply(timer.into_event());
             }
             Action::Abort => self.apply(Event::Abort {
                 reason: "test".into(),
@@ -257,7 +257,7 @@ impl World {
             };
             self.timers.remove(&timer);
             self.now = self.now.max(due);
-            self.apply(timer_event(timer));
+            self.apply(timer.into_event());
         }
         panic!("did not settle within 500 events: {:?}", self.inst.status);
     }
@@ -299,30 +299,6 @@ impl World {
                 }
             }
         }
-    }
-}
-
-fn timer_event(timer: Timer) -> Event {
-    match timer {
-        Timer::StepTimeout {
-            step,
-            phase,
-            attempt,
-        } => Event::StepTimeout {
-            step,
-            phase,
-            attempt,
-        },
-        Timer::RetryDue {
-            step,
-            phase,
-            attempt,
-        } => Event::RetryDue {
-            step,
-            phase,
-            attempt,
-        },
-        Timer::Deadline => Event::Deadline,
     }
 }
 
