@@ -286,7 +286,9 @@ impl ApiSettings {
     fn check(&self) -> Result<(), ConfigError> {
         let rule = |m: &str| Err(ConfigError::Rule(m.to_owned()));
         if self.max_body_bytes == 0 || self.max_input_bytes == 0 || self.request_timeout_ms == 0 {
-            return rule("api.max_body_bytes, api.max_input_bytes and api.request_timeout_ms must be positive");
+            return rule(
+                "api.max_body_bytes, api.max_input_bytes and api.request_timeout_ms must be positive",
+            );
         }
         if self.auth.enabled && self.auth.tokens.is_empty() {
             return rule("api.auth.enabled needs at least one token in api.auth.tokens");

@@ -233,7 +233,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Healthcheck { addr } => healthcheck(&addr),
         Command::Validate { paths, format } => Ok(validate(paths, format)),
         Command::Openapi => {
-            print!("{}", sagaflow::api::openapi::yaml(&sagaflow::api::openapi_doc()));
+            print!(
+                "{}",
+                sagaflow::api::openapi::yaml(&sagaflow::api::openapi_doc())
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { saga, dir } => {

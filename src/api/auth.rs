@@ -10,7 +10,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
-use subtle::{ConstantTimeEq, ConditionallySelectable};
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use super::problem::Problem;
 use crate::config::{AuthSettings, Scope};
@@ -84,7 +84,9 @@ impl Auth {
             // `i + 1` so 0 means "none"; conditional_assign keeps the loop branch-free.
             found.conditional_assign(&(i as u32 + 1), hit);
         }
-        (found as usize).checked_sub(1).and_then(|i| self.tokens.get(i))
+        (found as usize)
+            .checked_sub(1)
+            .and_then(|i| self.tokens.get(i))
     }
 
     /// The scope a request needs, or `None` for open endpoints.

@@ -6,9 +6,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use super::model::{
-    DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse,
-};
+use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
 use super::problem::{ApiPath, Problem, internal};
 use crate::definition::{self, Definition};
 use crate::store;
@@ -23,7 +21,10 @@ fn summary(def: &Definition) -> DefinitionSummary {
         version: def.version.clone(),
         file: def.file.clone(),
         steps: def.steps.iter().map(|s| s.name.clone()).collect(),
-        pivot: def.pivot.and_then(|p| def.steps.get(p)).map(|s| s.name.clone()),
+        pivot: def
+            .pivot
+            .and_then(|p| def.steps.get(p))
+            .map(|s| s.name.clone()),
     }
 }
 

@@ -62,8 +62,12 @@ impl Modify for Common {
             ),
         );
         for item in doc.paths.paths.values_mut() {
-            let ops: [&mut Option<Operation>; 4] =
-                [&mut item.get, &mut item.post, &mut item.put, &mut item.delete];
+            let ops: [&mut Option<Operation>; 4] = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ];
             for op in ops.into_iter().flatten() {
                 let responses = &mut op.responses.responses;
                 if op.security.is_some() {

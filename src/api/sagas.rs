@@ -55,21 +55,32 @@ pub async fn start(
 ) -> Response {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
         Some(Ok(k)) => Some(k.to_owned()),
-        Some(Err(_)) => return Problem::bad_request("Idempotency-Key must be ASCII").into_response(),
+        Some(Err(_)) => {
+            return Problem::bad_request("Idempotency-Key must be ASCII").into_response();
+        }
         None => body.key,
     };
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN) {
+    if key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
+    {
         return Problem::bad_request(format!("the key must have 1 to {MAX_KEY_LEN} bytes"))
             .into_response();
     }
-    let size = serde_json::to_vec(&body.input).map(|v| v.len()).unwrap_or(0);
+    let size = serde_json::to_vec(&body.input)
+        .map(|v| v.len())
+        .unwrap_or(0);
     if size > state.settings.max_input_bytes {
-        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "input-too-large", "Input too large")
-            .detail(format!(
-                "the input has {size} bytes; at most {} are accepted",
-                state.settings.max_input_bytes
-            ))
-            .into_response();
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input-too-large",
+            "Input too large",
+        )
+        .detail(format!(
+            "the input has {size} bytes; at most {} are accepted",
+            state.settings.max_input_bytes
+        ))
+        .into_response();
     }
     let traceparent = headers
         .get("traceparent")
