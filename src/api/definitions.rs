@@ -56,6 +56,10 @@ pub async fn list(State(state): State<AppState>) -> Response {
     security(("bearer" = ["read"]))
 )]
 pub async fn get(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Response {
+    // PostgreSQL text cannot hold U+0000: no definition has such a name.
+    if name.contains('\0') {
+        return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
+    }
     let current = state.applier.registry.current(&name);
     let versions = match store::versions_of(&state.applier.store.pool, &name).await {
         Ok(v) => v,
@@ -123,16 +127,22 @@ pub async fn graph(
 /// `sagaflow validate --format json`, with file, line, column and a hint.
 #[utoipa::path(
     post, path = "/v1/definitions/validate", tag = "definitions", operation_id = "validate_definition",
-    request_body(content = String, content_type = "application/yaml",
+    // Any YAML document is a valid request (the answer says what is wrong with it), so
+    // the body schema is "any value" rather than a string.
+    request_body(content = serde_json::Value, content_type = "application/yaml",
                  example = "name: demo\nsteps: []\n"),
     responses(
         (status = 200, description = "The report (also for invalid definitions)", body = ValidationReport),
-        (status = 400, description = "Body is not UTF-8", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Body empty or not UTF-8", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))
 )]
 pub async fn validate(body: Bytes) -> Response {
+    if body.is_empty() {
+        return Problem::bad_request("send the definition's YAML as the request body")
+            .into_response();
+    }
     let Ok(source) = std::str::from_utf8(&body) else {
         return Problem::bad_request("the definition must be UTF-8 text").into_response();
     };

@@ -51,7 +51,25 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
         return Problem::bad_request(format!("limit must be between 1 and {MAX_LIMIT}"))
             .into_response();
     }
-    let after = match p.cursor.as_deref().map(decode_cursor) {
+    // PostgreSQL text cannot hold U+0000, so no saga can match such a filter.
+    if [&p.definition, &p.key]
+        .into_iter()
+        .flatten()
+        .any(|t| t.contains('\0'))
+    {
+        return axum::Json(SagaPage {
+            items: Vec::new(),
+            next_cursor: None,
+        })
+        .into_response();
+    }
+    // An empty cursor is the first page (clients may send `cursor=` unconditionally).
+    let after = match p
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+    {
         None => None,
         Some(Some(a)) => Some(a),
         Some(None) => {

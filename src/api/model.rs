@@ -57,6 +57,7 @@ pub struct StartBody {
     pub input: Json,
     /// Idempotency / business key; the `Idempotency-Key` header wins over it.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub key: Option<String>,
 }
 
@@ -106,7 +107,8 @@ pub struct ListParams {
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
-    /// Opaque cursor from `next_cursor` of the previous page.
+    /// Opaque cursor from `next_cursor` of the previous page (empty: first page).
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
     /// Page size.
     #[param(minimum = 1, maximum = 500, default = 50)]

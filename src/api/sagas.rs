@@ -18,6 +18,27 @@ use crate::store;
 /// Longest idempotency key accepted; keys are indexed, so they are bounded.
 const MAX_KEY_LEN: usize = 256;
 
+/// JSON pointer of the first string or key holding U+0000, which PostgreSQL cannot
+/// store (in `text` or `jsonb`): refused up front instead of failing the insert.
+pub fn nul_path(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match v {
+        Value::String(s) if s.contains('\0') => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_path(x).map(|p| format!("/{i}{p}"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                return Some(format!("/{}", escape(k)));
+            }
+            nul_path(x).map(|p| format!("/{}{p}", escape(k)))
+        }),
+        _ => None,
+    }
+}
+
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()
 }
@@ -31,7 +52,8 @@ fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     post, path = "/v1/sagas/{saga}", tag = "sagas", operation_id = "start_saga",
     params(
         ("saga" = String, Path, description = "Name of the saga definition to start", example = "order-fulfilment"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Business key: the same key returns the same saga"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[\x20-\x7E]+$",
+         description = "Business key: the same key returns the same saga"),
     ),
     request_body = StartBody,
     responses(
@@ -66,6 +88,24 @@ pub async fn start(
     {
         return Problem::bad_request(format!("the key must have 1 to {MAX_KEY_LEN} bytes"))
             .into_response();
+    }
+    let nul = |path: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Input cannot be stored",
+        )
+        .errors(vec![FieldError {
+            path,
+            message: "text cannot contain U+0000".into(),
+        }])
+        .into_response()
+    };
+    if key.as_ref().is_some_and(|k| k.contains('\0')) {
+        return nul("/key".into());
+    }
+    if let Some(path) = nul_path(&body.input) {
+        return nul(format!("/input{path}"));
     }
     let size = serde_json::to_vec(&body.input)
         .map(|v| v.len())
@@ -221,12 +261,13 @@ pub async fn abort(
     ApiPath(id): ApiPath<Uuid>,
     body: Bytes,
 ) -> Response {
-    // The body is optional, so it is read by hand rather than with a JSON extractor.
+    // The body is optional (absent, empty or `null`), so it is read by hand rather
+    // than with a JSON extractor.
     let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
         AbortBody::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
+        match serde_json::from_slice::<Option<AbortBody>>(&body) {
+            Ok(b) => b.unwrap_or_default(),
             Err(e) => return Problem::bad_request(format!("invalid body: {e}")).into_response(),
         }
     };
