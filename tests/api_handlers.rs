@@ -243,6 +243,27 @@ async fn malformed_requests_get_problems_not_panics() {
         (413, Some("https://sagaflow.dev/problems/input-too-large"))
     );
 
+    // PostgreSQL cannot store U+0000: refused with the path, not a 500.
+    let r = app
+        .start("order-fulfilment", json!({"a": ["x\u{0}"]}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["errors"][0]["path"]),
+        (422, &json!("/input/a/0"))
+    );
+    assert_eq!(
+        app.call("GET", "/v1/sagas?key=a%00b", None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.call("GET", "/v1/definitions/a%00b", None, None)
+            .await
+            .status,
+        404
+    );
+
     // The framework's own errors: unknown route, method not allowed, bad path.
     assert_eq!(app.call("GET", "/nope", None, None).await.status, 404);
     let r = app.call("DELETE", "/v1/sagas", None, None).await;
