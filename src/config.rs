@@ -316,10 +316,10 @@ fn scalar(value: &str, path: &[String]) -> Json {
         return Json::String(value.to_owned());
     }
     // Lists and maps (e.g. SAGAFLOW_API__AUTH__TOKENS) are given as JSON.
-    if value.starts_with('[') || value.starts_with('{') {
-        if let Ok(v) = serde_json::from_str(value) {
-            return v;
-        }
+    if (value.starts_with('[') || value.starts_with('{'))
+        && let Ok(v) = serde_json::from_str(value)
+    {
+        return v;
     }
     if let Ok(n) = value.parse::<u64>() {
         return Json::from(n);
