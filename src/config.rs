@@ -15,6 +15,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub http: HttpSettings,
     pub runtime: RuntimeSettings,
+    pub api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +68,73 @@ pub struct RuntimeSettings {
     pub timer_poll_ms: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    pub auth: AuthSettings,
+    /// Largest request body accepted (bytes); larger requests get 413.
+    pub max_body_bytes: usize,
+    /// Largest saga input, as compact JSON (bytes): inputs are stored with every
+    /// saga and copied into commands, so they are bounded more tightly than bodies.
+    pub max_input_bytes: usize,
+    /// Requests taking longer are answered 408 (ms).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            auth: AuthSettings::default(),
+            max_body_bytes: 1024 * 1024,
+            max_input_bytes: 256 * 1024,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Bearer-token access control. Off by default so `sagaflow dev` works out of the box.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    /// Every token valid at once (several during a rotation).
+    pub tokens: Vec<TokenSettings>,
+    /// Require a `read` token for /healthz and /readyz too (probes then need one).
+    pub protect_health: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    /// Who uses the token; recorded as the actor of operator actions. Never the secret.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the token: the secret itself is never configured.
+    pub sha256: String,
+    pub scopes: Vec<Scope>,
+}
+
+/// What a token may do. Scopes do not imply each other: list every one a token needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every GET, and validating a definition.
+    Read,
+    /// Starting sagas.
+    Write,
+    /// Operator actions: abort and retry.
+    Admin,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Read => "read",
+            Scope::Write => "write",
+            Scope::Admin => "admin",
+        }
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -192,7 +260,7 @@ impl Settings {
                 "kafka.group_id and kafka.bootstrap_servers must be set".into(),
             ));
         }
-        Ok(())
+        self.api.check()
     }
 
     /// Settings safe to log: credentials in the URL and secret properties masked.
@@ -214,11 +282,44 @@ impl Settings {
     }
 }
 
+impl ApiSettings {
+    fn check(&self) -> Result<(), ConfigError> {
+        let rule = |m: &str| Err(ConfigError::Rule(m.to_owned()));
+        if self.max_body_bytes == 0 || self.max_input_bytes == 0 || self.request_timeout_ms == 0 {
+            return rule(
+                "api.max_body_bytes, api.max_input_bytes and api.request_timeout_ms must be positive",
+            );
+        }
+        if self.auth.enabled && self.auth.tokens.is_empty() {
+            return rule("api.auth.enabled needs at least one token in api.auth.tokens");
+        }
+        for t in &self.auth.tokens {
+            let hex = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !hex {
+                return Err(ConfigError::Rule(format!(
+                    "api.auth.tokens: `{}` needs sha256 = 64 hex digits (sha256sum of the token)",
+                    t.name
+                )));
+            }
+            if t.name.is_empty() || t.scopes.is_empty() {
+                return rule("api.auth.tokens: every token needs a name and at least one scope");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Environment values are text; numbers and booleans are read as such where the
 /// setting is not a string-valued map.
 fn scalar(value: &str, path: &[String]) -> Json {
     if path.get(1).is_some_and(|p| p == "properties") {
         return Json::String(value.to_owned());
+    }
+    // Lists and maps (e.g. SAGAFLOW_API__AUTH__TOKENS) are given as JSON.
+    if (value.starts_with('[') || value.starts_with('{'))
+        && let Ok(v) = serde_json::from_str(value)
+    {
+        return v;
     }
     if let Ok(n) = value.parse::<u64>() {
         return Json::from(n);
@@ -299,6 +400,26 @@ mod tests {
             Some("5")
         );
         assert_eq!(s.redacted().database.url, "postgres://u:****@db/x");
+    }
+
+    #[test]
+    fn api_tokens_come_from_the_environment_as_json() {
+        let hash = "a".repeat(64);
+        let tokens = format!(r#"[{{"name":"ci","sha256":"{hash}","scopes":["read","admin"]}}]"#);
+        let s = Settings::load(
+            None,
+            vars(&[
+                ("SAGAFLOW_API__AUTH__ENABLED", "true"),
+                ("SAGAFLOW_API__AUTH__TOKENS", &tokens),
+            ]),
+        )
+        .expect("valid");
+        assert!(s.api.auth.enabled);
+        assert_eq!(s.api.auth.tokens[0].scopes, vec![Scope::Read, Scope::Admin]);
+        // Enabled without tokens, or a token that is not a hash, is refused.
+        assert!(Settings::load(None, vars(&[("SAGAFLOW_API__AUTH__ENABLED", "true")])).is_err());
+        let plain = r#"[{"name":"ci","sha256":"secret","scopes":["read"]}]"#;
+        assert!(Settings::load(None, vars(&[("SAGAFLOW_API__AUTH__TOKENS", plain)])).is_err());
     }
 
     #[test]

@@ -87,6 +87,8 @@ enum Command {
         #[arg(long, default_value = "sagas")]
         dir: PathBuf,
     },
+    /// Print the OpenAPI document of the HTTP API as YAML (committed as openapi/openapi.yaml).
+    Openapi,
     /// Run a saga through the engine with scripted participants and print what it sends.
     Simulate {
         file: PathBuf,
@@ -272,6 +274,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Healthcheck { addr } => healthcheck(&addr),
         Command::Validate { paths, format } => Ok(validate(paths, format)),
+        Command::Openapi => {
+            print!(
+                "{}",
+                sagaflow::api::openapi::yaml(&sagaflow::api::openapi_doc())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Graph { saga, dir } => {
             let def = find_definition(&saga, &dir)?;
             print!("{}", definition::graph::mermaid(&def));

@@ -1,18 +1,33 @@
 //! The HTTP API. Handlers talk to the runtime (`Applier`) and the store, never to Kafka.
+//!
+//! Layers, outermost first: problem bodies for every error → panic catcher → request
+//! timeout → authentication → body size limit → routes.
 
+pub mod auth;
+mod definitions;
+mod health;
+mod list;
+pub mod model;
+pub mod openapi;
 pub mod problem;
 mod sagas;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::response::IntoResponse;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
+use crate::config::ApiSettings;
 use crate::runtime::transition::Applier;
 
 /// Liveness of the background tasks, for `/readyz`.
@@ -27,38 +42,54 @@ pub struct Health {
 pub struct AppState {
     pub applier: Applier,
     pub health: Arc<Health>,
+    /// Limits and access control (`api:` in the settings).
+    pub settings: Arc<ApiSettings>,
+}
+
+/// The documented routes and the OpenAPI document describing exactly them.
+pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(list::list))
+        // One path, two meanings by method: see docs/api.md ("Paths") for why.
+        .routes(routes!(sagas::start, sagas::get))
+        .routes(routes!(sagas::abort))
+        .routes(routes!(sagas::retry))
+        .routes(routes!(definitions::list))
+        .routes(routes!(definitions::validate))
+        .routes(routes!(definitions::get))
+        .routes(routes!(definitions::graph))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts();
+    openapi::Common.modify(&mut doc);
+    (router, doc)
+}
+
+/// The OpenAPI document (served at /openapi.json, committed as openapi/openapi.yaml).
+pub fn openapi_doc() -> utoipa::openapi::OpenApi {
+    documented().1
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        // One parameter name per position (a router rule): `{id}` is the definition name for POST.
-        .route("/v1/sagas/{id}", post(sagas::start).get(sagas::get))
-        .route("/v1/sagas/{id}/abort", post(sagas::abort))
-        .route("/v1/sagas/{id}/retry", post(sagas::retry))
+    let (routes, doc) = documented();
+    let settings = state.settings.clone();
+    let auth = Arc::new(auth::Auth::new(&settings.auth));
+    routes
+        // METRICS: the telemetry branch mounts `GET /metrics` here, e.g.
+        // `.route("/metrics", get(telemetry::metrics))`. It is open unless
+        // `api.auth.protect_health` (auth::Auth::required already knows the path).
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        .fallback(problem::no_route)
+        .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(auth, auth::require))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_millis(settings.request_timeout_ms),
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            tracing::error!("a request handler panicked");
+            problem::Problem::internal().into_response()
+        }))
+        .layer(axum::middleware::from_fn(problem::problem_bodies))
         .with_state(state)
-}
-
-async fn healthz() -> Response {
-    (StatusCode::OK, axum::Json(json!({"status": "ok"}))).into_response()
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let database = state.applier.store.ping().await.is_ok();
-    let consumer = state.health.consumer.load(Ordering::Relaxed);
-    let relay = state.health.relay.load(Ordering::Relaxed);
-    let timers = state.health.timers.load(Ordering::Relaxed);
-    let ready = database && consumer && relay && timers;
-    let body = json!({
-        "status": if ready { "ready" } else { "not ready" },
-        "checks": {"database": database, "kafka_consumer": consumer, "outbox_relay": relay, "timers": timers,
-                   "definitions": state.applier.registry.all_current().len()},
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
 }

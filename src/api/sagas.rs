@@ -1,43 +1,127 @@
 //! Starting, reading and repairing sagas.
 
-use axum::Json;
-use axum::extract::{Path, State};
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value as Json_, json};
 use uuid::Uuid;
 
 use super::AppState;
-use super::problem::Problem;
+use super::auth::Caller;
+use super::model::{AbortBody, ActionResult, SagaDetail, StartBody, Started, Status};
+use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
 use crate::engine::{Event, Rejection};
 use crate::runtime::transition::{Applied, Item, StartOutcome, StartRequest};
 use crate::store;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StartBody {
-    #[serde(default)]
-    pub input: Json_,
-    pub key: Option<String>,
+/// Longest idempotency key accepted; keys are indexed, so they are bounded.
+const MAX_KEY_LEN: usize = 256;
+
+/// JSON pointer of the first string or key holding U+0000, which PostgreSQL cannot
+/// store (in `text` or `jsonb`): refused up front instead of failing the insert.
+pub fn nul_path(v: &serde_json::Value) -> Option<String> {
+    use serde_json::Value;
+    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match v {
+        Value::String(s) if s.contains('\0') => Some(String::new()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_path(x).map(|p| format!("/{i}{p}"))),
+        Value::Object(map) => map.iter().find_map(|(k, x)| {
+            if k.contains('\0') {
+                return Some(format!("/{}", escape(k)));
+            }
+            nul_path(x).map(|p| format!("/{}{p}", escape(k)))
+        }),
+        _ => None,
+    }
 }
 
-fn internal(e: impl std::error::Error) -> Response {
-    tracing::error!(error = %e, source = ?e.source(), "request failed");
-    Problem::internal().into_response()
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+    (status, axum::Json(body)).into_response()
 }
 
+/// Start a saga.
+///
+/// The path segment is the *definition name* (same position as the saga id of
+/// `GET /v1/sagas/{saga}`; see docs/api.md, "Paths"). Idempotent by key: the
+/// `Idempotency-Key` header, or `key` in the body.
+#[utoipa::path(
+    post, path = "/v1/sagas/{saga}", tag = "sagas", operation_id = "start_saga",
+    params(
+        ("saga" = String, Path, description = "Name of the saga definition to start", example = "order-fulfilment"),
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[\x20-\x7E]+$",
+         description = "Business key: the same key returns the same saga"),
+    ),
+    request_body = StartBody,
+    responses(
+        (status = 201, description = "Started", body = Started,
+         headers(("Location" = String, description = "URL of the new saga"))),
+        (status = 200, description = "A saga with this key and input exists already", body = Started),
+        (status = 400, description = "Malformed request", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such definition", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Key reused with a different input", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or input too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Input breaks the definition's schema (`errors` lists every path)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["write"]))
+)]
 pub async fn start(
     State(state): State<AppState>,
-    Path(definition): Path<String>,
+    ApiPath(definition): ApiPath<String>,
     headers: HeaderMap,
-    Json(body): Json<StartBody>,
+    ApiJson(body): ApiJson<StartBody>,
 ) -> Response {
-    let key = headers
-        .get("idempotency-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or(body.key);
+    let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
+        Some(Ok(k)) => Some(k.to_owned()),
+        Some(Err(_)) => {
+            return Problem::bad_request("Idempotency-Key must be ASCII").into_response();
+        }
+        None => body.key,
+    };
+    if key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
+    {
+        return Problem::bad_request(format!("the key must have 1 to {MAX_KEY_LEN} bytes"))
+            .into_response();
+    }
+    let nul = |path: String| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-input",
+            "Input cannot be stored",
+        )
+        .errors(vec![FieldError {
+            path,
+            message: "text cannot contain U+0000".into(),
+        }])
+        .into_response()
+    };
+    if key.as_ref().is_some_and(|k| k.contains('\0')) {
+        return nul("/key".into());
+    }
+    if let Some(path) = nul_path(&body.input) {
+        return nul(format!("/input{path}"));
+    }
+    let size = serde_json::to_vec(&body.input)
+        .map(|v| v.len())
+        .unwrap_or(0);
+    if size > state.settings.max_input_bytes {
+        return Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "input-too-large",
+            "Input too large",
+        )
+        .detail(format!(
+            "the input has {size} bytes; at most {} are accepted",
+            state.settings.max_input_bytes
+        ))
+        .into_response();
+    }
     let traceparent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
@@ -49,46 +133,79 @@ pub async fn start(
         id: None,
         traceparent,
     };
-    match state.applier.start(req).await {
-        Ok(StartOutcome::Created(id)) => {
-            let mut res = (
-                StatusCode::CREATED,
-                Json(json!({"id": id, "status": "running"})),
+    let (id, created) = match state.applier.start(req).await {
+        Ok(StartOutcome::Created(id)) => (id, true),
+        Ok(StartOutcome::Existing(id)) => (id, false),
+        Ok(StartOutcome::Conflict(id)) => {
+            return Problem::new(
+                StatusCode::CONFLICT,
+                "idempotency-conflict",
+                "Idempotency key reused",
             )
-                .into_response();
-            if let Ok(v) = format!("/v1/sagas/{id}").parse() {
-                res.headers_mut().insert(header::LOCATION, v);
-            }
-            res
+            .detail(format!(
+                "saga {id} was started with this key and a different input"
+            ))
+            .into_response();
         }
-        Ok(StartOutcome::Existing(id)) => (StatusCode::OK, Json(json!({"id": id}))).into_response(),
-        Ok(StartOutcome::Conflict(id)) => Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-conflict",
-            "Idempotency key reused",
-        )
-        .detail(format!(
-            "saga {id} was started with this key and a different input"
-        ))
-        .into_response(),
         Ok(StartOutcome::UnknownDefinition) => {
-            Problem::not_found(&format!("no saga definition named `{definition}`")).into_response()
+            return Problem::not_found(&format!("no saga definition named `{definition}`"))
+                .into_response();
         }
-        Ok(StartOutcome::InvalidInput(errors)) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Input does not match the saga's schema",
-        )
-        .errors(json!(errors))
-        .into_response(),
-        Ok(StartOutcome::Rejected(r)) => Problem::new(StatusCode::CONFLICT, "rejected", "Rejected")
-            .detail(r.to_string())
-            .into_response(),
-        Err(e) => internal(e),
+        Ok(StartOutcome::InvalidInput(errors)) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-input",
+                "Input does not match the saga's schema",
+            )
+            .errors(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError {
+                        path: e.path,
+                        message: e.message,
+                    })
+                    .collect(),
+            )
+            .into_response();
+        }
+        Ok(StartOutcome::Rejected(r)) => {
+            return Problem::new(StatusCode::CONFLICT, "rejected", "Rejected")
+                .detail(r.to_string())
+                .into_response();
+        }
+        Err(e) => return internal(&e),
+    };
+    let status = match store::get_saga(&state.applier.store.pool, id).await {
+        Ok(Some(row)) => row.instance.status.into(),
+        Ok(None) => Status::Running,
+        Err(e) => return internal(&e),
+    };
+    let body = Started {
+        id,
+        status,
+        created,
+    };
+    if !created {
+        return json(StatusCode::OK, &body);
     }
+    let mut res = json(StatusCode::CREATED, &body);
+    if let Ok(v) = format!("/v1/sagas/{id}").parse() {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    res
 }
 
-pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+/// Inspect a saga: state, steps and the full timeline.
+#[utoipa::path(
+    get, path = "/v1/sagas/{saga}", tag = "sagas", operation_id = "get_saga",
+    params(("saga" = Uuid, Path, description = "Saga id")),
+    responses(
+        (status = 200, description = "The saga", body = SagaDetail),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
     let Ok(id) = id.parse::<Uuid>() else {
         return Problem::not_found(&format!("no saga {id} (saga ids are UUIDs)")).into_response();
     };
@@ -96,64 +213,92 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     let row = match store::get_saga(pool, id).await {
         Ok(Some(row)) => row,
         Ok(None) => return Problem::not_found(&format!("no saga {id}")).into_response(),
-        Err(e) => return internal(e),
+        Err(e) => return internal(&e),
     };
     let history = match store::history(pool, id).await {
         Ok(h) => h,
-        Err(e) => return internal(e),
+        Err(e) => return internal(&e),
     };
-    let inst = &row.instance;
-    Json(json!({
-        "id": inst.id,
-        "definition": inst.definition,
-        "version": inst.version,
-        "status": inst.status,
-        "key": inst.key,
-        "input": inst.input,
-        "output": inst.output,
-        "failure": inst.failure,
-        "steps": inst.steps,
-        "revision": row.revision,
-        "created_at": inst.created_at,
-        "updated_at": inst.updated_at,
-        "timeline": history,
-    }))
-    .into_response()
+    let inst = row.instance;
+    let def = match state
+        .applier
+        .registry
+        .version(&state.applier.store, &inst.definition, &inst.version)
+        .await
+    {
+        Ok(def) => def,
+        Err(e) => return internal(&e),
+    };
+    let names = def.steps.iter().map(|s| s.name.clone()).collect();
+    let current = inst.current_steps(&def);
+    json(
+        StatusCode::OK,
+        &SagaDetail::new(inst, row.revision, names, current, history),
+    )
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AbortBody {
-    #[serde(default)]
-    pub reason: String,
-}
-
+/// Abort: compensate now.
+///
+/// Allowed while running forward before the pivot (and while the pivot is not in
+/// flight); a no-op when already compensating or compensated; refused (409, saying
+/// why) once completed, past the pivot, or when a compensation failed (use retry).
+/// Recorded in the timeline with the token's name as actor.
+#[utoipa::path(
+    post, path = "/v1/sagas/{saga}/abort", tag = "operator", operation_id = "abort_saga",
+    params(("saga" = Uuid, Path, description = "Saga id")),
+    request_body(content = Option<AbortBody>, description = "Optional; the reason is kept in the timeline"),
+    responses(
+        (status = 200, description = "Aborted (or already rolling back)", body = ActionResult),
+        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the saga's state; `detail` says why", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
 pub async fn abort(
     State(state): State<AppState>,
-    Path(id): Path<Uuid>,
-    body: Option<Json<AbortBody>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Bytes,
 ) -> Response {
-    let reason = body.map(|b| b.0.reason).unwrap_or_default();
-    operate(
-        &state,
-        id,
-        Event::Abort {
-            reason,
-            actor: "api".into(),
-        },
-    )
-    .await
+    // The body is optional (absent, empty or `null`), so it is read by hand rather
+    // than with a JSON extractor.
+    let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
+        AbortBody::default()
+    } else {
+        match serde_json::from_slice::<Option<AbortBody>>(&body) {
+            Ok(b) => b.unwrap_or_default(),
+            Err(e) => return Problem::bad_request(format!("invalid body: {e}")).into_response(),
+        }
+    };
+    let event = Event::Abort {
+        reason: body.reason,
+        actor: caller.name,
+    };
+    operate(&state, id, event).await
 }
 
-pub async fn retry(State(state): State<AppState>, Path(id): Path<Uuid>) -> Response {
-    operate(
-        &state,
-        id,
-        Event::Retry {
-            actor: "api".into(),
-        },
-    )
-    .await
+/// Retry: redrive from the failure point.
+///
+/// Allowed when the saga is `failed`: a forward step after the pivot exhausted its
+/// retries, or compensations are exhausted. Each retry starts a fresh retry budget.
+/// Recorded in the timeline with the token's name as actor.
+#[utoipa::path(
+    post, path = "/v1/sagas/{saga}/retry", tag = "operator", operation_id = "retry_saga",
+    params(("saga" = Uuid, Path, description = "Saga id")),
+    responses(
+        (status = 200, description = "Redriven", body = ActionResult),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Nothing to retry; `detail` says why", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Response {
+    operate(&state, id, Event::Retry { actor: caller.name }).await
 }
 
 async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
@@ -171,11 +316,15 @@ async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
     {
         Ok(Some(Applied::Changed | Applied::Unchanged)) => {
             match store::get_saga(&state.applier.store.pool, id).await {
-                Ok(Some(row)) => {
-                    Json(json!({"id": id, "status": row.instance.status})).into_response()
-                }
+                Ok(Some(row)) => json(
+                    StatusCode::OK,
+                    &ActionResult {
+                        id,
+                        status: row.instance.status.into(),
+                    },
+                ),
                 Ok(None) => Problem::not_found(&format!("no saga {id}")).into_response(),
-                Err(e) => internal(e),
+                Err(e) => internal(&e),
             }
         }
         Ok(Some(Applied::UnknownSaga)) => {
@@ -192,6 +341,6 @@ async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
             tracing::error!(?other, "unexpected operator outcome");
             Problem::internal().into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => internal(&e),
     }
 }

@@ -132,14 +132,26 @@ sagaflow dev is running
   Sagas:     {dir}
 
 Start an order (the demo participants answer every command):
-  curl -s -X POST {base}/v1/sagas/order-fulfilment -H 'content-type: application/json' \
+  curl -s -X POST {base}/v1/sagas/order-fulfilment -H 'content-type: application/json'{auth} \
     -d '{{"input": {{"order_id": "ord-1", "customer_id": "cus-1", "amount": 42.5, "currency": "EUR", "items": [{{"sku": "MUG", "quantity": 2}}]}}}}'
 
 Then look at it (use the id the first command printed):
-  curl -s {base}/v1/sagas/<id>
-
+  curl -s {base}/v1/sagas/<id>{auth}
+{auth_note}
 Press Ctrl-C to stop.
 "#,
+        // With auth on, the curls need a token; the config holds only hashes, so the
+        // user supplies it (never printed).
+        auth = if settings.api.auth.enabled {
+            " -H \"authorization: Bearer $TOKEN\""
+        } else {
+            ""
+        },
+        auth_note = if settings.api.auth.enabled {
+            "(api.auth is enabled: set TOKEN to a token with the write and read scopes)\n"
+        } else {
+            ""
+        },
         db = settings.redacted().database.url,
         dir = settings.runtime.sagas_dir.display(),
     );

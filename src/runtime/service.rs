@@ -214,6 +214,7 @@ pub async fn run(
     let app = api::router(AppState {
         applier: applier.clone(),
         health: health.clone(),
+        settings: Arc::new(settings.api.clone()),
     });
     let http_stop = intake.clone();
     tasks.spawn(async move {

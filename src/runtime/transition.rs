@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::registry::{Registry, RegistryError};
-use crate::definition::Definition;
+use crate::definition::{Definition, InputError};
 use crate::engine::{self, Effect, Env, Event, Instance, Rejection, Timer, Transition};
 use crate::messaging::envelope;
 use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
@@ -285,12 +285,7 @@ impl Applier {
             return Ok(StartOutcome::UnknownDefinition);
         };
         if let Err(errors) = def.validate_input(&req.input) {
-            return Ok(StartOutcome::InvalidInput(
-                errors
-                    .into_iter()
-                    .map(|e| format!("{}: {}", e.path, e.message))
-                    .collect(),
-            ));
+            return Ok(StartOutcome::InvalidInput(errors));
         }
         let mut tx = self.store.begin().await?;
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
@@ -320,7 +315,18 @@ impl Applier {
             },
         ) {
             Ok(t) => t,
-            Err(Rejection::InvalidInput(errors)) => return Ok(StartOutcome::InvalidInput(errors)),
+            // The engine reports whole-input problems as text; they have no narrower path.
+            Err(Rejection::InvalidInput(errors)) => {
+                return Ok(StartOutcome::InvalidInput(
+                    errors
+                        .into_iter()
+                        .map(|message| InputError {
+                            path: String::new(),
+                            message,
+                        })
+                        .collect(),
+                ));
+            }
             Err(other) => return Ok(StartOutcome::Rejected(other)),
         };
         match store::insert_saga(tx, &t.instance, &hash, req.traceparent.as_deref()).await? {
@@ -393,7 +399,11 @@ impl Applier {
             StartOutcome::InvalidInput(errors) => {
                 return Ok(TriggerOutcome::Invalid(format!(
                     "input rejected: {}",
-                    errors.join("; ")
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )));
             }
             StartOutcome::Rejected(r) => return Ok(TriggerOutcome::Invalid(r.to_string())),
@@ -423,6 +433,7 @@ pub enum StartOutcome {
     /// Same key, different input.
     Conflict(Uuid),
     UnknownDefinition,
-    InvalidInput(Vec<String>),
+    /// Every place the input breaks the definition's schema.
+    InvalidInput(Vec<InputError>),
     Rejected(Rejection),
 }

@@ -3,9 +3,11 @@
 //! transition's state, history, messages and timers commit together or not at all.
 
 mod batch;
+mod listing;
 mod queries;
 
 pub use batch::WriteBatch;
+pub use listing::*;
 pub use queries::*;
 
 use std::str::FromStr;

@@ -1,0 +1,158 @@
+//! Saga definitions: what is loaded, which versions still run, graphs, validation.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
+use super::problem::{ApiPath, Problem, internal};
+use crate::definition::{self, Definition};
+use crate::store;
+
+/// Media type of Mermaid source (as used by GitLab and mermaid.js tooling).
+pub const MERMAID: &str = "text/vnd.mermaid";
+
+fn summary(def: &Definition) -> DefinitionSummary {
+    DefinitionSummary {
+        name: def.name.clone(),
+        description: def.description.clone(),
+        version: def.version.clone(),
+        file: def.file.clone(),
+        steps: def.steps.iter().map(|s| s.name.clone()).collect(),
+        pivot: def
+            .pivot
+            .and_then(|p| def.steps.get(p))
+            .map(|s| s.name.clone()),
+    }
+}
+
+/// List the current saga definitions (from the `sagas/` directory).
+#[utoipa::path(
+    get, path = "/v1/definitions", tag = "definitions", operation_id = "list_definitions",
+    responses((status = 200, description = "Current definitions, by name", body = Vec<DefinitionSummary>)),
+    security(("bearer" = ["read"]))
+)]
+pub async fn list(State(state): State<AppState>) -> Response {
+    let defs: Vec<DefinitionSummary> = state
+        .applier
+        .registry
+        .all_current()
+        .iter()
+        .map(|d| summary(d))
+        .collect();
+    axum::Json(defs).into_response()
+}
+
+/// One definition: its current version and every version unfinished sagas run on.
+#[utoipa::path(
+    get, path = "/v1/definitions/{name}", tag = "definitions", operation_id = "get_definition",
+    params(("name" = String, Path, description = "Definition name", example = "order-fulfilment")),
+    responses(
+        (status = 200, description = "The definition", body = DefinitionDetail),
+        (status = 404, description = "Neither loaded nor used by an unfinished saga", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Response {
+    // PostgreSQL text cannot hold U+0000: no definition has such a name.
+    if name.contains('\0') {
+        return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
+    }
+    let current = state.applier.registry.current(&name);
+    let versions = match store::versions_of(&state.applier.store.pool, &name).await {
+        Ok(v) => v,
+        Err(e) => return internal(&e),
+    };
+    if current.is_none() && versions.is_empty() {
+        return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
+    }
+    let current_version = current.as_ref().map(|d| d.version.clone());
+    axum::Json(DefinitionDetail {
+        name,
+        input_schema: current
+            .as_ref()
+            .and_then(|d| d.input_schema.as_ref().map(|s| s.schema.clone()))
+            .unwrap_or_default(),
+        current: current.as_deref().map(summary),
+        versions_in_use: versions
+            .into_iter()
+            .map(|(version, n, first_seen)| VersionInUse {
+                current: current_version.as_deref() == Some(version.as_str()),
+                version,
+                unfinished_sagas: n,
+                first_seen,
+            })
+            .collect(),
+    })
+    .into_response()
+}
+
+/// A Mermaid flowchart of the current version: forward path, groups, pivot,
+/// compensations. `text/vnd.mermaid` by default; JSON when `Accept` asks for it.
+#[utoipa::path(
+    get, path = "/v1/definitions/{name}/graph", tag = "definitions", operation_id = "definition_graph",
+    params(("name" = String, Path, description = "Definition name", example = "order-fulfilment")),
+    responses(
+        (status = 200, description = "The flowchart",
+         content((String = "text/vnd.mermaid"), (Graph = "application/json"))),
+        (status = 404, description = "No such definition", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn graph(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(def) = state.applier.registry.current(&name) else {
+        return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
+    };
+    let mermaid = definition::graph::mermaid(&def);
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json") && !a.contains(MERMAID));
+    if wants_json {
+        return axum::Json(Graph { mermaid }).into_response();
+    }
+    let mut res = (StatusCode::OK, mermaid).into_response();
+    res.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MERMAID));
+    res
+}
+
+/// Validate a definition (YAML body) without loading it: the same diagnostics as
+/// `sagaflow validate --format json`, with file, line, column and a hint.
+#[utoipa::path(
+    post, path = "/v1/definitions/validate", tag = "definitions", operation_id = "validate_definition",
+    // Any YAML document is a valid request (the answer says what is wrong with it), so
+    // the body schema is "any value" rather than a string.
+    request_body(content = serde_json::Value, content_type = "application/yaml",
+                 example = "name: demo\nsteps: []\n"),
+    responses(
+        (status = 200, description = "The report (also for invalid definitions)", body = ValidationReport),
+        (status = 400, description = "Body empty or not UTF-8", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn validate(body: Bytes) -> Response {
+    if body.is_empty() {
+        return Problem::bad_request("send the definition's YAML as the request body")
+            .into_response();
+    }
+    let Ok(source) = std::str::from_utf8(&body) else {
+        return Problem::bad_request("the definition must be UTF-8 text").into_response();
+    };
+    let errors = match definition::parse_definition("definition.yaml", source) {
+        Ok(_) => Vec::new(),
+        Err(diags) => diags,
+    };
+    axum::Json(ValidationReport {
+        valid: errors.is_empty(),
+        errors,
+    })
+    .into_response()
+}

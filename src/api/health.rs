@@ -1,0 +1,57 @@
+//! Probes: `/healthz` says the process is alive, `/readyz` that it can do its work.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::model::{Alive, Readiness};
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get, path = "/healthz", tag = "health", operation_id = "healthz",
+    responses((status = 200, description = "Alive", body = Alive)),
+    security((), ("bearer" = ["read"]))
+)]
+pub async fn healthz() -> Response {
+    axum::Json(Alive {
+        status: "ok".into(),
+    })
+    .into_response()
+}
+
+/// Readiness: PostgreSQL answers, the consumer, relay and timer loops run, and
+/// definitions are loaded.
+#[utoipa::path(
+    get, path = "/readyz", tag = "health", operation_id = "readyz",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready; the checks say what is missing", body = Readiness),
+    ),
+    security((), ("bearer" = ["read"]))
+)]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    let database = state.applier.store.ping().await.is_ok();
+    let consumer = state.health.consumer.load(Ordering::Relaxed);
+    let relay = state.health.relay.load(Ordering::Relaxed);
+    let timers = state.health.timers.load(Ordering::Relaxed);
+    let definitions = state.applier.registry.all_current().len();
+    // Definitions are loaded (and invalid ones refused) before the server starts.
+    let ready = database && consumer && relay && timers;
+    let body = Readiness {
+        status: if ready { "ready" } else { "not ready" }.into(),
+        database,
+        kafka_consumer: consumer,
+        outbox_relay: relay,
+        timers,
+        definitions,
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}

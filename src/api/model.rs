@@ -1,0 +1,343 @@
+//! Request and response bodies. They mirror the engine's types rather than exposing
+//! them, so the engine stays free of HTTP concerns and the API can stay stable while
+//! the engine's internals change.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use crate::definition::Diagnostic;
+use crate::engine::{Instance, SagaStatus};
+use crate::store::HistoryRow;
+
+/// Status of a saga.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Compensating,
+    Completed,
+    Compensated,
+    /// Waiting for an operator (`retry` or `abort`).
+    Failed,
+}
+
+impl From<SagaStatus> for Status {
+    fn from(s: SagaStatus) -> Status {
+        match s {
+            SagaStatus::Running => Status::Running,
+            SagaStatus::Compensating => Status::Compensating,
+            SagaStatus::Completed => Status::Completed,
+            SagaStatus::Compensated => Status::Compensated,
+            SagaStatus::Failed => Status::Failed,
+        }
+    }
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Compensating => "compensating",
+            Status::Completed => "completed",
+            Status::Compensated => "compensated",
+            Status::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"input": {"order_id": "o-1", "amount": 42}, "key": "order-o-1"}))]
+pub struct StartBody {
+    /// The saga input, checked against the definition's input schema.
+    #[serde(default)]
+    pub input: Json,
+    /// Idempotency / business key; the `Idempotency-Key` header wins over it.
+    #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
+    pub key: Option<String>,
+}
+
+/// The saga a start request created or found.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "0190f3c2-7d2e-7c1a-9b9e-3f6f1d2a8b10", "status": "running", "created": true}))]
+pub struct Started {
+    pub id: Uuid,
+    pub status: Status,
+    /// False when an earlier start with the same key and input is returned.
+    pub created: bool,
+}
+
+/// One row of a saga list.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaSummary {
+    pub id: Uuid,
+    pub definition: String,
+    /// Content hash of the definition version the saga runs on.
+    pub version: String,
+    pub status: Status,
+    pub key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"items": [], "next_cursor": null}))]
+pub struct SagaPage {
+    /// Newest first (by creation time, then id).
+    pub items: Vec<SagaSummary>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only sagas of this definition.
+    pub definition: Option<String>,
+    pub status: Option<Status>,
+    /// Only the saga with this business (idempotency) key.
+    pub key: Option<String>,
+    /// Created strictly after this instant (RFC 3339).
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created strictly before this instant.
+    pub created_before: Option<DateTime<Utc>>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+    /// Opaque cursor from `next_cursor` of the previous page (empty: first page).
+    #[param(pattern = "^[A-Za-z0-9_-]*$")]
+    pub cursor: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u32>,
+}
+
+/// The state of one step.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepView {
+    pub name: String,
+    /// pending, skipped, running, waiting_retry, succeeded, failed or timed_out.
+    pub status: String,
+    /// Latest forward attempt whose command went out (0: none).
+    pub attempt: u32,
+    /// Payload of the success reply (`null` until then). Plain JSON rather than an
+    /// Option: `oneOf: [null, any]` would make a `null` match twice and be invalid.
+    pub reply: Json,
+    pub error: Option<String>,
+    /// not_started, running, waiting_retry, compensated or failed.
+    pub compensation: String,
+    pub compensation_attempt: u32,
+    pub compensation_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FailureView {
+    /// `forward` (a step failed) or `compensation` (rollback incomplete).
+    pub phase: String,
+    pub step: Option<String>,
+    pub reason: String,
+}
+
+/// One thing that happened to a saga: an attempt, reply, timeout, compensation or
+/// operator action (whose `detail.actor` says who).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelineEntry {
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub step: Option<String>,
+    /// `forward` or `compensation`.
+    pub phase: Option<String>,
+    pub attempt: Option<i32>,
+    pub command_id: Option<Uuid>,
+    /// Reply payload, error, or the actor and reason of an operator action.
+    pub detail: Json,
+}
+
+impl From<HistoryRow> for TimelineEntry {
+    fn from(h: HistoryRow) -> TimelineEntry {
+        TimelineEntry {
+            at: h.at,
+            kind: h.kind,
+            step: h.step,
+            phase: h.phase,
+            attempt: h.attempt,
+            command_id: h.command_id,
+            detail: h.detail,
+        }
+    }
+}
+
+/// Everything about one saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SagaDetail {
+    pub id: Uuid,
+    pub definition: String,
+    /// Content hash of the definition version the saga is pinned to.
+    pub version: String,
+    pub status: Status,
+    pub key: Option<String>,
+    pub input: Json,
+    /// The rendered output once completed; `null` before.
+    pub output: Json,
+    pub failure: Option<FailureView>,
+    /// Steps in flight now (forward or compensating).
+    pub current_steps: Vec<String>,
+    pub steps: Vec<StepView>,
+    /// Bumped by every transition.
+    pub revision: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deadline_at: Option<DateTime<Utc>>,
+    /// Oldest first.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+fn text<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Json::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+impl SagaDetail {
+    /// `step_names` and `current` come from the definition version the saga runs on.
+    pub fn new(
+        inst: Instance,
+        revision: i64,
+        step_names: Vec<String>,
+        current: Vec<String>,
+        timeline: Vec<HistoryRow>,
+    ) -> SagaDetail {
+        let steps = inst
+            .steps
+            .iter()
+            .zip(step_names)
+            .map(|(s, name)| StepView {
+                name,
+                status: text(&s.status),
+                attempt: s.attempt,
+                reply: s.reply.clone().unwrap_or(Json::Null),
+                error: s.error.clone(),
+                compensation: text(&s.compensation),
+                compensation_attempt: s.comp_attempt,
+                compensation_error: s.comp_error.clone(),
+            })
+            .collect();
+        SagaDetail {
+            id: inst.id,
+            definition: inst.definition,
+            version: inst.version,
+            status: inst.status.into(),
+            key: inst.key,
+            input: inst.input,
+            output: inst.output.unwrap_or(Json::Null),
+            failure: inst.failure.map(|f| FailureView {
+                phase: text(&f.phase),
+                step: f.step,
+                reason: f.reason,
+            }),
+            current_steps: current,
+            steps,
+            revision,
+            created_at: inst.created_at,
+            updated_at: inst.updated_at,
+            deadline_at: inst.deadline_at,
+            timeline: timeline.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "customer cancelled by phone"}))]
+pub struct AbortBody {
+    /// Why; kept in the timeline with the actor.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// The saga's status after an operator action.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"id": "0190f3c2-7d2e-7c1a-9b9e-3f6f1d2a8b10", "status": "compensating"}))]
+pub struct ActionResult {
+    pub id: Uuid,
+    pub status: Status,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefinitionSummary {
+    pub name: String,
+    pub description: String,
+    /// Content hash of the current YAML.
+    pub version: String,
+    pub file: String,
+    pub steps: Vec<String>,
+    pub pivot: Option<String>,
+}
+
+/// A version that sagas which have not finished still run on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionInUse {
+    pub version: String,
+    /// Sagas on this version that are not completed or compensated.
+    pub unfinished_sagas: i64,
+    pub first_seen: DateTime<Utc>,
+    pub current: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefinitionDetail {
+    pub name: String,
+    /// The version new sagas start on; `null` once the YAML has been removed.
+    pub current: Option<DefinitionSummary>,
+    /// JSON Schema of the input; `null` when the definition has none.
+    pub input_schema: Json,
+    pub versions_in_use: Vec<VersionInUse>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"mermaid": "flowchart TD\n  start --> reserve"}))]
+pub struct Graph {
+    pub mermaid: String,
+}
+
+/// Same report as `sagaflow validate --format json`.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"valid": false, "errors": [{"file": "definition.yaml", "line": 3, "column": 5,
+    "message": "unknown field `stepz`", "help": "did you mean `steps`?"}]}))]
+pub struct ValidationReport {
+    pub valid: bool,
+    #[schema(value_type = Vec<DiagnosticView>)]
+    pub errors: Vec<Diagnostic>,
+}
+
+/// A problem in a definition, pointing at the line and column to fix.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DiagnosticView {
+    pub file: String,
+    pub line: u64,
+    pub column: u64,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"status": "ok"}))]
+pub struct Alive {
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` or `not ready`.
+    pub status: String,
+    pub database: bool,
+    pub kafka_consumer: bool,
+    pub outbox_relay: bool,
+    pub timers: bool,
+    /// Number of definitions loaded.
+    pub definitions: usize,
+}

@@ -1,0 +1,180 @@
+//! End to end over a real port: the service with auth on, a broker and participants.
+//! Sagas are started over HTTP and watched until they finish, found with filters and
+//! pages, and aborted by an operator whose token name lands in the timeline.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sagaflow::config::{Scope, Settings, TokenSettings};
+use sagaflow::engine::Phase;
+use sagaflow::participant::{Decision, Policy};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+const READ: &str = "Bearer read-secret";
+const WRITE: &str = "Bearer write-secret";
+const ADMIN: &str = "Bearer admin-secret";
+
+fn token(name: &str, secret: &str, scopes: &[Scope]) -> TokenSettings {
+    TokenSettings {
+        name: name.into(),
+        sha256: Sha256::digest(secret.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        scopes: scopes.to_vec(),
+    }
+}
+
+fn with_auth(mut s: Settings) -> Settings {
+    s.api.auth.enabled = true;
+    s.api.auth.tokens = vec![
+        token("dashboard", "read-secret", &[Scope::Read]),
+        token("checkout", "write-secret", &[Scope::Write]),
+        token("oncall", "admin-secret", &[Scope::Read, Scope::Admin]),
+    ];
+    s
+}
+
+async fn call(method: &str, url: &str, body: Option<Value>, auth: &str) -> (u16, Value) {
+    let headers = [("Authorization", auth)];
+    let (status, text) = http(method, url, body.as_ref(), &headers).await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+async fn wait_for(url: &str, status: &str) -> Value {
+    eventually(&format!("{url} to be {status}"), WAIT, || async {
+        let (code, body) = call("GET", url, None, READ).await;
+        (code == 200 && body["status"] == status).then_some(body)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn sagas_started_over_http_finish_and_are_listed_with_filters_and_pages() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::start();
+    let dir = repo_path("tests/sagas-fast");
+    let settings = with_auth(settings(&db, &broker, &dir));
+    let svc = InProcess::start(settings.clone()).await;
+    let policy: Policy = Arc::new(|_| (Decision::Success, Duration::ZERO));
+    let p = participants(&settings, load_defs(&dir), policy);
+
+    let start = svc.url("/v1/sagas/fast-warmup");
+    let (status, _) = call("POST", &start, Some(json!({"input": {}})), "Bearer nope").await;
+    assert_eq!(status, 401);
+    let (status, _) = call("POST", &start, Some(json!({"input": {}})), READ).await;
+    assert_eq!(status, 403);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = json!({"input": {}, "key": format!("warm-{n}")});
+        let (status, started) = call("POST", &start, Some(body), WRITE).await;
+        assert_eq!(status, 201, "{started}");
+        ids.push(started["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let saga = wait_for(&svc.url(&format!("/v1/sagas/{id}")), "completed").await;
+        let kinds: Vec<&str> = saga["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert!(kinds.len() >= 3, "{kinds:?}");
+    }
+
+    // Two pages of two, newest first, filtered by definition and status.
+    let mut seen = Vec::new();
+    let mut url = svc.url("/v1/sagas?definition=fast-warmup&status=completed&limit=2");
+    loop {
+        let (status, page) = call("GET", &url, None, READ).await;
+        assert_eq!(status, 200, "{page}");
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_owned()),
+        );
+        let Some(cursor) = page["next_cursor"].as_str() else {
+            break;
+        };
+        url = svc.url(&format!(
+            "/v1/sagas?definition=fast-warmup&status=completed&limit=2&cursor={cursor}"
+        ));
+    }
+    ids.reverse();
+    assert_eq!(seen, ids);
+    let (_, by_key) = call("GET", &svc.url("/v1/sagas?key=warm-1"), None, READ).await;
+    assert_eq!(by_key["items"][0]["id"].as_str(), Some(ids[1].as_str()));
+
+    p.stop().await;
+    svc.stop().await;
+}
+
+#[tokio::test]
+async fn an_operator_aborts_over_http_and_is_named_in_the_timeline() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::start();
+    let dir = repo_path("tests/sagas-fast");
+    let settings = with_auth(settings(&db, &broker, &dir));
+    let svc = InProcess::start(settings.clone()).await;
+    // Forward steps answer slowly (within their timeout) so the abort finds the saga
+    // still running before its pivot.
+    let policy: Policy = Arc::new(|c| match c.phase {
+        Phase::Compensation => (Decision::Success, Duration::ZERO),
+        _ => (Decision::Success, Duration::from_millis(300)),
+    });
+    let p = participants(&settings, load_defs(&dir), policy);
+
+    let (status, started) = call(
+        "POST",
+        &svc.url("/v1/sagas/fast-linear"),
+        Some(json!({"input": {"order_id": "o-1"}})),
+        WRITE,
+    )
+    .await;
+    assert_eq!(status, 201, "{started}");
+    let id = started["id"].as_str().unwrap().to_owned();
+    let abort = svc.url(&format!("/v1/sagas/{id}/abort"));
+    let reason = json!({"reason": "customer called"});
+    assert_eq!(
+        call("POST", &abort, Some(reason.clone()), WRITE).await.0,
+        403
+    );
+    let (status, body) = call("POST", &abort, Some(reason.clone()), ADMIN).await;
+    assert_eq!(status, 200, "{body}");
+    // Idempotent.
+    assert_eq!(call("POST", &abort, Some(reason), ADMIN).await.0, 200);
+
+    let saga = wait_for(&svc.url(&format!("/v1/sagas/{id}")), "compensated").await;
+    let aborts: Vec<&Value> = saga["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "operator_abort")
+        .collect();
+    assert_eq!(aborts[0]["detail"]["actor"], "oncall", "{aborts:?}");
+    assert_eq!(aborts[0]["detail"]["reason"], "customer called");
+
+    // Nothing left to retry: 409 with the reason.
+    let (status, problem) = call(
+        "POST",
+        &svc.url(&format!("/v1/sagas/{id}/retry")),
+        None,
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].is_string());
+
+    p.stop().await;
+    svc.stop().await;
+}

@@ -1,0 +1,302 @@
+//! Handler tests: the router driven with `oneshot` against a real PostgreSQL database
+//! and the definitions in `sagas/`. No broker: starting, reading and operator actions
+//! only write to the database (publishing is the relay's job).
+#![allow(clippy::unwrap_used)]
+
+mod oneshot;
+mod support;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use oneshot::*;
+use sagaflow::config::ApiSettings;
+use serde_json::json;
+
+#[tokio::test]
+async fn start_is_idempotent_by_key_and_checks_the_input() {
+    let app = app().await;
+    let started = app
+        .call(
+            "POST",
+            "/v1/sagas/order-fulfilment",
+            Some(json!({"input": order("o-1"), "key": "k-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(started.status, 201, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        started.headers[header::LOCATION].to_str().unwrap(),
+        format!("/v1/sagas/{id}")
+    );
+    assert_eq!(started.body["created"], true);
+
+    // Same key (header wins over body) and same input: the same saga, 200.
+    let req = Request::post("/v1/sagas/order-fulfilment")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Idempotency-Key", "k-1")
+        .body(Body::from(json!({"input": order("o-1")}).to_string()))
+        .unwrap();
+    let again = app.send(req).await;
+    assert_eq!(
+        (again.status, again.body["id"].as_str()),
+        (200, Some(id.as_str()))
+    );
+    assert_eq!(again.body["created"], false);
+
+    // Same key, other input: 409.
+    let conflict = app
+        .call(
+            "POST",
+            "/v1/sagas/order-fulfilment",
+            Some(json!({"input": order("o-2"), "key": "k-1"})),
+            None,
+        )
+        .await;
+    assert_eq!(conflict.status, 409, "{}", conflict.text);
+
+    // Schema errors: every failing path, as objects.
+    let bad = app
+        .start(
+            "order-fulfilment",
+            json!({"order_id": "o", "customer_id": "c", "amount": -1, "currency": "euro", "items": []}),
+        )
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    let paths: Vec<&str> = bad.body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for p in ["/amount", "/currency", "/items"] {
+        assert!(paths.contains(&p), "{paths:?}");
+    }
+    assert!(bad.body["errors"][0]["message"].is_string());
+
+    assert_eq!(app.start("no-such-saga", json!({})).await.status, 404);
+}
+
+#[tokio::test]
+async fn malformed_requests_get_problems_not_panics() {
+    let settings = ApiSettings {
+        max_body_bytes: 4096,
+        max_input_bytes: 512,
+        ..ApiSettings::default()
+    };
+    let app = app_with(settings).await;
+    let post = |body: &'static str, ctype: Option<&str>| {
+        let mut r = Request::post("/v1/sagas/order-fulfilment");
+        if let Some(c) = ctype {
+            r = r.header(header::CONTENT_TYPE, c);
+        }
+        r.body(Body::from(body)).unwrap()
+    };
+    assert_eq!(
+        app.send(post("{", Some("application/json"))).await.status,
+        400
+    );
+    assert_eq!(app.send(post("{}", Some("text/plain"))).await.status, 415);
+    assert_eq!(app.send(post("{}", None)).await.status, 415);
+    assert_eq!(
+        app.send(post(r#"{"inputs": 1}"#, Some("application/json")))
+            .await
+            .status,
+        422
+    );
+    let deep = "[".repeat(10_000);
+    let deep: &'static str = Box::leak(deep.into_boxed_str());
+    assert!(matches!(
+        app.send(post(deep, Some("application/json"))).await.status,
+        400 | 413
+    ));
+    // Body over the request limit, and an input over the per-saga limit.
+    let big = json!({"input": {"x": "y".repeat(8000)}}).to_string();
+    let req = Request::post("/v1/sagas/order-fulfilment")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(big))
+        .unwrap();
+    assert_eq!(app.send(req).await.status, 413);
+    let r = app
+        .start("order-fulfilment", json!({"x": "y".repeat(1000)}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["type"].as_str()),
+        (413, Some("https://sagaflow.dev/problems/input-too-large"))
+    );
+
+    // PostgreSQL cannot store U+0000: refused with the path, not a 500.
+    let r = app
+        .start("order-fulfilment", json!({"a": ["x\u{0}"]}))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["errors"][0]["path"]),
+        (422, &json!("/input/a/0"))
+    );
+    assert_eq!(
+        app.call("GET", "/v1/sagas?key=a%00b", None, None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        app.call("GET", "/v1/definitions/a%00b", None, None)
+            .await
+            .status,
+        404
+    );
+
+    // The framework's own errors: unknown route, method not allowed, bad path.
+    assert_eq!(app.call("GET", "/nope", None, None).await.status, 404);
+    let r = app.call("DELETE", "/v1/sagas", None, None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.headers.contains_key(header::ALLOW));
+    assert_eq!(
+        app.call("GET", "/v1/sagas/not-a-uuid", None, None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        app.call("POST", "/v1/sagas/not-a-uuid/abort", None, None)
+            .await
+            .status,
+        404
+    );
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/sagas/{}", uuid::Uuid::now_v7()),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    for q in [
+        "limit=0",
+        "limit=501",
+        "limit=x",
+        "status=bogus",
+        "cursor=zzz",
+        "created_after=yesterday",
+    ] {
+        assert_eq!(
+            app.call("GET", &format!("/v1/sagas?{q}"), None, None)
+                .await
+                .status,
+            400,
+            "{q}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn get_shows_steps_and_timeline_and_operator_actions_record_the_actor() {
+    let app = app().await;
+    let id = app.start("order-fulfilment", order("o-9")).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let saga = app
+        .call("GET", &format!("/v1/sagas/{id}"), None, None)
+        .await;
+    assert_eq!(saga.status, 200);
+    assert_eq!(saga.body["status"], "running");
+    assert_eq!(saga.body["definition"], "order-fulfilment");
+    assert_eq!(saga.body["current_steps"], json!(["reserve_stock"]));
+    assert_eq!(saga.body["steps"][0]["name"], "reserve_stock");
+    assert!(!saga.body["timeline"].as_array().unwrap().is_empty());
+
+    // Nothing has failed: retry is refused with the reason.
+    let r = app
+        .call("POST", &format!("/v1/sagas/{id}/retry"), None, None)
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert!(r.body["detail"].is_string());
+
+    let r = app
+        .call(
+            "POST",
+            &format!("/v1/sagas/{id}/abort"),
+            Some(json!({"reason": "test"})),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (r.status, &r.body["status"]),
+        (200, &json!("compensating")),
+        "{}",
+        r.text
+    );
+    // Idempotent: aborting again changes nothing and succeeds.
+    let r = app
+        .call("POST", &format!("/v1/sagas/{id}/abort"), None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let saga = app
+        .call("GET", &format!("/v1/sagas/{id}"), None, None)
+        .await;
+    let abort = saga.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "operator_abort")
+        .cloned()
+        .unwrap();
+    assert_eq!(abort["detail"]["actor"], "anonymous");
+    assert_eq!(abort["detail"]["reason"], "test");
+}
+
+#[tokio::test]
+async fn list_filters_and_pages_without_gaps_or_repeats() {
+    let app = app().await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let r = app
+            .start("order-fulfilment", order(&format!("o-{n}")))
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = Vec::new();
+    let mut uri = "/v1/sagas?limit=2&definition=order-fulfilment".to_owned();
+    loop {
+        let page = app.call("GET", &uri, None, None).await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        for item in page.body["items"].as_array().unwrap() {
+            seen.push(item["id"].as_str().unwrap().to_owned());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => uri = format!("/v1/sagas?limit=2&definition=order-fulfilment&cursor={c}"),
+            None => break,
+        }
+    }
+    ids.reverse(); // newest first
+    assert_eq!(seen, ids);
+
+    let none = app
+        .call("GET", "/v1/sagas?definition=trip-booking", None, None)
+        .await;
+    assert_eq!(none.body["items"], json!([]));
+    let running = app
+        .call("GET", "/v1/sagas?status=running&limit=500", None, None)
+        .await;
+    assert_eq!(running.body["items"].as_array().unwrap().len(), 5);
+    let later = app
+        .call(
+            "GET",
+            "/v1/sagas?created_after=2999-01-01T00:00:00Z",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(later.body["items"], json!([]));
+    let earlier = app
+        .call(
+            "GET",
+            "/v1/sagas?created_before=2999-01-01T00:00:00Z&updated_after=2000-01-01T00:00:00Z",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(earlier.body["items"].as_array().unwrap().len(), 5);
+}
