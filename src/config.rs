@@ -225,7 +225,9 @@ impl Settings {
             merge(&mut tree, from_file);
         }
         for (name, value) in vars {
-            let Some(rest) = name.strip_prefix("SAGAFLOW_") else {
+            // Settings are always nested (`SAGAFLOW_<SECTION>__<KEY>`); single-level names
+            // such as SAGAFLOW_CONFIG or SAGAFLOW_LOG_FORMAT belong to the CLI and logging.
+            let Some(rest) = name.strip_prefix("SAGAFLOW_").filter(|r| r.contains("__")) else {
                 continue;
             };
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -420,6 +422,15 @@ mod tests {
         assert!(Settings::load(None, vars(&[("SAGAFLOW_API__AUTH__ENABLED", "true")])).is_err());
         let plain = r#"[{"name":"ci","sha256":"secret","scopes":["read"]}]"#;
         assert!(Settings::load(None, vars(&[("SAGAFLOW_API__AUTH__TOKENS", plain)])).is_err());
+    }
+
+    #[test]
+    fn single_level_variables_are_not_settings() {
+        let s = Settings::load(
+            None,
+            vars(&[("SAGAFLOW_CONFIG", "x.yaml"), ("SAGAFLOW_LOG_FORMAT", "json")]),
+        );
+        assert!(s.is_ok(), "{s:?}");
     }
 
     #[test]
