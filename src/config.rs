@@ -428,7 +428,10 @@ mod tests {
     fn single_level_variables_are_not_settings() {
         let s = Settings::load(
             None,
-            vars(&[("SAGAFLOW_CONFIG", "x.yaml"), ("SAGAFLOW_LOG_FORMAT", "json")]),
+            vars(&[
+                ("SAGAFLOW_CONFIG", "x.yaml"),
+                ("SAGAFLOW_LOG_FORMAT", "json"),
+            ]),
         );
         assert!(s.is_ok(), "{s:?}");
     }

@@ -42,7 +42,6 @@ async fn every_database_connection_killed_mid_run_loses_nothing() {
     let svc = InProcess::start(settings.clone()).await;
     let always: Policy = Arc::new(|_c| (Decision::Success, Duration::from_millis(5)));
     let p = participants(&settings, load_defs(&dir), always);
-    let store = db.store().await;
 
     let mut ids = Vec::new();
     for n in 0..10 {
