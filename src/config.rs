@@ -67,6 +67,8 @@ pub struct RuntimeSettings {
     pub timer_poll_ms: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
+    /// How often gauges read from the database and consumer lag are refreshed (ms).
+    pub metrics_interval_ms: u64,
 }
 
 impl Default for DatabaseSettings {
@@ -113,6 +115,7 @@ impl Default for RuntimeSettings {
             timer_batch_size: 500,
             timer_poll_ms: 250,
             shutdown_timeout_s: 20,
+            metrics_interval_ms: 10_000,
         }
     }
 }

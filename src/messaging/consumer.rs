@@ -28,6 +28,8 @@ pub struct ConsumerSettings {
     pub linger: Duration,
     pub dead_letter_topic: String,
     pub send_timeout: Duration,
+    /// How often consumer lag is exported.
+    pub lag_interval: Duration,
 }
 
 /// Runs until cancelled; then finishes the batch in hand and commits offsets.
@@ -41,7 +43,11 @@ pub async fn run(
 ) {
     healthy.store(true, Ordering::Relaxed);
     let consumer = Arc::new(consumer);
-    tokio::spawn(report_lag(consumer.clone(), LAG_INTERVAL, cancel.clone()));
+    tokio::spawn(report_lag(
+        consumer.clone(),
+        settings.lag_interval,
+        cancel.clone(),
+    ));
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -97,8 +103,6 @@ pub async fn run(
     }
     commit(&consumer);
 }
-
-const LAG_INTERVAL: Duration = Duration::from_secs(15);
 
 /// Exports consumer lag per assigned partition: high watermark minus the next offset
 /// this consumer will process (its position, else its committed offset). The
@@ -205,6 +209,10 @@ async fn process(
                         traceparent: ev.ext("traceparent").map(str::to_owned),
                         tracestate: ev.ext("tracestate").map(str::to_owned),
                         topic: m.topic().to_owned(),
+                        key: m
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .unwrap_or_default(),
                     }));
                     items.push(Item {
                         saga_id: addr.saga_id,

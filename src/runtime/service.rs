@@ -178,6 +178,7 @@ pub async fn run(
             linger: Duration::from_millis(rt.consumer_batch_linger_ms),
             dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
             send_timeout: Duration::from_secs(30),
+            lag_interval: Duration::from_millis(rt.metrics_interval_ms),
         },
         health.consumer.clone(),
         intake.clone(),
@@ -194,7 +195,7 @@ pub async fn run(
     tasks.spawn(refresh_metrics(
         store.clone(),
         settings.database.max_connections,
-        METRICS_REFRESH,
+        Duration::from_millis(rt.metrics_interval_ms),
         intake.clone(),
     ));
     let outbound_tasks = TaskTracker::new();
@@ -259,8 +260,6 @@ pub async fn run(
     tracing::info!("stopped");
     Ok(())
 }
-
-const METRICS_REFRESH: Duration = Duration::from_secs(10);
 
 /// Gauges read from the database and the pool, refreshed periodically rather than
 /// maintained per transition: replicas share the database, so any replica reports

@@ -8,6 +8,7 @@
 //!   headers, service name and sampler come from the standard `OTEL_*` variables.
 //! - Metrics: see [`metrics`].
 
+mod filter;
 mod http;
 pub mod metrics;
 pub mod propagation;
@@ -158,7 +159,7 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     });
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
-        .with_filter(EnvFilter::new(OTEL_FILTER));
+        .with_filter(filter::Fresh(EnvFilter::new(OTEL_FILTER)));
     tracing_subscriber::registry()
         .with(json)
         .with(text)

@@ -21,6 +21,7 @@ pub struct InboundTrace {
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
     pub topic: String,
+    pub key: String,
 }
 
 /// The span of one event applied to a saga: a reply continues the participant's
@@ -47,6 +48,7 @@ pub fn event_span(
                 compensation: r.phase == Phase::Compensation,
                 topic: inbound.map(|i| i.topic.as_str()).unwrap_or_default(),
                 message_id: &r.message_id,
+                key: inbound.map(|i| i.key.as_str()).unwrap_or_default(),
             };
             return spans::process_reply(
                 reply_cx.as_ref(),
@@ -57,8 +59,18 @@ pub fn event_span(
             );
         }
         Event::Start => ("start", None),
-        Event::StepTimeout { step, .. } => ("timeout", Some(step.as_str())),
-        Event::RetryDue { step, .. } => ("retry due", Some(step.as_str())),
+        Event::StepTimeout {
+            step,
+            phase: Phase::Command,
+            ..
+        } => ("timeout", Some(step.as_str())),
+        Event::StepTimeout { step, .. } => ("compensation timeout", Some(step.as_str())),
+        Event::RetryDue {
+            step,
+            phase: Phase::Command,
+            ..
+        } => ("retry due", Some(step.as_str())),
+        Event::RetryDue { step, .. } => ("compensation retry due", Some(step.as_str())),
         Event::Deadline => ("deadline", None),
         Event::Abort { .. } => ("operator abort", None),
         Event::Retry { .. } => ("operator retry", None),
@@ -81,6 +93,7 @@ pub fn send_span(parent: Option<&SpanContext>, inst: &Instance, out: &Outgoing) 
             compensation: out.phase == Phase::Compensation,
             topic: &out.topic,
             message_id: &id,
+            key: &out.key,
         },
         inst.status.as_str(),
     )
@@ -93,6 +106,8 @@ pub fn annotate(span: &Traced, t: &Transition) {
         if let Effect::Record(h) = e {
             let failure = match h.kind {
                 HistoryKind::StepFailed => Some("step_failed"),
+                // A failed (or timed-out) attempt that will be retried.
+                HistoryKind::RetryScheduled => Some("attempt_failed"),
                 HistoryKind::TimedOut => Some("timed_out"),
                 HistoryKind::CompensationFailed => Some("compensation_failed"),
                 HistoryKind::DeadlineExceeded => Some("deadline_exceeded"),

@@ -85,6 +85,8 @@ pub struct MessageRef<'a> {
     pub compensation: bool,
     pub topic: &'a str,
     pub message_id: &'a str,
+    /// The Kafka message key (the definition's `key`, by default the saga id).
+    pub key: &'a str,
 }
 
 impl MessageRef<'_> {
@@ -106,7 +108,7 @@ impl MessageRef<'_> {
             KeyValue::new("messaging.operation.type", operation),
             KeyValue::new("messaging.operation.name", operation),
             KeyValue::new("messaging.message.id", self.message_id.to_owned()),
-            KeyValue::new("messaging.kafka.message.key", saga.id.to_string()),
+            KeyValue::new("messaging.kafka.message.key", self.key.to_owned()),
         ]);
         a
     }
