@@ -286,6 +286,24 @@ async fn each_saga_is_one_connected_trace_across_kafka_hops() {
         .expect("a saga started without traceparent gets a generated context");
     assert!(generated.starts_with("00-"), "{generated}");
 
+    // The HTTP layer (mounted by the API) continues the caller's context.
+    let app = axum::Router::new()
+        .route("/probe/{id}", axum::routing::get(|| async { "ok" }))
+        .route_layer(axum::middleware::from_fn(telemetry::http_middleware));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let probe = format!("00-{caller_trace}-1111111111111111-01");
+    let (status, _) = http(
+        "GET",
+        &format!("http://{http_addr}/probe/7"),
+        None,
+        &[("traceparent", &probe)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
+
     let spans = recv.spans.clone();
     let last_send = "send ship_order reply";
     eventually("spans to be exported", Duration::from_secs(20), || {
@@ -304,6 +322,17 @@ async fn each_saga_is_one_connected_trace_across_kafka_hops() {
         .await
         .unwrap();
     let all = recv.spans.lock().unwrap().clone();
+    let get = all
+        .iter()
+        .find(|s| s.name == "GET /probe/{id}")
+        .expect("an HTTP server span");
+    assert_eq!(get.kind, SpanKind::Server as i32);
+    assert_eq!(hex(&get.parent_span_id), "1111111111111111");
+    assert_eq!(hex(&get.trace_id), caller_trace);
+    assert_eq!(
+        attr(get, "http.response.status_code").as_deref(),
+        Some("200")
+    );
     if std::env::var("TRACE_DUMP").is_ok() {
         for s in &all {
             eprintln!(
@@ -378,9 +407,11 @@ async fn each_saga_is_one_connected_trace_across_kafka_hops() {
         .as_deref(),
         Some("compensated")
     );
-    assert!(
-        all.iter()
-            .all(|s| !s.name.starts_with("POST") || s.kind == SpanKind::Server as i32),
-        "only our spans (no exporter self-tracing)"
-    );
+    // The exporter's own stack (tonic, hyper, h2) must not trace itself.
+    let foreign: Vec<String> = all
+        .iter()
+        .filter_map(|s| attr(s, "target"))
+        .filter(|t| !t.starts_with("sagaflow") && t != "telemetry_traces")
+        .collect();
+    assert!(foreign.is_empty(), "{foreign:?}");
 }

@@ -4,7 +4,7 @@
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::trace::Status;
+use opentelemetry::trace::{Status, TraceContextExt};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -42,6 +42,8 @@ pub async fn http_middleware(req: Request, next: Next) -> Response {
             .map(propagation::as_parent)
             .unwrap_or_default(),
     );
+    let trace_id = span.context().span().span_context().trace_id();
+    span.record("trace_id", tracing::field::display(trace_id));
     let res = next.run(req).instrument(span.clone()).await;
     let status = res.status();
     span.record("http.response.status_code", status.as_u16());
