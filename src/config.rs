@@ -140,6 +140,14 @@ pub enum ConfigError {
     Rule(String),
 }
 
+/// Process-level variables that share the prefix but are read elsewhere (the CLI and
+/// `telemetry`): not settings keys, so `deny_unknown_fields` must not see them.
+const NOT_SETTINGS: &[&str] = &[
+    "SAGAFLOW_CONFIG",
+    "SAGAFLOW_LOG_FORMAT",
+    "SAGAFLOW_LOG_PAYLOADS",
+];
+
 impl Settings {
     /// Defaults ← `file` ← environment (`vars`, normally `std::env::vars()`).
     pub fn load(
@@ -163,6 +171,9 @@ impl Settings {
             let Some(rest) = name.strip_prefix("SAGAFLOW_") else {
                 continue;
             };
+            if NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             let path = match path.as_slice() {
                 // librdkafka names use dots, which environment variables cannot hold.
@@ -278,6 +289,21 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn process_variables_are_not_settings() {
+        let s = Settings::load(
+            None,
+            vars(&[
+                ("SAGAFLOW_LOG_FORMAT", "json"),
+                ("SAGAFLOW_LOG_PAYLOADS", "true"),
+                ("SAGAFLOW_CONFIG", "/etc/sagaflow.yaml"),
+                ("SAGAFLOW_RUNTIME__METRICS_INTERVAL_MS", "500"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.runtime.metrics_interval_ms, 500);
     }
 
     #[test]
