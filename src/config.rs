@@ -68,6 +68,8 @@ pub struct RuntimeSettings {
     pub timer_poll_ms: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
+    /// How often gauges read from the database and consumer lag are refreshed (ms).
+    pub metrics_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +183,7 @@ impl Default for RuntimeSettings {
             timer_batch_size: 500,
             timer_poll_ms: 250,
             shutdown_timeout_s: 20,
+            metrics_interval_ms: 10_000,
         }
     }
 }
@@ -204,6 +207,14 @@ pub enum ConfigError {
     #[error("invalid settings: {0}")]
     Rule(String),
 }
+
+/// Process-level variables that share the prefix but are read elsewhere (the CLI and
+/// `telemetry`): not settings keys, so `deny_unknown_fields` must not see them.
+const NOT_SETTINGS: &[&str] = &[
+    "SAGAFLOW_CONFIG",
+    "SAGAFLOW_LOG_FORMAT",
+    "SAGAFLOW_LOG_PAYLOADS",
+];
 
 impl Settings {
     /// Defaults ← `file` ← environment (`vars`, normally `std::env::vars()`).
@@ -230,6 +241,9 @@ impl Settings {
             let Some(rest) = name.strip_prefix("SAGAFLOW_").filter(|r| r.contains("__")) else {
                 continue;
             };
+            if NOT_SETTINGS.contains(&name.as_str()) {
+                continue;
+            }
             let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
             let path = match path.as_slice() {
                 // librdkafka names use dots, which environment variables cannot hold.
@@ -378,6 +392,21 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn process_variables_are_not_settings() {
+        let s = Settings::load(
+            None,
+            vars(&[
+                ("SAGAFLOW_LOG_FORMAT", "json"),
+                ("SAGAFLOW_LOG_PAYLOADS", "true"),
+                ("SAGAFLOW_CONFIG", "/etc/sagaflow.yaml"),
+                ("SAGAFLOW_RUNTIME__METRICS_INTERVAL_MS", "500"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(s.runtime.metrics_interval_ms, 500);
     }
 
     #[test]

@@ -7,3 +7,4 @@ pub mod participant;
 pub mod runtime;
 pub mod simulate;
 pub mod store;
+pub mod telemetry;

@@ -12,6 +12,7 @@ use sagaflow::participant;
 use sagaflow::runtime::{dev, service};
 use sagaflow::simulate::{self, Script};
 use sagaflow::store::Store;
+use sagaflow::telemetry::{self, TelemetryConfig};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Parser)]
@@ -120,7 +121,6 @@ fn main() -> ExitCode {
         Command::Serve | Command::Migrate | Command::Dev { .. }
     );
     if service {
-        init_logging();
         let runtime = match tokio::runtime::Runtime::new() {
             Ok(r) => r,
             Err(e) => {
@@ -128,13 +128,29 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        return match runtime.block_on(run_service(cli)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
+        // Inside the runtime: the gRPC exporter's channel is spawned on it.
+        let mut telemetry =
+            match runtime.block_on(async { telemetry::init(TelemetryConfig::from_env()) }) {
+                Ok(guard) => Some(guard),
+                Err(e) => {
+                    eprintln!("error: telemetry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+        let result = runtime.block_on(run_service(cli));
+        if let Err(e) = &result {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+        }
+        // Export the last spans while the runtime that drives the exporter still runs.
+        if let Some(guard) = telemetry.as_mut() {
+            guard.shutdown();
+        }
+        drop(runtime);
+        return if result.is_ok() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         };
     }
     match run(cli) {
@@ -143,21 +159,6 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
         }
-    }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,rdkafka=warn,librdkafka=warn"));
-    let json = std::env::var("SAGAFLOW_LOG_FORMAT").is_ok_and(|f| f == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
     }
 }
 

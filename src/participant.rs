@@ -21,6 +21,8 @@ use crate::definition::Definition;
 use crate::engine::Phase;
 use crate::messaging::envelope::{self, Record};
 use crate::messaging::kafka;
+use crate::telemetry::propagation;
+use crate::telemetry::spans::{self, MessageRef, SagaRef};
 
 /// A command as the participant sees it.
 #[derive(Debug, Clone)]
@@ -35,6 +37,27 @@ pub struct Command {
     pub payload: Json,
     pub reply_to: String,
     pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl Command {
+    fn saga(&self) -> SagaRef<'_> {
+        SagaRef {
+            id: self.saga_id,
+            name: &self.definition,
+        }
+    }
+
+    fn message<'a>(&'a self, topic: &'a str, key: &'a str) -> MessageRef<'a> {
+        MessageRef {
+            step: &self.step,
+            attempt: self.attempt,
+            compensation: self.phase == Phase::Compensation,
+            topic,
+            message_id: &self.command_id,
+            key,
+        }
+    }
 }
 
 /// What to answer.
@@ -165,10 +188,28 @@ pub fn read_command(m: &OwnedMessage) -> Option<Command> {
         payload: ev.data.clone(),
         reply_to: ev.ext(envelope::EXT_REPLY_TO)?.to_owned(),
         traceparent: ev.ext("traceparent").map(str::to_owned),
+        tracestate: ev.ext("tracestate").map(str::to_owned),
     })
 }
 
+/// The reply to `c`, continuing its trace: its `traceparent` is a new child of the
+/// command's context (a participant that records spans uses [`reply_record_traced`]).
 pub fn reply_record(c: &Command, reply_type: &str, payload: &Json) -> Record {
+    let cx = propagation::parse(c.traceparent.as_deref(), c.tracestate.as_deref());
+    let trace = cx
+        .map(|cx| propagation::headers(&propagation::synthetic_child(Some(&cx))))
+        .unwrap_or_default();
+    reply_record_traced(c, reply_type, payload, &trace)
+}
+
+/// The reply to `c` carrying `trace_headers` (`traceparent`/`tracestate` of the span
+/// that sends it).
+pub fn reply_record_traced(
+    c: &Command,
+    reply_type: &str,
+    payload: &Json,
+    trace_headers: &[(String, String)],
+) -> Record {
     let mut headers = vec![
         ("ce_specversion".to_owned(), "1.0".to_owned()),
         ("ce_id".to_owned(), Uuid::now_v7().to_string()),
@@ -184,9 +225,7 @@ pub fn reply_record(c: &Command, reply_type: &str, payload: &Json) -> Record {
         ("ce_sagaattempt".to_owned(), c.attempt.to_string()),
         ("ce_sagaphase".to_owned(), c.phase.as_str().to_owned()),
     ];
-    if let Some(tp) = &c.traceparent {
-        headers.push(("traceparent".to_owned(), tp.clone()));
-    }
+    headers.extend(trace_headers.iter().cloned());
     Record {
         topic: c.reply_to.clone(),
         key: c.saga_id.to_string(),
@@ -260,6 +299,17 @@ pub async fn run(
         };
         let defs = defs.clone();
         let producer = producer.clone();
+        // The participant's work is a child of the command's producer span; its reply
+        // is a child of that, so sagaflow's reply handling continues this trace.
+        let command_cx = propagation::parse(cmd.traceparent.as_deref(), cmd.tracestate.as_deref());
+        let process = spans::participant_process(
+            command_cx.as_ref(),
+            cmd.saga(),
+            cmd.message(
+                m.topic(),
+                &String::from_utf8_lossy(m.key().unwrap_or_default()),
+            ),
+        );
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -275,8 +325,18 @@ pub async fn run(
                 (_, true) => success_payload(&defs, &cmd),
                 (_, false) => json!({"error": "declined by participant"}),
             };
-            let record = reply_record(&cmd, &reply_type, &payload);
+            if !success {
+                process.error("declined", format!("declined with {reply_type}"));
+            }
+            let key = cmd.saga_id.to_string();
+            let reply = spans::participant_reply(
+                &process.context,
+                cmd.saga(),
+                cmd.message(&cmd.reply_to, &key),
+            );
+            let record = reply_record_traced(&cmd, &reply_type, &payload, &reply.headers());
             if let Err(e) = kafka::send(&producer, &record, Duration::from_secs(30)).await {
+                reply.error("publish", e.to_string());
                 tracing::warn!(error = %e, "participant reply failed");
             }
         });

@@ -120,6 +120,7 @@ fn reply(saga: Uuid, step: &str, attempt: u32, reply_type: &str, id: &str, data:
         payload: json!({}),
         reply_to: REPLIES.into(),
         traceparent: None,
+        tracestate: None,
     };
     let mut record = participant::reply_record(&cmd, reply_type, &data);
     for (k, v) in &mut record.headers {

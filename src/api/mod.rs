@@ -75,9 +75,22 @@ pub fn router(state: AppState) -> Router {
     let settings = state.settings.clone();
     let auth = Arc::new(auth::Auth::new(&settings.auth));
     routes
-        // METRICS: the telemetry branch mounts `GET /metrics` here, e.g.
-        // `.route("/metrics", get(telemetry::metrics))`. It is open unless
-        // `api.auth.protect_health` (auth::Auth::required already knows the path).
+        // Server spans per route (named by the route template), continuing the caller's
+        // traceparent; a route layer, so the routes below make no spans.
+        .route_layer(axum::middleware::from_fn(crate::telemetry::http_middleware))
+        // Open unless `api.auth.protect_health` (auth::Auth::required knows the path).
+        .route(
+            "/metrics",
+            axum::routing::get(|| async {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4",
+                    )],
+                    crate::telemetry::metrics::render(),
+                )
+            }),
+        )
         .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
         .fallback(problem::no_route)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))

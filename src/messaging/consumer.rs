@@ -20,6 +20,7 @@ use crate::engine::{Event, Rejection, Reply};
 use crate::runtime::transition::{
     Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
 };
+use crate::telemetry::{self, metrics, saga::InboundTrace};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -27,6 +28,8 @@ pub struct ConsumerSettings {
     pub linger: Duration,
     pub dead_letter_topic: String,
     pub send_timeout: Duration,
+    /// How often consumer lag is exported.
+    pub lag_interval: Duration,
 }
 
 /// Runs until cancelled; then finishes the batch in hand and commits offsets.
@@ -39,6 +42,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     healthy.store(true, Ordering::Relaxed);
+    let consumer = Arc::new(consumer);
+    tokio::spawn(report_lag(
+        consumer.clone(),
+        settings.lag_interval,
+        cancel.clone(),
+    ));
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -95,6 +104,45 @@ pub async fn run(
     commit(&consumer);
 }
 
+/// Exports consumer lag per assigned partition: high watermark minus the next offset
+/// this consumer will process (its position, else its committed offset). The
+/// watermark query is a broker round trip, so it runs off the async threads.
+async fn report_lag(consumer: Arc<StreamConsumer>, every: Duration, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let c = consumer.clone();
+        let _ = tokio::task::spawn_blocking(move || lag_once(&c)).await;
+    }
+}
+
+fn lag_once(consumer: &StreamConsumer) {
+    let timeout = Duration::from_secs(2);
+    let Ok(assigned) = consumer.assignment() else {
+        return;
+    };
+    let position = consumer.position().ok();
+    let committed = consumer.committed(timeout).ok();
+    let offset_in = |list: &Option<rdkafka::TopicPartitionList>, t: &str, p: i32| {
+        list.as_ref()
+            .and_then(|l| l.find_partition(t, p))
+            .and_then(|e| e.offset().to_raw())
+            .filter(|o| *o >= 0)
+    };
+    for e in assigned.elements() {
+        let (t, p) = (e.topic(), e.partition());
+        let Ok((low, high)) = consumer.fetch_watermarks(t, p, timeout) else {
+            continue;
+        };
+        let next = offset_in(&position, t, p)
+            .or_else(|| offset_in(&committed, t, p))
+            .unwrap_or(low);
+        metrics::consumer_lag(t, p, high - next);
+    }
+}
+
 fn commit(consumer: &StreamConsumer) {
     if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
         tracing::debug!(error = %e, "final offset commit did not happen (nothing stored?)");
@@ -112,7 +160,8 @@ pub enum ConsumeError {
 enum Route {
     Reply(usize),
     Trigger(InboundEvent),
-    Dead(String),
+    /// Reason kind (a metric label) and the full reason (a header).
+    Dead(&'static str, String),
 }
 
 async fn process(
@@ -122,10 +171,11 @@ async fn process(
     batch: &[OwnedMessage],
 ) -> Result<(), ConsumeError> {
     let mut items = Vec::new();
+    let mut traces = Vec::new();
     let mut routes = Vec::with_capacity(batch.len());
     for m in batch {
         let route = match envelope::decode(&kafka::headers_of(m), m.payload()) {
-            Err(e) => Route::Dead(e.to_string()),
+            Err(e) => Route::Dead("undecodable", e.to_string()),
             Ok(ev)
                 if !applier
                     .registry
@@ -135,8 +185,20 @@ async fn process(
                 Route::Trigger(ev)
             }
             Ok(ev) => match envelope::reply_address(&ev) {
-                Err(e) => Route::Dead(format!("unroutable reply: {e}")),
+                Err(e) => Route::Dead("unroutable", format!("unroutable reply: {e}")),
                 Ok(addr) => {
+                    if telemetry::log_payloads() {
+                        tracing::debug!(saga_id = %addr.saga_id, step = %addr.step, reply_type = %ev.event_type, payload = %ev.data, "reply received");
+                    }
+                    traces.push(Some(InboundTrace {
+                        traceparent: ev.ext("traceparent").map(str::to_owned),
+                        tracestate: ev.ext("tracestate").map(str::to_owned),
+                        topic: m.topic().to_owned(),
+                        key: m
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .unwrap_or_default(),
+                    }));
                     items.push(Item {
                         saga_id: addr.saga_id,
                         event: Event::Reply(Reply {
@@ -159,15 +221,18 @@ async fn process(
     let results = if items.is_empty() {
         Vec::new()
     } else {
-        applier.apply_batch(items, false).await?
+        applier.apply_batch_traced(items, traces, false).await?
     };
     for (m, route) in batch.iter().zip(routes) {
         let reason = match route {
-            Route::Dead(reason) => Some(reason),
+            Route::Dead(kind, reason) => Some((kind, reason)),
             Route::Reply(i) => match &results[i] {
-                Applied::UnknownSaga => Some("reply for an unknown saga".to_owned()),
-                Applied::Rejected(Rejection::UnknownStep(s)) => Some(format!(
-                    "reply names step `{s}`, which the saga does not have"
+                Applied::UnknownSaga => {
+                    Some(("unknown_saga", "reply for an unknown saga".to_owned()))
+                }
+                Applied::Rejected(Rejection::UnknownStep(s)) => Some((
+                    "unknown_step",
+                    format!("reply names step `{s}`, which the saga does not have"),
                 )),
                 Applied::Duplicate => {
                     tracing::debug!(
@@ -179,10 +244,13 @@ async fn process(
                 }
                 _ => None,
             },
-            Route::Trigger(ev) => trigger(applier, m.topic(), &ev).await?,
+            Route::Trigger(ev) => trigger(applier, m.topic(), &ev)
+                .await?
+                .map(|r| ("trigger_rejected", r)),
         };
-        if let Some(reason) = reason {
+        if let Some((kind, reason)) = reason {
             dead_letter(dlq, settings, m, &reason).await?;
+            metrics::dead_lettered(kind);
         }
     }
     Ok(())

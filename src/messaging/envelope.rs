@@ -39,14 +39,15 @@ fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// A command or compensation as a binary-mode CloudEvent.
+/// A command or compensation as a binary-mode CloudEvent; `trace_headers` are the
+/// `traceparent`/`tracestate` of its producer span.
 pub fn encode_command(
     out: &Outgoing,
     saga_id: Uuid,
     definition: &str,
     source: &str,
     now: DateTime<Utc>,
-    traceparent: Option<&str>,
+    trace_headers: &[(String, String)],
 ) -> Record {
     let mut headers = vec![
         (ce("specversion"), SPEC_VERSION.to_owned()),
@@ -62,9 +63,7 @@ pub fn encode_command(
         (ce(EXT_PHASE), out.phase.as_str().to_owned()),
         (ce(EXT_REPLY_TO), out.reply_topic.clone()),
     ];
-    if let Some(tp) = traceparent {
-        headers.push(("traceparent".to_owned(), tp.to_owned()));
-    }
+    headers.extend(trace_headers.iter().cloned());
     headers.extend(out.headers.iter().cloned());
     Record {
         topic: out.topic.clone(),

@@ -14,7 +14,16 @@ use tokio_util::sync::CancellationToken;
 
 use super::envelope::Record;
 use super::kafka;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, OutboxRow, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// When the row's transition ran: its CloudEvents `time` (every outbox row has one).
+fn written_at(row: &OutboxRow) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, t) = row.headers.iter().find(|(k, _)| k == "ce_time")?;
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
 
 /// Arbitrary constant naming the relay's advisory lock.
 const RELAY_LOCK: i64 = 0x5a6a_f10e;
@@ -131,9 +140,16 @@ pub async fn publish_once(
     // Delete only up to the first failure: anything after it is sent again next round
     // (a duplicate, which consumers dedupe) rather than overtaking the failed message.
     let mut done = Vec::with_capacity(rows.len());
+    let now = chrono::Utc::now();
     for (row, result) in rows.iter().zip(&results) {
         match result {
-            Ok(()) => done.push(row.id),
+            Ok(()) => {
+                done.push(row.id);
+                metrics::published(
+                    &row.topic,
+                    written_at(row).map(|at| (now - at).to_std().unwrap_or_default()),
+                );
+            }
             Err(e) => {
                 tracing::warn!(error = %e, topic = %row.topic, "publish failed; will retry");
                 break;

@@ -5,3 +5,4 @@ pub mod registry;
 pub mod service;
 pub mod timers;
 pub mod transition;
+pub mod trigger;

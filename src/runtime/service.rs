@@ -24,6 +24,7 @@ use crate::messaging::consumer::{self, ConsumerSettings};
 use crate::messaging::kafka;
 use crate::messaging::relay::{self, RelaySettings};
 use crate::store::{self, Store};
+use crate::telemetry::metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -125,6 +126,8 @@ pub async fn run(
     cancel: CancellationToken,
     bound: Option<oneshot::Sender<SocketAddr>>,
 ) -> Result<(), ServeError> {
+    // Before anything records: metrics recorded without a recorder are lost.
+    metrics::install();
     let (defs, diags) = definition::load_dir(&settings.runtime.sagas_dir);
     if !diags.is_empty() {
         return Err(ServeError::Definitions(diags));
@@ -175,6 +178,7 @@ pub async fn run(
             linger: Duration::from_millis(rt.consumer_batch_linger_ms),
             dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
             send_timeout: Duration::from_secs(30),
+            lag_interval: Duration::from_millis(rt.metrics_interval_ms),
         },
         health.consumer.clone(),
         intake.clone(),
@@ -186,6 +190,12 @@ pub async fn run(
             max_sleep: Duration::from_millis(rt.timer_poll_ms),
         },
         health.timers.clone(),
+        intake.clone(),
+    ));
+    tasks.spawn(refresh_metrics(
+        store.clone(),
+        settings.database.max_connections,
+        Duration::from_millis(rt.metrics_interval_ms),
         intake.clone(),
     ));
     let outbound_tasks = TaskTracker::new();
@@ -250,4 +260,39 @@ pub async fn run(
     store.pool.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gauges read from the database and the pool, refreshed periodically rather than
+/// maintained per transition: replicas share the database, so any replica reports
+/// the same, correct figure and a restart loses nothing.
+pub async fn refresh_metrics(
+    store: Store,
+    max_connections: u32,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        refresh_metrics_once(&store, max_connections).await;
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
+pub async fn refresh_metrics_once(store: &Store, max_connections: u32) {
+    if let Ok(counts) = store::count_unfinished(&store.pool).await {
+        for status in ["running", "compensating", "failed"] {
+            let n = counts
+                .iter()
+                .find(|(s, _)| s == status)
+                .map_or(0, |(_, n)| *n);
+            metrics::sagas_in_flight(status, n);
+        }
+    }
+    if let Ok(rows) = store::outbox_backlog(&store.pool).await {
+        metrics::outbox_backlog(rows);
+    }
+    metrics::db_pool(store.pool.size(), store.pool.num_idle(), max_connections);
+    metrics::upkeep();
 }

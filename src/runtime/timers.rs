@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::transition::{Applied, Applier, Item};
 use crate::engine::Timer;
 use crate::store;
+use crate::telemetry::metrics;
 
 #[derive(Debug, Clone)]
 pub struct TimerSettings {
@@ -82,9 +83,10 @@ pub async fn fire_due(
     if due.is_empty() {
         return Ok(Fired::default());
     }
-    let items: Vec<Item> = due
+    let now = Utc::now();
+    let (items, lags): (Vec<Item>, Vec<(&'static str, Duration)>) = due
         .into_iter()
-        .filter_map(|(saga_id, key)| {
+        .filter_map(|(saga_id, key, due_at)| {
             let timer: Timer = match serde_json::from_str(&key) {
                 Ok(t) => t,
                 Err(e) => {
@@ -92,15 +94,27 @@ pub async fn fire_due(
                     return None;
                 }
             };
-            Some(Item {
+            let kind = match timer {
+                Timer::StepTimeout { .. } => "step_timeout",
+                Timer::RetryDue { .. } => "retry_due",
+                Timer::Deadline => "deadline",
+            };
+            let lag = (now - due_at).to_std().unwrap_or_default();
+            let item = Item {
                 saga_id,
                 event: timer.into_event(),
                 message_id: None,
                 timer: Some(key),
-            })
+            };
+            Some((item, (kind, lag)))
         })
-        .collect();
+        .unzip();
     let results = applier.apply_batch(items, true).await?;
+    for (r, (kind, lag)) in results.iter().zip(lags) {
+        if matches!(r, Applied::Changed | Applied::Unchanged) {
+            metrics::timer_fired(kind, lag);
+        }
+    }
     Ok(Fired {
         fired: results
             .iter()

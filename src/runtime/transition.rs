@@ -11,10 +11,15 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::registry::{Registry, RegistryError};
+pub use super::trigger::TriggerOutcome;
 use crate::definition::{Definition, InputError};
 use crate::engine::{self, Effect, Env, Event, Instance, Rejection, Timer, Transition};
 use crate::messaging::envelope;
 use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
+use crate::telemetry::saga::{self as observe, InboundTrace, Observations};
+use crate::telemetry::spans::{self, SagaRef, Traced};
+use crate::telemetry::{metrics, propagation};
+use opentelemetry::trace::SpanContext;
 
 /// Settings the transition path needs.
 #[derive(Debug, Clone)]
@@ -105,23 +110,59 @@ impl Applier {
         items: Vec<Item>,
         skip_locked: bool,
     ) -> Result<Vec<Applied>, ApplyError> {
+        let traces = vec![None; items.len()];
+        self.apply_batch_traced(items, traces, skip_locked).await
+    }
+
+    /// [`apply_batch`](Self::apply_batch) with the trace headers each item arrived with
+    /// (`traces[n]` belongs to `items[n]`), so reply handling continues the
+    /// participant's context.
+    pub async fn apply_batch_traced(
+        &self,
+        items: Vec<Item>,
+        traces: Vec<Option<InboundTrace>>,
+        skip_locked: bool,
+    ) -> Result<Vec<Applied>, ApplyError> {
         let mut attempt = 0;
         loop {
-            match self.try_apply_batch(&items, skip_locked).await {
+            match self.try_apply_batch(&items, &traces, skip_locked).await {
                 Err(e) if e.is_transient() && attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "transient database error; retrying batch");
                 }
-                other => return other,
+                Ok((results, observed)) => {
+                    // Metrics only for what committed: a retried batch must not count twice.
+                    self.record(observed).await;
+                    return Ok(results);
+                }
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    async fn record(&self, observed: Observations) {
+        let keys: Vec<(Uuid, String)> = observed
+            .settled
+            .iter()
+            .map(|s| (s.saga_id, s.step.clone()))
+            .collect();
+        let first_sent = if keys.is_empty() {
+            HashMap::new()
+        } else {
+            // Metrics must not fail a committed batch: no step durations this time.
+            store::first_sent(&self.store.pool, &keys)
+                .await
+                .unwrap_or_default()
+        };
+        observed.record(&first_sent);
     }
 
     async fn try_apply_batch(
         &self,
         items: &[Item],
+        traces: &[Option<InboundTrace>],
         skip_locked: bool,
-    ) -> Result<Vec<Applied>, ApplyError> {
+    ) -> Result<(Vec<Applied>, Observations), ApplyError> {
         let mut tx = self.store.begin().await?;
         let mut results: Vec<Option<Applied>> = vec![None; items.len()];
 
@@ -165,6 +206,10 @@ impl Applier {
 
         let mut batch = WriteBatch::default();
         let now = Utc::now();
+        // Kept open until the transaction ends, so they cover the commit and can carry
+        // its error.
+        let mut open_spans: Vec<Traced> = Vec::new();
+        let mut observed = Observations::default();
         for (n, item) in items.iter().enumerate() {
             if results[n].is_some() {
                 continue;
@@ -191,10 +236,17 @@ impl Applier {
                 now,
                 random: random(),
             };
-            match engine::apply(inst, &def, item.event.clone(), env) {
+            let inbound = traces.get(n).and_then(Option::as_ref);
+            let span = observe::event_span(inst, trace.as_deref(), &item.event, inbound);
+            let applied = span
+                .span
+                .in_scope(|| engine::apply(inst, &def, item.event.clone(), env));
+            match applied {
                 Ok(t) => {
                     let changed = t.changed(inst);
-                    self.stage(&mut batch, &def, &t, trace.as_deref(), now);
+                    observe::annotate(&span, &t);
+                    observed.transition(inst.status, &t, now);
+                    self.stage(&mut batch, &def, &t, Some(&span.context), now);
                     if changed {
                         batch.update_saga(&t.instance);
                     }
@@ -205,8 +257,12 @@ impl Applier {
                         Applied::Unchanged
                     });
                 }
-                Err(rejection) => results[n] = Some(Applied::Rejected(rejection)),
+                Err(rejection) => {
+                    observe::rejected(&span, &rejection);
+                    results[n] = Some(Applied::Rejected(rejection));
+                }
             }
+            open_spans.push(span);
         }
         // A rejected message goes to the dead-letter topic after this commits; if that
         // publish fails and the batch is redelivered, it must be rejected again rather
@@ -220,34 +276,47 @@ impl Applier {
         if !rejected.is_empty() {
             store::unclaim_inbox(&mut tx, &rejected).await?;
         }
-        batch.flush(&mut tx).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(results
+        let written = async {
+            batch.flush(&mut tx).await?;
+            tx.commit().await.map_err(StoreError::from)
+        }
+        .await;
+        if let Err(e) = &written {
+            for s in &open_spans {
+                s.error("database", e.to_string());
+            }
+        }
+        written?;
+        let results = results
             .into_iter()
             .map(|r| r.unwrap_or(Applied::Unchanged))
-            .collect())
+            .collect();
+        Ok((results, observed))
     }
 
-    /// Turns a transition's effects into rows of the batch.
+    /// Turns a transition's effects into rows of the batch. Each command gets a
+    /// producer span, a child of `parent` (the span of the event being applied), whose
+    /// context travels in the message's `traceparent`/`tracestate`.
     pub fn stage(
         &self,
         batch: &mut WriteBatch,
         def: &Definition,
         t: &Transition,
-        traceparent: Option<&str>,
+        parent: Option<&SpanContext>,
         now: DateTime<Utc>,
     ) {
         let id = t.instance.id;
         for effect in &t.effects {
             match effect {
                 Effect::SendCommand(o) | Effect::SendCompensation(o) => {
+                    let span = observe::send_span(parent, &t.instance, o);
                     let record = envelope::encode_command(
                         o,
                         id,
                         &def.name,
                         &self.settings.source,
                         now,
-                        traceparent,
+                        &span.headers(),
                     );
                     batch.outbox(id, record);
                 }
@@ -290,6 +359,9 @@ impl Applier {
         let mut tx = self.store.begin().await?;
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        if let StartOutcome::Created(_) = outcome {
+            metrics::saga_started(&def.name);
+        }
         Ok(outcome)
     }
 
@@ -304,6 +376,16 @@ impl Applier {
         let now = Utc::now();
         let hash = input_hash(&req.input);
         let id = req.id.unwrap_or_else(Uuid::now_v7);
+        // The saga's root span: continues the caller, or opens a new trace, so every saga
+        // has a stored context for its later transitions to join.
+        let caller = propagation::from_stored(req.traceparent.as_deref());
+        let span = spans::start(
+            SagaRef {
+                id,
+                name: &def.name,
+            },
+            caller.as_ref(),
+        );
         let inst = Instance::new(id, def, req.input, req.key, now);
         let t = match engine::apply(
             &inst,
@@ -329,88 +411,18 @@ impl Applier {
             }
             Err(other) => return Ok(StartOutcome::Rejected(other)),
         };
-        match store::insert_saga(tx, &t.instance, &hash, req.traceparent.as_deref()).await? {
+        match store::insert_saga(tx, &t.instance, &hash, Some(&span.stored())).await? {
             Inserted::Existing { id, input_hash } if input_hash == hash => {
                 return Ok(StartOutcome::Existing(id));
             }
             Inserted::Existing { id, .. } => return Ok(StartOutcome::Conflict(id)),
             Inserted::New => {}
         }
+        observe::annotate(&span, &t);
         let mut batch = WriteBatch::default();
-        self.stage(&mut batch, def, &t, req.traceparent.as_deref(), now);
+        self.stage(&mut batch, def, &t, Some(&span.context), now);
         batch.flush(tx).await?;
         Ok(StartOutcome::Created(id))
-    }
-}
-
-/// What became of a trigger event.
-#[derive(Debug, Clone, PartialEq)]
-pub enum TriggerOutcome {
-    Started(StartOutcome),
-    Duplicate,
-    /// The event cannot start the saga (mapping failed, input invalid): dead-letter it.
-    Invalid(String),
-}
-
-impl Applier {
-    /// Starts `def` from a trigger event, idempotent by event id and by business key.
-    pub async fn start_from_trigger(
-        &self,
-        def: &Definition,
-        event: &envelope::InboundEvent,
-    ) -> Result<TriggerOutcome, ApplyError> {
-        let Some(trigger) = &def.trigger else {
-            return Ok(TriggerOutcome::Invalid(
-                "the definition has no trigger".into(),
-            ));
-        };
-        let ctx = serde_json::json!({ "event": event.data });
-        let key = match trigger.key.render(&ctx) {
-            Ok(Json::String(s)) => s,
-            Ok(Json::Null) => {
-                return Ok(TriggerOutcome::Invalid(
-                    "trigger key rendered to null".into(),
-                ));
-            }
-            Ok(other) => other.to_string(),
-            Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger key: {e}"))),
-        };
-        let input = match trigger.input.render(&ctx) {
-            Ok(v) => v,
-            Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger input: {e}"))),
-        };
-        let mut tx = self.store.begin().await?;
-        let message_id = format!("trigger|{}|{}|{}", def.name, event.source, event.id);
-        let fresh = store::claim_inbox(&mut tx, std::slice::from_ref(&message_id), &[None]).await?;
-        if fresh.is_empty() {
-            return Ok(TriggerOutcome::Duplicate);
-        }
-        let req = StartRequest {
-            definition: def.name.clone(),
-            input,
-            key: Some(key),
-            id: None,
-            traceparent: event.ext("traceparent").map(str::to_owned),
-        };
-        let outcome = self.start_in_tx(&mut tx, def, req).await?;
-        match &outcome {
-            // Dead-lettered by the caller; no inbox row, so a redelivery is too.
-            StartOutcome::Conflict(_) => return Ok(TriggerOutcome::Started(outcome)),
-            StartOutcome::InvalidInput(errors) => {
-                return Ok(TriggerOutcome::Invalid(format!(
-                    "input rejected: {}",
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("; ")
-                )));
-            }
-            StartOutcome::Rejected(r) => return Ok(TriggerOutcome::Invalid(r.to_string())),
-            _ => {}
-        }
-        tx.commit().await.map_err(StoreError::from)?;
-        Ok(TriggerOutcome::Started(outcome))
     }
 }
 
@@ -422,6 +434,8 @@ pub struct StartRequest {
     pub key: Option<String>,
     /// Caller-chosen id (tests); a new UUIDv7 otherwise.
     pub id: Option<Uuid>,
+    /// The caller's `traceparent` (optionally followed by a newline and its
+    /// `tracestate`); the saga's trace continues it.
     pub traceparent: Option<String>,
 }
 

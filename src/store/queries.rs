@@ -169,15 +169,40 @@ pub async fn due_timers(
     pool: &PgPool,
     now: DateTime<Utc>,
     limit: i64,
-) -> Result<Vec<(Uuid, String)>, StoreError> {
+) -> Result<Vec<(Uuid, String, DateTime<Utc>)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT saga_id, timer FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        "SELECT saga_id, timer, due_at FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
     )
     .bind(now)
     .bind(limit)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// When each (saga, step)'s first command went out (for step duration metrics).
+pub async fn first_sent(
+    pool: &PgPool,
+    keys: &[(Uuid, String)],
+) -> Result<std::collections::HashMap<(Uuid, String), DateTime<Utc>>, StoreError> {
+    let (sagas, steps): (Vec<Uuid>, Vec<String>) = keys.iter().cloned().unzip();
+    let rows = sqlx::query(
+        "SELECT h.saga_id, h.step, min(h.at) FROM saga_history h \
+         JOIN UNNEST($1::uuid[], $2::text[]) AS k(saga_id, step) \
+           ON h.saga_id = k.saga_id AND h.step = k.step \
+         WHERE h.kind = 'command_sent' GROUP BY h.saga_id, h.step",
+    )
+    .bind(&sagas)
+    .bind(&steps)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
 }
 
 /// Deletes timers that are about to fire; returns the ones that still existed.
@@ -326,5 +351,16 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
     let rows = sqlx::query("SELECT status, count(*) FROM sagas GROUP BY status ORDER BY status")
         .fetch_all(pool)
         .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Sagas not in a terminal state, by status (uses the status index, unlike
+/// `count_by_status`, so it stays cheap however many sagas have finished).
+pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT status, count(*) FROM sagas WHERE status IN ('running', 'compensating', 'failed') GROUP BY status",
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
