@@ -18,6 +18,7 @@ fn bench_smoke_runs_every_scenario() {
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     for name in [
         "baseline",
+        "baseline-single",
         "single",
         "closed-loop",
         "failing-10%",

@@ -99,6 +99,10 @@ struct Opts {
     /// Write the JSON report here too.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Connect to PostgreSQL with TLS as libpq's default `sslmode=prefer` does (the bench
+    /// otherwise uses `sslmode=disable`: PostgreSQL is on loopback here).
+    #[arg(long)]
+    pg_tls: bool,
     /// Keep the database afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
@@ -246,6 +250,7 @@ struct Ctx {
     ticks: u64,
     admin: PgPool,
     db_name: String,
+    db_url: String,
     pool: PgPool,
     kafka: KafkaSettings,
     broker_pid: Option<u32>,
@@ -260,7 +265,17 @@ impl Ctx {
                 .fetch_one(&self.admin)
                 .await
                 .unwrap_or(0);
+        let backends: Vec<i32> =
+            sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
+                .bind(&self.db_name)
+                .fetch_all(&self.admin)
+                .await
+                .unwrap_or_default();
         Snapshot {
+            postgres_ticks: backends
+                .iter()
+                .filter_map(|p| metrics::cpu_ticks(*p as u32))
+                .sum(),
             at: Instant::now(),
             orchestrator_ticks: metrics::cpu_ticks(orchestrator).unwrap_or(0),
             broker_ticks: self.broker_pid.and_then(metrics::cpu_ticks).unwrap_or(0),
@@ -762,6 +777,18 @@ async fn run_scenarios(
         }
         let mut rows = Vec::new();
         for i in 0..runs {
+            let mut r = one_at_a_time(ctx, &bl, &mut rx, "baseline-single", o.single_n).await?;
+            r.run = (i + 1).to_string();
+            r.orchestrator_rss_mib = f64::NAN;
+            r.orchestrator_peak_rss_mib = f64::NAN;
+            report.push(r.clone());
+            rows.push(r);
+        }
+        if runs > 1 {
+            report.push(metrics::median_row(&rows));
+        }
+        let mut rows = Vec::new();
+        for i in 0..runs {
             let mut r = closed_loop(ctx, &bl, &mut rx, "baseline", loop_conc).await?;
             r.run = (i + 1).to_string();
             r.orchestrator_rss_mib = f64::NAN;
@@ -796,8 +823,13 @@ async fn run_scenarios(
     std::fs::write(sagas_dir.join("bench.yaml"), BENCH_SAGA)?;
     std::fs::write(sagas_dir.join("bench-parked.yaml"), PARKED_SAGA)?;
     let log = tmp.join("service.log");
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", ctx.db_name);
+    let db_url = ctx.db_url.clone();
     let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log)?;
+    eprintln!(
+        "sagaflow serve: pid {}, log {}",
+        service.pid(),
+        log.display()
+    );
     let started = Instant::now();
     loop {
         if http_status(port, "/readyz").await == Some(200) {
@@ -884,6 +916,23 @@ async fn run_scenarios(
             log.display()
         );
     }
+    // What the service costs doing nothing (consumers polling the broker every
+    // fetch.wait.max.ms, relay and timer polls): part of every per-step CPU figure.
+    let idle = Duration::from_secs_f64(if o.smoke { 0.5 } else { 5.0 });
+    let (c0, b0) = (
+        metrics::cpu_ticks(sf.child_pid).unwrap_or(0),
+        ctx.broker_pid.and_then(metrics::cpu_ticks).unwrap_or(0),
+    );
+    tokio::time::sleep(idle).await;
+    let (c1, b1) = (
+        metrics::cpu_ticks(sf.child_pid).unwrap_or(0),
+        ctx.broker_pid.and_then(metrics::cpu_ticks).unwrap_or(0),
+    );
+    let ms_per_s = |d: u64| d as f64 * 1000.0 / ctx.ticks as f64 / idle.as_secs_f64();
+    report.extra.insert(
+        "idle_cpu_ms_per_s".into(),
+        json!({"service": ms_per_s(c1.saturating_sub(c0)), "broker": ms_per_s(b1.saturating_sub(b0)), "window_s": idle.as_secs_f64()}),
+    );
     report.extra.insert(
         "service_ready_s".into(),
         json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
@@ -1042,7 +1091,8 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
             .rsplit_once('/')
             .map(|(b, _)| b)
             .unwrap_or(&opts.admin_url);
-        format!("{base}/{db_name}")
+        let tls = if opts.pg_tls { "" } else { "?sslmode=disable" };
+        format!("{base}/{db_name}{tls}")
     };
     let pool = PgPool::connect(&db_url).await?;
     let cancel = CancellationToken::new();
@@ -1056,12 +1106,14 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         "broker": if opts.kafka.is_some() { "external" } else { "tansu (memory storage)" },
         "fetch_wait_max_ms": opts.fetch_wait_ms,
         "partitions": opts.partitions,
+        "postgres_tls": opts.pg_tls,
         "smoke": opts.smoke,
     });
     let ctx = Ctx {
         ticks: metrics::clock_ticks(),
         admin: admin.clone(),
         db_name: db_name.clone(),
+        db_url: db_url.clone(),
         pool: pool.clone(),
         kafka,
         broker_pid: broker.as_ref().map(Proc::pid),

@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub orchestrator_ticks: u64,
     pub broker_ticks: u64,
     pub bench_ticks: u64,
+    /// PostgreSQL backends connected to the bench database.
+    pub postgres_ticks: u64,
     pub machine: (u64, u64),
     pub commits: i64,
     pub steps: u64,
@@ -109,6 +111,8 @@ pub struct ScenarioResult {
     pub broker_cpu_us_per_step: f64,
     /// The bench process: participants, lifecycle consumer, saga starts.
     pub bench_cpu_us_per_step: f64,
+    /// PostgreSQL backends of the bench database (not the WAL writer, checkpointer etc.).
+    pub postgres_cpu_us_per_step: f64,
     pub pg_commits_per_step: f64,
     /// All CPUs together, 100 % = every core busy.
     pub machine_busy_pct: f64,
@@ -141,6 +145,7 @@ impl ScenarioResult {
             per_step(b.orchestrator_ticks.saturating_sub(a.orchestrator_ticks));
         self.broker_cpu_us_per_step = per_step(b.broker_ticks.saturating_sub(a.broker_ticks));
         self.bench_cpu_us_per_step = per_step(b.bench_ticks.saturating_sub(a.bench_ticks));
+        self.postgres_cpu_us_per_step = per_step(b.postgres_ticks.saturating_sub(a.postgres_ticks));
         self.pg_commits_per_step = if steps == 0 {
             f64::NAN
         } else {
@@ -200,6 +205,7 @@ pub fn median_row(runs: &[ScenarioResult]) -> ScenarioResult {
         orchestrator_cpu_us_per_step: m(|r| r.orchestrator_cpu_us_per_step),
         broker_cpu_us_per_step: m(|r| r.broker_cpu_us_per_step),
         bench_cpu_us_per_step: m(|r| r.bench_cpu_us_per_step),
+        postgres_cpu_us_per_step: m(|r| r.postgres_cpu_us_per_step),
         pg_commits_per_step: m(|r| r.pg_commits_per_step),
         machine_busy_pct: m(|r| r.machine_busy_pct),
         orchestrator_rss_mib: m(|r| r.orchestrator_rss_mib),
@@ -214,7 +220,7 @@ pub fn median_row(runs: &[ScenarioResult]) -> ScenarioResult {
 pub fn table(rows: &[ScenarioResult]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "{:<26} {:<12} {:>5} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8}\n",
+        "{:<20} {:<12} {:>5} {:>7} {:>8} {:>7} {:>7} {:>7} {:>9} {:>9} {:>8} {:>8} {:>9} {:>6} {:>7} {:>7} {:>8}\n",
         "scenario",
         "run",
         "conc",
@@ -226,6 +232,7 @@ pub fn table(rows: &[ScenarioResult]) -> String {
         "orch µs/st",
         "brkr µs/st",
         "bench µs",
+        "pg µs/st",
         "commit/st",
         "busy %",
         "RSS MiB",
@@ -234,7 +241,7 @@ pub fn table(rows: &[ScenarioResult]) -> String {
     ));
     for r in rows {
         out.push_str(&format!(
-            "{:<26} {:<12} {:>5} {:>8} {:>9.1} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>9.1} {:>8.1} {:>8.3} {:>7.0} {:>7.1} {:>7.1} {:>8}\n",
+            "{:<20} {:<12} {:>5} {:>7} {:>8.1} {:>7.1} {:>7.1} {:>7.1} {:>9.1} {:>9.1} {:>8.1} {:>8.1} {:>9.3} {:>6.0} {:>7.1} {:>7.1} {:>8}\n",
             r.scenario,
             r.run,
             r.concurrency,
@@ -246,6 +253,7 @@ pub fn table(rows: &[ScenarioResult]) -> String {
             r.orchestrator_cpu_us_per_step,
             r.broker_cpu_us_per_step,
             r.bench_cpu_us_per_step,
+            r.postgres_cpu_us_per_step,
             r.pg_commits_per_step,
             r.machine_busy_pct,
             r.orchestrator_rss_mib,
