@@ -954,6 +954,8 @@ async fn run_scenarios(
             let m = metrics::median_row(&rows);
             single_median = Some(m.p50_ms);
             report.push(m);
+        } else {
+            single_median = rows.first().map(|r| r.p50_ms);
         }
     }
     let mut loop_median = None;
