@@ -92,8 +92,11 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
         if c.phase == Phase::Compensation {
             return (Decision::Success, latency);
         }
+        // The low 62 bits of a v5 UUID are hash bits; the two above them are the fixed
+        // variant (0b10), which made every draw land in [0.5, 0.75): no step ever failed
+        // below a 50 % rate. Take 53 of the hash bits only.
         let h = Uuid::new_v5(&c.saga_id, c.step.as_bytes()).as_u128() as u64;
-        let draw = (h >> 11) as f64 / (1u64 << 53) as f64;
+        let draw = ((h & ((1u64 << 62) - 1)) >> 9) as f64 / (1u64 << 53) as f64;
         let d = if draw < failure_rate {
             Decision::Failure { retryable: false }
         } else {
@@ -340,5 +343,36 @@ pub async fn run(
                 tracing::warn!(error = %e, "participant reply failed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_policy_fails_at_about_the_requested_rate() {
+        let policy = random_policy(0.1, Duration::ZERO);
+        let n = 4000;
+        let failed = (0..n)
+            .filter(|_| {
+                let c = Command {
+                    saga_id: Uuid::new_v4(),
+                    definition: "d".into(),
+                    step: "s".into(),
+                    attempt: 1,
+                    phase: Phase::Command,
+                    command_type: "t".into(),
+                    command_id: "i".into(),
+                    payload: json!({}),
+                    reply_to: "r".into(),
+                    traceparent: None,
+                    tracestate: None,
+                };
+                policy(&c).0 != Decision::Success
+            })
+            .count();
+        let rate = failed as f64 / n as f64;
+        assert!((0.07..0.13).contains(&rate), "failure rate {rate}");
     }
 }

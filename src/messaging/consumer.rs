@@ -48,6 +48,9 @@ pub async fn run(
         settings.lag_interval,
         cancel.clone(),
     ));
+    // Lingering only pays when replies come in bursts: after a batch of one, take what
+    // is already buffered and go (saves the linger on every hop of a lone saga).
+    let mut last_batch = 0usize;
     loop {
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -66,7 +69,12 @@ pub async fn run(
             }
         };
         healthy.store(true, Ordering::Relaxed);
-        let deadline = Instant::now() + settings.linger;
+        let linger = if last_batch > 1 {
+            settings.linger
+        } else {
+            Duration::ZERO
+        };
+        let deadline = Instant::now() + linger;
         while batch.len() < settings.batch_size {
             match tokio::time::timeout_at(deadline, consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(m.detach()),
@@ -77,6 +85,7 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        last_batch = batch.len();
         // A batch in hand is finished even during shutdown: its effects are committed
         // with its offsets, or neither.
         let mut backoff = Duration::from_millis(100);

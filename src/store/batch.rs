@@ -14,7 +14,8 @@ use crate::messaging::envelope::Record;
 pub struct WriteBatch {
     saga_ids: Vec<Uuid>,
     saga_status: Vec<String>,
-    saga_state: Vec<Json>,
+    /// The engine's Instance as JSON text: serialized once, cast to jsonb by PostgreSQL.
+    saga_state: Vec<String>,
     saga_updated: Vec<DateTime<Utc>>,
 
     hist_saga: Vec<Uuid>,
@@ -48,6 +49,12 @@ fn as_text<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// Straight to text: going through `serde_json::Value` first costs a second full
+/// serialization and an allocation per field (it showed in profiles of the consumer).
+fn state_text(inst: &Instance) -> String {
+    serde_json::to_string(inst).unwrap_or_else(|_| "null".to_owned())
+}
+
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.saga_ids.is_empty()
@@ -64,14 +71,13 @@ impl WriteBatch {
     pub fn update_saga(&mut self, inst: &Instance) {
         if let Some(i) = self.saga_ids.iter().position(|id| *id == inst.id) {
             self.saga_status[i] = inst.status.as_str().to_owned();
-            self.saga_state[i] = serde_json::to_value(inst).unwrap_or(Json::Null);
+            self.saga_state[i] = state_text(inst);
             self.saga_updated[i] = inst.updated_at;
             return;
         }
         self.saga_ids.push(inst.id);
         self.saga_status.push(inst.status.as_str().to_owned());
-        self.saga_state
-            .push(serde_json::to_value(inst).unwrap_or(Json::Null));
+        self.saga_state.push(state_text(inst));
         self.saga_updated.push(inst.updated_at);
     }
 
@@ -124,9 +130,9 @@ impl WriteBatch {
     pub async fn flush(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         if !self.saga_ids.is_empty() {
             sqlx::query(
-                "UPDATE sagas s SET status = u.status, state = u.state, updated_at = u.updated_at, \
+                "UPDATE sagas s SET status = u.status, state = u.state::jsonb, updated_at = u.updated_at, \
                  revision = s.revision + 1 \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::timestamptz[]) AS u(id, status, state, updated_at) \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, status, state, updated_at) \
                  WHERE s.id = u.id",
             )
             .bind(&self.saga_ids)

@@ -114,16 +114,17 @@ pub async fn lock_sagas(
     skip_locked: bool,
 ) -> Result<Vec<LockedSaga>, StoreError> {
     let sql = if skip_locked {
-        "SELECT id, state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"
+        "SELECT id, state::text AS state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED"
     } else {
-        "SELECT id, state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        "SELECT id, state::text AS state, revision, trace_context FROM sagas WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     };
     let rows = sqlx::query(sql).bind(ids).fetch_all(&mut **tx).await?;
     rows.into_iter()
         .map(|r| {
             let id: Uuid = r.get("id");
-            let state: Json = r.get("state");
-            let instance = serde_json::from_value(state)
+            // Parsed straight from text into the Instance, without a serde_json::Value in between.
+            let state: &str = r.get("state");
+            let instance = serde_json::from_str(state)
                 .map_err(|source| StoreError::CorruptState { id, source })?;
             Ok(LockedSaga {
                 instance,
