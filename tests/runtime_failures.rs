@@ -67,17 +67,7 @@ impl Rig {
     }
 
     async fn start_saga(&self, name: &str, input: Value) -> Uuid {
-        let (status, body) = http(
-            "POST",
-            &self.svc.url(&format!("/v1/sagas/{name}")),
-            Some(&json!({ "input": input })),
-            &[],
-        )
-        .await
-        .expect("http");
-        assert_eq!(status, 201, "{body}");
-        let v: Value = serde_json::from_str(&body).unwrap();
-        v["id"].as_str().unwrap().parse().unwrap()
+        start_saga(&self.svc.url(""), name, input).await
     }
 
     async fn post(&self, path: &str, body: Option<&Value>) -> (u16, String, String) {

@@ -410,6 +410,17 @@ pub async fn http(
     Some((status, body))
 }
 
+/// Starts saga `name` over HTTP on the service at `base` (`http://host:port`); its id.
+pub async fn start_saga(base: &str, name: &str, input: serde_json::Value) -> Uuid {
+    let body = serde_json::json!({ "input": input });
+    let (status, text) = http("POST", &format!("{base}/v1/sagas/{name}"), Some(&body), &[])
+        .await
+        .expect("the service answers");
+    assert_eq!(status, 201, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
 pub async fn http_get(url: &str) -> Option<(u16, String)> {
     http("GET", url, None, &[]).await
 }
