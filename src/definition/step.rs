@@ -97,17 +97,7 @@ pub(crate) fn decode_step(
         }),
         None => None,
     };
-    let reply = f
-        .req("reply", &mut ctx.d)
-        .map(|n| reply(n, ctx))
-        .unwrap_or_default();
-    let timeout = f
-        .opt_duration("timeout", MS..=MAX_TIMEOUT, &mut ctx.d)
-        .unwrap_or(defaults.timeout);
-    let retry = f
-        .opt("retry")
-        .map(|n| retry(n, defaults.retry, ctx))
-        .unwrap_or(defaults.retry);
+    let (reply, timeout, retry) = outcome_policy(&mut f, defaults, ctx);
     let pivot = f.opt_bool("pivot", &mut ctx.d).unwrap_or(false);
     let pivot_pos = pivot.then(|| f.key_pos("pivot")).flatten();
     let when = f.opt("when").and_then(|n| condition(n, scope, ctx));
@@ -234,6 +224,22 @@ fn compensation(
 ) -> Option<Compensation> {
     let mut f = Fields::new(node, "compensation", &mut ctx.d)?;
     let command = message(&mut f, Scope::Compensation(index), ctx);
+    let (reply, timeout, retry) = outcome_policy(&mut f, defaults, ctx);
+    f.finish(&mut ctx.d);
+    Some(Compensation {
+        command,
+        reply,
+        timeout,
+        retry,
+    })
+}
+
+/// `reply`, `timeout` and `retry`, which steps and compensations declare alike.
+fn outcome_policy(
+    f: &mut Fields<'_>,
+    defaults: &StepDefaults,
+    ctx: &mut Ctx,
+) -> (ReplySpec, Duration, RetryPolicy) {
     let reply = f
         .req("reply", &mut ctx.d)
         .map(|n| reply(n, ctx))
@@ -245,13 +251,7 @@ fn compensation(
         .opt("retry")
         .map(|n| retry(n, defaults.retry, ctx))
         .unwrap_or(defaults.retry);
-    f.finish(&mut ctx.d);
-    Some(Compensation {
-        command,
-        reply,
-        timeout,
-        retry,
-    })
+    (reply, timeout, retry)
 }
 
 fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
