@@ -56,11 +56,13 @@ pub async fn run(
         .properties
         .entry("fetch.wait.max.ms".into())
         .or_insert_with(|| "10".into());
+    // `service::run` loads and validates the directory again and refuses bad files;
+    // here the definitions only name topics and drive the demo participants.
+    let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);
     if let Some(mock) = &mock {
         // The mock cluster has no CreateTopics API: create topics through its own handle.
         settings.kafka.create_topics = false;
-        let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);
-        let registry = super::registry::Registry::new(defs);
+        let registry = super::registry::Registry::new(defs.clone());
         for topic in service::topic_names(&settings, &registry) {
             if let Err(e) = mock.create_topic(&topic, settings.kafka.topic_partitions, 1) {
                 tracing::warn!(%topic, error = %e, "could not create topic on the embedded broker");
@@ -74,7 +76,6 @@ pub async fn run(
             source,
         })?;
 
-    let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);
     let topics = participant::command_topics(&defs);
 
     let (bound_tx, bound_rx) = oneshot::channel::<SocketAddr>();
