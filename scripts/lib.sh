@@ -30,6 +30,7 @@ pg_version() {
 
 ensure_postgres() {
     if pg_ready; then
+        [ -n "$(pg_version)" ] && ensure_local_trust "$(pg_version)"
         say "PostgreSQL is accepting connections at 127.0.0.1:5432"
         return
     fi
@@ -43,15 +44,10 @@ ensure_postgres() {
             version="$(ls /usr/lib/postgresql | sort -V | tail -n1)"
             as_root pg_createcluster "$version" main
         fi
-        # Tests connect as `postgres` over TCP without a password, as on the machines
-        # this project was developed on. Only done for a cluster this script installed.
-        local hba="/etc/postgresql/$version/main/pg_hba.conf"
-        as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
-        # The package may already have started the cluster with the old rules.
-        as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload 2>/dev/null || true
     fi
     local version
     version="$(pg_version)"
+    ensure_local_trust "$version"
     say "starting PostgreSQL $version (pg_ctlcluster $version main start)"
     # --skip-systemctl-redirect: containers and CI runners usually have no systemd.
     as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
@@ -66,3 +62,26 @@ ensure_postgres() {
     exit 1
 }
 
+# Tests and `sagaflow dev` connect as `postgres` over TCP from 127.0.0.1 without a
+# password. Debian's cluster asks for one (scram-sha-256), including the cluster that
+# comes preinstalled on the project's machines, so a trust line for 127.0.0.1 only is put
+# first in pg_hba.conf, once, marked as ours. Done before the cluster starts, so it takes
+# effect without a reload.
+PG_TRUST_MARK="# sagaflow scripts/lib.sh: local tests connect without a password"
+ensure_local_trust() {
+    local hba="/etc/postgresql/$1/main/pg_hba.conf"
+    [ -f "$hba" ] || return 0
+    if as_root grep -qF "$PG_TRUST_MARK" "$hba" || as_root grep -qE '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+        return
+    fi
+    say "allowing password-less connections from 127.0.0.1 in $hba (tests and sagaflow dev connect as postgres)"
+    as_root sed -i "1i host all all 127.0.0.1/32 trust\n$PG_TRUST_MARK" "$hba"
+    # A cluster the package already started still runs with the old rules.
+    as_root pg_ctlcluster --skip-systemctl-redirect "$1" main reload 2>/dev/null || true
+}
+
+
+# A free TCP port on 127.0.0.1 (the kernel's choice; released before it is used).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}

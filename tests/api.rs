@@ -59,12 +59,12 @@ async fn wait_for(url: &str, status: &str) -> Value {
 async fn sagas_started_over_http_finish_and_are_listed_with_filters_and_pages() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("tests/sagas-fast");
     let settings = with_auth(settings(&db, &broker, &dir));
     let svc = InProcess::start(settings.clone()).await;
     let policy: Policy = Arc::new(|_| (Decision::Success, Duration::ZERO));
-    let p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
 
     let start = svc.url("/v1/sagas/fast-warmup");
     let (status, _) = call("POST", &start, Some(json!({"input": {}})), "Bearer nope").await;
@@ -122,7 +122,7 @@ async fn sagas_started_over_http_finish_and_are_listed_with_filters_and_pages() 
 async fn an_operator_aborts_over_http_and_is_named_in_the_timeline() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("tests/sagas-fast");
     let settings = with_auth(settings(&db, &broker, &dir));
     let svc = InProcess::start(settings.clone()).await;
@@ -132,7 +132,7 @@ async fn an_operator_aborts_over_http_and_is_named_in_the_timeline() {
         Phase::Compensation => (Decision::Success, Duration::ZERO),
         _ => (Decision::Success, Duration::from_millis(300)),
     });
-    let p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
 
     let (status, started) = call(
         "POST",

@@ -127,11 +127,11 @@ async fn python_participant_completes_order_fulfilment() {
     log_init();
     require_python();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
-    let defs: Vec<_> = load_defs(&dir)
+    let defs: Vec<_> = load_defs(&settings.runtime.sagas_dir)
         .into_iter()
         .filter(|d| d.name == "order-fulfilment")
         .collect();
@@ -195,11 +195,11 @@ async fn python_participant_failure_compensates_in_reverse_order() {
     log_init();
     require_python();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
-    let defs: Vec<_> = load_defs(&dir)
+    let defs: Vec<_> = load_defs(&settings.runtime.sagas_dir)
         .into_iter()
         .filter(|d| d.name == "order-fulfilment")
         .collect();

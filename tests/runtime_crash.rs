@@ -161,7 +161,7 @@ async fn check_outcomes(store: &Store, ids: &[(u64, Uuid)], rec: &Recorder) {
 async fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
     let store = db.store().await;
     let rec = Arc::new(Recorder::default());
@@ -194,7 +194,7 @@ async fn sigkill_mid_run_loses_nothing_and_doubles_nothing() {
 async fn two_replicas(stop_first: impl FnOnce(&mut Process), mock: bool) {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let mut settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
     let mock = mock.then(|| mock_broker(&mut settings));
     let store = db.store().await;
@@ -245,7 +245,7 @@ async fn two_replicas_one_killed_the_other_takes_over() {
 async fn broker_paused_for_ten_seconds_under_load_loses_nothing() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let mut settings = settings(&db, &broker, &repo_path("tests/sagas-crash"));
     // Group sessions outlive the pause (as they would a broker GC pause or a network
     // blip): tansu does not re-form a group whose members all missed their heartbeats.

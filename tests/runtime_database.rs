@@ -36,12 +36,12 @@ async fn start(svc: &InProcess, n: u32) -> Uuid {
 async fn every_database_connection_killed_mid_run_loses_nothing() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
     let always: Policy = Arc::new(|_c| (Decision::Success, Duration::from_millis(5)));
-    let p = participants(&settings, load_defs(&dir), always);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), always);
 
     let mut ids = Vec::new();
     for n in 0..10 {

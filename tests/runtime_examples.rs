@@ -38,11 +38,15 @@ async fn start(svc: &InProcess, name: &str, input: serde_json::Value) -> Uuid {
 async fn order_fulfilment_happy_path_completes_with_output() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
-    let p = participants(&settings, load_defs(&dir), always(Decision::Success));
+    let p = participants(
+        &settings,
+        load_defs(&settings.runtime.sagas_dir),
+        always(Decision::Success),
+    );
     let store = db.store().await;
 
     let id = start(&svc, "order-fulfilment", order_input("o-1")).await;
@@ -68,7 +72,7 @@ async fn order_fulfilment_happy_path_completes_with_output() {
 async fn failing_step_compensates_earlier_steps_in_reverse_order() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
@@ -80,7 +84,7 @@ async fn failing_step_compensates_earlier_steps_in_reverse_order() {
         };
         (d, Duration::ZERO)
     });
-    let p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
     let store = db.store().await;
 
     let id = start(&svc, "order-fulfilment", order_input("o-2")).await;

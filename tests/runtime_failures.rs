@@ -35,10 +35,10 @@ impl Rig {
     async fn start(dir: &Path, policy: Policy) -> Rig {
         log_init();
         let db = TestDb::new().await;
-        let broker = Broker::start();
+        let broker = Broker::shared();
         let settings = settings(&db, &broker, dir);
         let svc = InProcess::start(settings.clone()).await;
-        let p = participants(&settings, load_defs(dir), policy);
+        let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
         let store = db.store().await;
         Rig {
             settings,

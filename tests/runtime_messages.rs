@@ -46,7 +46,7 @@ impl Rig {
         log_init();
         let dir = repo_path("tests/sagas-fast");
         let db = TestDb::new().await;
-        let broker = Broker::start();
+        let broker = Broker::shared();
         let settings = settings(&db, &broker, &dir);
         let svc = InProcess::start(settings.clone()).await;
         let policy: Policy = Arc::new(|c| {
@@ -57,7 +57,7 @@ impl Rig {
             };
             (d, Duration::ZERO)
         });
-        let p = participants(&settings, load_defs(&dir), policy);
+        let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
         let store = db.store().await;
         let producer = kafka::producer(&settings.kafka).unwrap();
         let rig = Rig {
@@ -563,7 +563,7 @@ async fn dead_letter_survives_a_failed_first_publish() {
     log_init();
     let dir = repo_path("tests/sagas-fast");
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let mut settings = settings(&db, &broker, &dir);
     settings.kafka.create_topics = false;
     settings.kafka.dead_letter_topic = "fast.dead-letter-late".into();
@@ -574,7 +574,7 @@ async fn dead_letter_survives_a_failed_first_publish() {
     // Every topic but the dead-letter one.
     let mut others = settings.clone();
     others.kafka.dead_letter_topic = "fast.unused".into();
-    let (defs, _) = sagaflow::definition::load_dir(&dir);
+    let (defs, _) = sagaflow::definition::load_dir(&settings.runtime.sagas_dir);
     sagaflow::runtime::service::ensure_topics(
         &others,
         &sagaflow::runtime::registry::Registry::new(defs),
@@ -584,7 +584,7 @@ async fn dead_letter_survives_a_failed_first_publish() {
     let svc = InProcess::start(settings.clone()).await;
     let p = participants(
         &settings,
-        load_defs(&dir),
+        load_defs(&settings.runtime.sagas_dir),
         Arc::new(|_c| (Decision::Silence, Duration::ZERO)),
     );
     let store = db.store().await;

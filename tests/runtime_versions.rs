@@ -54,7 +54,7 @@ async fn start(svc: &Process, v: u32) -> Uuid {
 async fn running_sagas_keep_their_version_across_a_restart_with_a_changed_definition() {
     log_init();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = temp_dir(&definition(&["a", "b", "c"]));
     let v2 = definition(&["a", "b", "c", "d"]);
     let participant_dir = temp_dir(&v2);

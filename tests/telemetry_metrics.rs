@@ -58,7 +58,7 @@ async fn metrics_count_a_known_set_of_sagas() {
     log_init();
     metrics::install();
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let mut settings = settings(&db, &broker, &dir);
     settings.runtime.metrics_interval_ms = 200;
@@ -80,7 +80,7 @@ async fn metrics_count_a_known_set_of_sagas() {
         };
         (d, Duration::ZERO)
     });
-    let p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
     let store = db.store().await;
 
     let mut completed = Vec::new();

@@ -224,7 +224,7 @@ async fn each_saga_is_one_connected_trace_across_kafka_hops() {
         .unwrap();
 
     let db = TestDb::new().await;
-    let broker = Broker::start();
+    let broker = Broker::shared();
     let dir = repo_path("sagas");
     let settings = settings(&db, &broker, &dir);
     let svc = InProcess::start(settings.clone()).await;
@@ -241,7 +241,7 @@ async fn each_saga_is_one_connected_trace_across_kafka_hops() {
         };
         (d, Duration::ZERO)
     });
-    let p = participants(&settings, load_defs(&dir), policy);
+    let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
     let store = db.store().await;
 
     let happy = start(&svc, order("o-happy", 12.5), &[]).await;

@@ -104,11 +104,7 @@ pub async fn run(
                 }
             }
         }
-        for m in &batch {
-            if let Err(e) = consumer.store_offset(m.topic(), m.partition(), m.offset() + 1) {
-                tracing::warn!(error = %e, "storing an offset failed (partition revoked?)");
-            }
-        }
+        kafka::store_consumed(consumer.as_ref(), &batch);
     }
     commit(&consumer);
 }

@@ -65,11 +65,30 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     c.set("group.id", group);
     c.set("enable.auto.commit", "true");
     c.set("enable.auto.offset.store", "false");
-    if !settings.properties.contains_key("auto.offset.reset") {
-        c.set("auto.offset.reset", "earliest");
+    for (key, value) in CONSUMER_DEFAULTS {
+        if !settings.properties.contains_key(*key) {
+            c.set(*key, *value);
+        }
     }
     c
 }
+
+/// Consumer settings sagaflow chooses where librdkafka's defaults do not fit, each
+/// overridable through `kafka.properties`:
+/// - `auto.offset.reset=earliest`: a new group must read what was sent before it joined.
+/// - `session.timeout.ms=10000` (librdkafka: 45000): a replica that dies without leaving
+///   keeps its reply partitions until the group coordinator expires its session. For 45 s
+///   the survivors would time out every step waiting on those partitions, and a saga's
+///   whole retry allowance can be shorter than that. Kafka's lowest allowed value is 6 s
+///   (`group.min.session.timeout.ms`); 10 s leaves room for a slow heartbeat.
+/// - `heartbeat.interval.ms=1000`: a third of the session is the usual ratio, and a
+///   shorter interval lets a rebalance reach every member sooner.
+/// See docs/guarantees.md ("Losing a replica") for how step timeouts relate to these.
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+];
 
 /// A received message's headers as (name, raw bytes); a header without a value is empty.
 pub fn headers_of(m: &rdkafka::message::OwnedMessage) -> Vec<(String, Vec<u8>)> {
@@ -87,6 +106,40 @@ pub fn headers_of(m: &rdkafka::message::OwnedMessage) -> Vec<(String, Vec<u8>)> 
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What to store after a batch has been applied: per partition, the offset of the next
+/// message to read, one past the highest offset in `consumed`. These go to
+/// `store_offsets`, which stores offsets as given. (`store_offset` is the trap:
+/// librdkafka adds 1 to its argument itself, so passing `offset + 1` there committed one
+/// past the end and skipped a message per partition after every restart or rebalance.)
+pub fn next_offsets<'a>(
+    consumed: impl IntoIterator<Item = (&'a str, i32, i64)>,
+) -> rdkafka::TopicPartitionList {
+    let mut highest: std::collections::BTreeMap<(&str, i32), i64> = Default::default();
+    for (topic, partition, offset) in consumed {
+        let e = highest.entry((topic, partition)).or_insert(offset);
+        *e = (*e).max(offset);
+    }
+    let mut list = rdkafka::TopicPartitionList::with_capacity(highest.len());
+    for ((topic, partition), offset) in highest {
+        // Only fails for a negative offset, which a consumed message never has.
+        let _ = list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset + 1));
+    }
+    list
+}
+
+/// Stores the offsets after `batch` for the next commit. A partition revoked meanwhile
+/// cannot be stored; its new owner reads those messages again and the inbox drops them.
+pub fn store_consumed<C, M>(consumer: &C, batch: &[M])
+where
+    C: rdkafka::consumer::Consumer<rdkafka::consumer::DefaultConsumerContext> + ?Sized,
+    M: rdkafka::Message,
+{
+    let list = next_offsets(batch.iter().map(|m| (m.topic(), m.partition(), m.offset())));
+    if let Err(e) = consumer.store_offsets(&list) {
+        tracing::warn!(error = %e, "storing offsets failed (partition revoked?)");
+    }
 }
 
 pub fn to_future_record<'a>(r: &'a Record) -> FutureRecord<'a, str, [u8]> {
@@ -119,5 +172,21 @@ pub async fn send(
 pub fn flush(producer: &FutureProducer, timeout: Duration) {
     if let Err(e) = producer.flush(Timeout::After(timeout)) {
         tracing::warn!(error = %e, "producer flush did not complete");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Offset;
+
+    #[test]
+    fn next_offsets_are_one_past_the_highest_per_partition() {
+        let list = next_offsets([("a", 0, 7), ("a", 0, 5), ("a", 1, 0), ("b", 0, 41)]);
+        let at = |t: &str, p| list.find_partition(t, p).map(|e| e.offset());
+        assert_eq!(at("a", 0), Some(Offset::Offset(8)));
+        assert_eq!(at("a", 1), Some(Offset::Offset(1)));
+        assert_eq!(at("b", 0), Some(Offset::Offset(42)));
+        assert_eq!(list.count(), 3);
     }
 }

@@ -51,11 +51,14 @@ pub async fn run(
         (None, Some(m)) => m.bootstrap_servers(),
         (None, None) => unreachable!("a mock cluster exists when no --kafka is given"),
     };
-    settings
-        .kafka
-        .properties
-        .entry("fetch.wait.max.ms".into())
-        .or_insert_with(|| "10".into());
+    if mock.is_some() {
+        // The mock cluster answers a fetch only when its wait expires.
+        settings
+            .kafka
+            .properties
+            .entry("fetch.wait.max.ms".into())
+            .or_insert_with(|| "10".into());
+    }
     // `service::run` loads and validates the directory again and refuses bad files;
     // here the definitions only name topics and drive the demo participants.
     let (defs, _) = definition::load_dir(&settings.runtime.sagas_dir);

@@ -1,10 +1,10 @@
 //! Real infrastructure for integration tests: a database per test on the local
-//! PostgreSQL, a tansu broker per test on its own port, the service in-process or as a
-//! child process, and participants speaking the documented protocol.
+//! PostgreSQL, Apache Kafka (shared by the run, or a test's own), the service in-process
+//! or as a child process, and participants speaking the documented protocol.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -110,74 +110,109 @@ impl Drop for TestDb {
     }
 }
 
-/// A tansu broker with in-memory storage on a free port, killed when dropped.
+/// An Apache Kafka broker (scripts/kafka). Most tests share the one `scripts/test` starts
+/// for the whole run (`SAGAFLOW_TEST_KAFKA`), isolated by topic names and consumer groups
+/// (see `settings`). A test that kills, pauses or restarts its broker owns one.
 pub struct Broker {
-    child: Child,
     pub bootstrap: String,
+    own: Option<OwnBroker>,
 }
 
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return p.into();
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cargo"));
-    let p = home.join("bin/tansu");
-    if p.exists() {
-        p
-    } else {
-        PathBuf::from("tansu")
-    }
+/// A broker this test started: its data directory and process id.
+struct OwnBroker {
+    dir: PathBuf,
+    pid: u32,
+}
+
+/// Runs `scripts/kafka ARGS` and returns its `key=value` lines.
+fn kafka_script(args: &[&str]) -> std::collections::HashMap<String, String> {
+    let out = Command::new(repo_path("scripts/kafka"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/kafka runs");
+    assert!(out.status.success(), "scripts/kafka {args:?} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
 }
 
 impl Broker {
-    pub fn start() -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu_binary())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "memory://tansu/",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu is installed (scripts/test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
+    /// The test run's broker, or one of this test's own when none was started for the run
+    /// (for example under a bare `cargo nextest run`: slower, but the same broker).
+    pub fn shared() -> Broker {
+        match std::env::var("SAGAFLOW_TEST_KAFKA") {
+            Ok(bootstrap) if !bootstrap.is_empty() => Broker {
+                bootstrap,
+                own: None,
+            },
+            _ => Broker::own(),
         }
+    }
+
+    /// A broker of this test's own, on fresh storage; stopped and deleted when dropped.
+    pub fn own() -> Broker {
+        let dir = std::env::temp_dir().join(format!("sagaflow-kafka-{}", Uuid::new_v4().simple()));
+        let port = free_port().to_string();
+        let parent = std::process::id().to_string();
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let out = kafka_script(&[
+            "start", "--dir", &dir_arg, "--port", &port, "--parent", &parent,
+        ]);
         Broker {
-            child,
-            bootstrap: format!("127.0.0.1:{port}"),
+            bootstrap: out["bootstrap"].clone(),
+            own: Some(OwnBroker {
+                dir,
+                pid: out["pid"].parse().unwrap(),
+            }),
         }
+    }
+
+    fn owned(&self) -> &OwnBroker {
+        self.own
+            .as_ref()
+            .expect("only a broker of the test's own (Broker::own) may be stopped or paused")
     }
 
     pub fn pause(&self) {
-        signal(self.child.id(), "STOP");
+        signal(self.owned().pid, "STOP");
     }
 
     pub fn resume(&self) {
-        signal(self.child.id(), "CONT");
+        signal(self.owned().pid, "CONT");
+    }
+
+    /// SIGKILL: the broker dies with whatever it had not yet written to its log.
+    pub fn kill9(&self) {
+        kafka_script(&["kill", &self.owned().dir.to_string_lossy()]);
+    }
+
+    /// Starts the broker again on the same data directory and port.
+    pub fn restart(&mut self) {
+        let parent = std::process::id().to_string();
+        let dir = self.owned().dir.to_string_lossy().into_owned();
+        let out = kafka_script(&["start", "--dir", &dir, "--parent", &parent]);
+        assert_eq!(out["bootstrap"], self.bootstrap);
+        self.own.as_mut().unwrap().pid = out["pid"].parse().unwrap();
     }
 }
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(own) = &self.own {
+            let _ = Command::new(repo_path("scripts/kafka"))
+                .args(["kill", &own.dir.to_string_lossy()])
+                .status();
+            let _ = std::fs::remove_dir_all(&own.dir);
+        }
     }
 }
 
-/// librdkafka's in-process mock cluster, on a real loopback port, for behaviour tansu
-/// lacks. Points `settings` at it and creates every topic the test sagas use.
+/// librdkafka's in-process mock cluster, on a real loopback port: only for what a real
+/// broker cannot be made to do on cue. Points `settings` at it and creates every topic
+/// the test sagas use.
 pub fn mock_broker(
     settings: &mut Settings,
 ) -> rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> {
@@ -209,32 +244,79 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-/// Settings for one test: its own database, broker, consumer group; fast polling.
+/// Settings for one test: its own database, consumer group and topics; fast polling.
+///
+/// Tests share a broker, so each test gets a namespace `ns`: every topic of its sagas
+/// (commands, replies, triggers, dead letters, lifecycle) is renamed `<ns>.<topic>` in a
+/// copy of `sagas_dir`, and its consumer group is `sagaflow-<ns>`. Nothing a test sends
+/// or reads can reach another test. `topic(&settings, name)` gives a topic's real name.
 pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
+    let ns = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
     let mut s = Settings::default();
     s.database.url = db.url.clone();
     s.database.max_connections = 8;
     s.kafka.bootstrap_servers = broker.bootstrap.clone();
-    s.kafka.group_id = format!("sagaflow-{}", Uuid::new_v4().simple());
+    s.kafka.group_id = format!("sagaflow-{ns}");
+    s.kafka.dead_letter_topic = format!("{ns}.{}", s.kafka.dead_letter_topic);
+    s.kafka.lifecycle_topic = format!("{ns}.{}", s.kafka.lifecycle_topic);
     s.kafka.topic_partitions = 4;
-    // tansu answers a long-poll fetch only when it expires (see shared/infrastructure.md).
-    s.kafka
-        .properties
-        .insert("fetch.wait.max.ms".into(), "5".into());
-    // Short sessions: a killed member's partitions move quickly, and a consumer closing
-    // after its broker is gone does not hang for the 45 s default.
-    s.kafka
-        .properties
-        .insert("session.timeout.ms".into(), "6000".into());
-    s.kafka
-        .properties
-        .insert("heartbeat.interval.ms".into(), "500".into());
     s.http.listen = "127.0.0.1:0".into();
-    s.runtime.sagas_dir = sagas_dir.to_owned();
+    s.runtime.sagas_dir = namespaced_sagas(sagas_dir, &ns);
     s.runtime.outbox_poll_ms = 100;
     s.runtime.timer_poll_ms = 50;
     s.runtime.shutdown_timeout_s = 5;
     s
+}
+
+/// The real name of topic `name` for the test these settings belong to.
+pub fn topic(settings: &Settings, name: &str) -> String {
+    let ns = settings
+        .kafka
+        .group_id
+        .strip_prefix("sagaflow-")
+        .expect("settings made by support::settings");
+    format!("{ns}.{name}")
+}
+
+/// A copy of every `*.yaml` in `dir` with its topics renamed by `namespaced_yaml`.
+pub fn namespaced_sagas(dir: &Path, ns: &str) -> PathBuf {
+    let out = std::env::temp_dir().join(format!("sagaflow-sagas-{ns}"));
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            std::fs::write(
+                out.join(path.file_name().unwrap()),
+                namespaced_yaml(&text, ns),
+            )
+            .unwrap();
+        }
+    }
+    out
+}
+
+/// `text` with every `topic:` and `reply_topic:` value prefixed by `<ns>.`; a definition
+/// without a reply topic gets `<ns>.sagaflow.replies`, so the default is not shared either.
+pub fn namespaced_yaml(text: &str, ns: &str) -> String {
+    let re = regex::Regex::new(r"\b((?:reply_)?topic:\s*)([A-Za-z0-9._-]+)").unwrap();
+    let renamed = re.replace_all(text, |c: &regex::Captures| {
+        format!("{}{ns}.{}", &c[1], &c[2])
+    });
+    if renamed.contains("reply_topic:") {
+        return renamed.into_owned();
+    }
+    let default = format!("{ns}.{}", sagaflow::definition::DEFAULT_REPLY_TOPIC);
+    match renamed.find("\ndefaults:\n") {
+        Some(at) => {
+            let (head, tail) = renamed.split_at(at + "\ndefaults:\n".len());
+            format!("{head}  reply_topic: {default}\n{tail}")
+        }
+        None if !renamed.contains("\ndefaults:") => {
+            format!("defaults: {{reply_topic: {default}}}\n{renamed}")
+        }
+        None => panic!("namespaced_yaml: give this definition's `defaults:` a block form"),
+    }
 }
 
 /// The service running inside the test process.

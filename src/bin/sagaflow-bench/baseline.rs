@@ -270,9 +270,7 @@ impl Baseline {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(rows.iter().map(|r| r.0));
-            for m in &batch {
-                let _ = consumer.store_offset(m.topic(), m.partition(), m.offset() + 1);
-            }
+            sagaflow::messaging::kafka::store_consumed(&consumer, &batch);
         }
     }
 }
