@@ -624,7 +624,7 @@ async fn example_trip_booking_without_a_car_is_refused_by_its_schema() {
 async fn produce_signup(settings: &Settings, id: &str, data: Value) {
     let producer = kafka::producer(&settings.kafka).unwrap();
     let record = sagaflow::messaging::envelope::Record {
-        topic: "accounts.events".into(),
+        topic: topic(settings, "accounts.events"),
         key: id.to_owned(),
         headers: vec![
             ("ce_specversion".into(), "1.0".into()),

@@ -84,10 +84,17 @@ impl Rig {
         start_saga(&self.svc.url(""), name, input).await
     }
 
+    /// Sends `record` to the test's own copy of its topic (see `support::settings`).
     async fn send(&self, record: &Record) {
-        kafka::send(&self.producer, record, Duration::from_secs(10))
+        let mut record = record.clone();
+        record.topic = self.topic(&record.topic);
+        kafka::send(&self.producer, &record, Duration::from_secs(10))
             .await
             .unwrap();
+    }
+
+    fn topic(&self, name: &str) -> String {
+        topic(&self.settings, name)
     }
 
     async fn stop(self) {
@@ -460,7 +467,7 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
     let garbage: &[u8] = b"\x00\xffnot a cloudevent";
     rig.producer
         .send(
-            FutureRecord::<str, [u8]>::to(REPLIES)
+            FutureRecord::<str, [u8]>::to(&rig.topic(REPLIES))
                 .key("garbage")
                 .payload(garbage),
             Timeout::After(Duration::from_secs(10)),
@@ -501,7 +508,7 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
         header(&m, "dlq-reason").as_deref(),
         Some("reply for an unknown saga")
     );
-    assert_eq!(header(&m, "dlq-original-topic").as_deref(), Some(REPLIES));
+    assert_eq!(header(&m, "dlq-original-topic"), Some(rig.topic(REPLIES)));
     assert_eq!(m.key(), Some(ghost.to_string().as_bytes()));
 
     let m = dlq
@@ -511,7 +518,7 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
         header(&m, "dlq-reason").as_deref(),
         Some("missing CloudEvents attribute `specversion`")
     );
-    assert_eq!(header(&m, "dlq-original-topic").as_deref(), Some(REPLIES));
+    assert_eq!(header(&m, "dlq-original-topic"), Some(rig.topic(REPLIES)));
     assert!(header(&m, "dlq-original-offset").is_some());
     assert_eq!(m.key(), Some(&b"garbage"[..]));
 
@@ -566,14 +573,19 @@ async fn dead_letter_survives_a_failed_first_publish() {
     let broker = Broker::shared();
     let mut settings = settings(&db, &broker, &dir);
     settings.kafka.create_topics = false;
-    settings.kafka.dead_letter_topic = "fast.dead-letter-late".into();
+    settings.kafka.dead_letter_topic = topic(&settings, "fast.dead-letter-late");
     settings
         .kafka
         .properties
         .insert("message.timeout.ms".into(), "1000".into());
+    // Apache Kafka creates a topic a producer names unless told not to.
+    settings
+        .kafka
+        .properties
+        .insert("allow.auto.create.topics".into(), "false".into());
     // Every topic but the dead-letter one.
     let mut others = settings.clone();
-    others.kafka.dead_letter_topic = "fast.unused".into();
+    others.kafka.dead_letter_topic = topic(&settings, "fast.unused");
     let (defs, _) = sagaflow::definition::load_dir(&settings.runtime.sagas_dir);
     sagaflow::runtime::service::ensure_topics(
         &others,
@@ -589,8 +601,9 @@ async fn dead_letter_survives_a_failed_first_publish() {
     );
     let store = db.store().await;
     let producer = kafka::producer(&settings.kafka).unwrap();
-    let send = |r: Record| {
+    let send = |mut r: Record| {
         let producer = producer.clone();
+        r.topic = topic(&settings, &r.topic);
         async move {
             kafka::send(&producer, &r, Duration::from_secs(10))
                 .await

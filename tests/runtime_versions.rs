@@ -72,7 +72,11 @@ async fn running_sagas_keep_their_version_across_a_restart_with_a_changed_defini
             },
         )
     });
-    let p = participants(&settings, load_defs(&participant_dir), policy);
+    let p = participants(
+        &settings,
+        load_defs(&namespaced_sagas(&participant_dir, namespace(&settings))),
+        policy,
+    );
 
     let mut svc = Process::start(&settings);
     svc.wait_ready().await;
@@ -84,13 +88,15 @@ async fn running_sagas_keep_their_version_across_a_restart_with_a_changed_defini
             .then_some(())
     })
     .await;
-    // Killed rather than stopped: tansu 0.6 never re-forms a group whose leader left
-    // gracefully as its last member (see docs/guarantees.md); a crash restart is the
-    // harder case for pinning anyway.
-    svc.kill9();
+    // Stopped gracefully as the group's last member; the next process re-forms the group.
+    assert!(svc.terminate().success(), "graceful shutdown exits 0");
     assert_eq!(saga(&store, first).await.status, SagaStatus::Running);
 
-    std::fs::write(dir.join("versioned.yaml"), &v2).unwrap();
+    std::fs::write(
+        settings.runtime.sagas_dir.join("versioned.yaml"),
+        namespaced_yaml(&v2, namespace(&settings)),
+    )
+    .unwrap();
     let svc = Process::start(&settings);
     svc.wait_ready().await;
     let second = start(&svc, 2).await;

@@ -106,7 +106,7 @@ async fn metrics_count_a_known_set_of_sagas() {
     // One unreadable message on the reply topic: dead-lettered.
     let producer = kafka::producer(&settings.kafka).unwrap();
     let garbage = Record {
-        topic: "orders.saga-replies".into(),
+        topic: topic(&settings, "orders.saga-replies"),
         key: "x".into(),
         headers: vec![],
         payload: b"not a cloudevent".to_vec(),
@@ -128,7 +128,7 @@ async fn metrics_count_a_known_set_of_sagas() {
                 && value(
                     &text,
                     "sagaflow_consumer_lag",
-                    &[("topic", "orders.saga-replies")],
+                    &[("topic", &topic(&settings, "orders.saga-replies"))],
                 )
                 .is_some()
                 && value(&text, "sagaflow_outbox_backlog", &[]) == Some(0.0)

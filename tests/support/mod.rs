@@ -268,19 +268,23 @@ pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
     s
 }
 
-/// The real name of topic `name` for the test these settings belong to.
-pub fn topic(settings: &Settings, name: &str) -> String {
-    let ns = settings
+/// The namespace of the test these settings belong to.
+pub fn namespace(settings: &Settings) -> &str {
+    settings
         .kafka
         .group_id
         .strip_prefix("sagaflow-")
-        .expect("settings made by support::settings");
-    format!("{ns}.{name}")
+        .expect("settings made by support::settings")
+}
+
+/// The real name of topic `name` for the test these settings belong to.
+pub fn topic(settings: &Settings, name: &str) -> String {
+    format!("{}.{name}", namespace(settings))
 }
 
 /// A copy of every `*.yaml` in `dir` with its topics renamed by `namespaced_yaml`.
 pub fn namespaced_sagas(dir: &Path, ns: &str) -> PathBuf {
-    let out = std::env::temp_dir().join(format!("sagaflow-sagas-{ns}"));
+    let out = std::env::temp_dir().join(format!("sagaflow-sagas-{ns}-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&out).unwrap();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
