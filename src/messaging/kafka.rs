@@ -83,6 +83,7 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
 ///   (`group.min.session.timeout.ms`); 10 s leaves room for a slow heartbeat.
 /// - `heartbeat.interval.ms=1000`: a third of the session is the usual ratio, and a
 ///   shorter interval lets a rebalance reach every member sooner.
+///
 /// See docs/guarantees.md ("Losing a replica") for how step timeouts relate to these.
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("auto.offset.reset", "earliest"),

@@ -5,10 +5,11 @@
 //! See docs/benchmarks.md.
 
 mod baseline;
+mod broker;
 mod metrics;
 
 use std::collections::HashMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,7 +64,7 @@ struct Opts {
     /// A few seconds, tiny counts: proves the harness works (the test suite runs it).
     #[arg(long)]
     smoke: bool,
-    /// Use this Kafka cluster instead of starting tansu.
+    /// Use this Kafka cluster instead of starting Apache Kafka (scripts/kafka).
     #[arg(long)]
     kafka: Option<String>,
     /// Administrative connection; the bench database is created and dropped through it.
@@ -90,9 +91,10 @@ struct Opts {
     /// Runs of the single-saga and concurrency-100 scenarios (and the baseline); medians are reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// librdkafka fetch.wait.max.ms for every client (tansu answers a fetch only when it expires).
-    #[arg(long, default_value_t = 1)]
-    fetch_wait_ms: u32,
+    /// librdkafka fetch.wait.max.ms for every client (default: librdkafka's; Apache Kafka
+    /// answers a long-poll fetch as soon as data arrives).
+    #[arg(long)]
+    fetch_wait_ms: Option<u32>,
     /// Partitions of every topic.
     #[arg(long, default_value_t = 8)]
     partitions: i32,
@@ -161,34 +163,6 @@ const LIFECYCLE_TOPIC: &str = "sagaflow.lifecycle";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn tansu_binary() -> PathBuf {
-    if let Ok(p) = std::env::var("TANSU") {
-        return p.into();
-    }
-    let home = std::env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cargo")
-        });
-    let p = home.join("bin/tansu");
-    if p.exists() {
-        p
-    } else {
-        PathBuf::from("tansu")
-    }
-}
-
-fn wait_port(port: u16, what: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            bail!("{what} did not start listening on {port}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// A child process, stopped (SIGTERM, then SIGKILL) when dropped.
@@ -645,15 +619,17 @@ fn start_service(
         .env("SAGAFLOW_HTTP__LISTEN", format!("127.0.0.1:{port}"))
         .env("SAGAFLOW_RUNTIME__SAGAS_DIR", sagas_dir)
         .env(
-            "SAGAFLOW_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
-            ctx.opts.fetch_wait_ms.to_string(),
-        )
-        .env(
             "RUST_LOG",
             std::env::var("BENCH_SERVICE_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log)?);
+    if let Some(ms) = ctx.opts.fetch_wait_ms {
+        cmd.env(
+            "SAGAFLOW_KAFKA__PROPERTIES__FETCH_WAIT_MAX_MS",
+            ms.to_string(),
+        );
+    }
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", bin.display()))?;
@@ -1049,37 +1025,27 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
     std::fs::create_dir_all(&tmp)?;
 
     // Broker.
-    let mut broker = None;
-    let bootstrap = match &opts.kafka {
-        Some(b) => b.clone(),
-        None => {
-            let port = free_port()?;
-            let url = format!("tcp://127.0.0.1:{port}");
-            let child = Command::new(tansu_binary())
-                .args([
-                    "broker",
-                    "--listener-url",
-                    &url,
-                    "--advertised-listener-url",
-                    &url,
-                ])
-                .args(["--storage-engine", "memory://tansu/"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .context("cannot run tansu (scripts/test installs it; or pass --kafka)")?;
-            broker = Some(Proc { child });
-            wait_port(port, "tansu")?;
-            format!("127.0.0.1:{port}")
-        }
+    let broker = match &opts.kafka {
+        Some(_) => None,
+        None => Some(broker::KafkaBroker::start(
+            &tmp.join("kafka"),
+            free_port()?,
+        )?),
+    };
+    let bootstrap = match (&opts.kafka, &broker) {
+        (Some(b), _) => b.clone(),
+        (None, Some(b)) => b.bootstrap.clone(),
+        (None, None) => unreachable!("a broker was started when --kafka is not given"),
     };
     let mut kafka = KafkaSettings {
         bootstrap_servers: bootstrap,
         ..KafkaSettings::default()
     };
-    kafka
-        .properties
-        .insert("fetch.wait.max.ms".into(), opts.fetch_wait_ms.to_string());
+    if let Some(ms) = opts.fetch_wait_ms {
+        kafka
+            .properties
+            .insert("fetch.wait.max.ms".into(), ms.to_string());
+    }
 
     // Database.
     let db_name = format!("sagaflow_bench_{}", Uuid::new_v4().simple());
@@ -1107,7 +1073,7 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         "nproc": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "mem_total_mib": std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok())).map(|k| k / 1024),
         "loadavg_at_start": metrics::loadavg(),
-        "broker": if opts.kafka.is_some() { "external" } else { "tansu (memory storage)" },
+        "broker": if opts.kafka.is_some() { "external" } else { "Apache Kafka (scripts/kafka, one KRaft node)" },
         "fetch_wait_max_ms": opts.fetch_wait_ms,
         "partitions": opts.partitions,
         "postgres_tls": opts.pg_tls,
@@ -1120,7 +1086,7 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         db_url: db_url.clone(),
         pool: pool.clone(),
         kafka,
-        broker_pid: broker.as_ref().map(Proc::pid),
+        broker_pid: broker.as_ref().map(|b| b.pid),
         outbox: samples,
         opts,
     };
@@ -1142,10 +1108,7 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
             .execute(&admin)
             .await;
     }
-    if let Some(mut b) = broker {
-        let _ = b.child.kill();
-        let _ = b.child.wait();
-    }
+    drop(broker);
     if result.is_err() {
         eprintln!("(kept {} for inspection)", tmp.display());
     } else {
