@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use sagaflow::config::Settings;
@@ -145,14 +145,6 @@ fn signup(partition_key: &str, ce_id: &str, data: Value) -> Record {
         ],
         payload: serde_json::to_vec(&data).unwrap(),
     }
-}
-
-fn header(m: &OwnedMessage, name: &str) -> Option<String> {
-    m.headers()?
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// Reads the dead-letter topic from its beginning.

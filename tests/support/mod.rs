@@ -382,6 +382,14 @@ impl Process {
             )
             .env("SAGAFLOW_KAFKA__GROUP_ID", &settings.kafka.group_id)
             .env(
+                "SAGAFLOW_KAFKA__DEAD_LETTER_TOPIC",
+                &settings.kafka.dead_letter_topic,
+            )
+            .env(
+                "SAGAFLOW_KAFKA__LIFECYCLE_TOPIC",
+                &settings.kafka.lifecycle_topic,
+            )
+            .env(
                 "SAGAFLOW_KAFKA__TOPIC_PARTITIONS",
                 settings.kafka.topic_partitions.to_string(),
             )
@@ -616,4 +624,70 @@ pub async fn sent(store: &Store, id: Uuid) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// Every message on `topic` from its beginning up to its end as of this call (the high
+/// watermark of each partition), read by a consumer outside any group.
+pub async fn read_topic(settings: &Settings, topic: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    let kafka = settings.kafka.clone();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_topic_blocking(&kafka, &topic))
+        .await
+        .unwrap()
+}
+
+fn read_topic_blocking(
+    kafka: &sagaflow::config::KafkaSettings,
+    topic: &str,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(10);
+    let consumer: BaseConsumer = sagaflow::messaging::kafka::consumer_config(
+        kafka,
+        &format!("reader-{}", Uuid::new_v4().simple()),
+    )
+    .create()
+    .unwrap();
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).unwrap();
+    let partitions: Vec<i32> = metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| p.id())
+        .collect();
+    let mut ends = std::collections::HashMap::new();
+    let mut list = TopicPartitionList::new();
+    for p in partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
+        if high > low {
+            ends.insert(p, high);
+            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        }
+    }
+    let mut out = Vec::new();
+    if ends.is_empty() {
+        return out;
+    }
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        assert!(Instant::now() < deadline, "reading {topic} took over 60 s");
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.unwrap().detach();
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&m.partition());
+        }
+        out.push(m);
+    }
+    out
+}
+
+/// The value of header `name` of a received message.
+pub fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
+    sagaflow::messaging::kafka::headers_of(m)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
 }
