@@ -21,12 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use rdkafka::Message;
 use sagaflow::config::Settings;
 use sagaflow::engine::{Phase, SagaStatus};
 use sagaflow::messaging::envelope::Record;
 use sagaflow::messaging::kafka;
 use sagaflow::participant::{Command, Decision, Policy};
-use rdkafka::Message;
 use sagaflow::store::Store;
 use serde_json::{Value, json};
 use support::*;
@@ -188,10 +188,12 @@ impl Rig {
 
     /// Ids of the sagas running now.
     async fn running(&self) -> Vec<Uuid> {
-        sqlx::query_scalar("SELECT id FROM sagas WHERE status NOT IN ('completed', 'compensated', 'failed')")
-            .fetch_all(&self.store.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT id FROM sagas WHERE status NOT IN ('completed', 'compensated', 'failed')",
+        )
+        .fetch_all(&self.store.pool)
+        .await
+        .unwrap()
     }
 
     /// The longest any of `sagas` went without a new history entry after `since`: how
@@ -214,12 +216,14 @@ impl Rig {
     async fn check(mut self) {
         let total = self.orders.len() as i64;
         let distinct: HashSet<u64> = self.orders.iter().copied().collect();
-        assert_eq!(distinct.len(), self.orders.len(), "the test reused an order number");
-        eventually(
-            "every saga to finish",
-            Duration::from_secs(180),
-            || async { (self.terminal_count().await == total).then_some(()) },
-        )
+        assert_eq!(
+            distinct.len(),
+            self.orders.len(),
+            "the test reused an order number"
+        );
+        eventually("every saga to finish", Duration::from_secs(180), || async {
+            (self.terminal_count().await == total).then_some(())
+        })
         .await;
         let rows: Vec<(Option<String>, Uuid, String)> =
             sqlx::query_as("SELECT business_key, id, status FROM sagas")
@@ -242,7 +246,10 @@ impl Rig {
                 timeline(&self.store, *id)
                     .await
                     .iter()
-                    .map(|h| format!("{} {:?} {:?} {:?} {}", h.kind, h.step, h.phase, h.attempt, h.detail))
+                    .map(|h| format!(
+                        "{} {:?} {:?} {:?} {}",
+                        h.kind, h.step, h.phase, h.attempt, h.detail
+                    ))
                     .collect::<Vec<_>>()
             );
         }
@@ -271,7 +278,9 @@ impl Rig {
         assert!(
             dead.is_empty(),
             "dead letters: {:?}",
-            dead.iter().map(|m| header(m, "dlq-reason")).collect::<Vec<_>>()
+            dead.iter()
+                .map(|m| header(m, "dlq-reason"))
+                .collect::<Vec<_>>()
         );
         self.check_lifecycle(&by_key).await;
         if let Some(p) = self.participants.take() {
@@ -367,7 +376,10 @@ async fn last_member_stopped_gracefully_a_new_one_resumes() {
     rig.start_http(first.port, 0..200).await;
     rig.wait_terminal(20).await;
     assert!(first.terminate().success(), "graceful shutdown exits 0");
-    assert!(!rig.running().await.is_empty(), "sagas in flight at the stop");
+    assert!(
+        !rig.running().await.is_empty(),
+        "sagas in flight at the stop"
+    );
     rig.send_triggers(200..260).await;
     let mut second = rig.replica().await;
     rig.start_http(second.port, 260..300).await;
@@ -379,7 +391,11 @@ async fn last_member_stopped_gracefully_a_new_one_resumes() {
 async fn rolling_restart_of_three_replicas() {
     let broker = Broker::shared();
     let mut rig = Rig::new(&broker).await;
-    let mut replicas = vec![rig.replica().await, rig.replica().await, rig.replica().await];
+    let mut replicas = vec![
+        rig.replica().await,
+        rig.replica().await,
+        rig.replica().await,
+    ];
     let mut next = 0u64;
     for round in 0..3 {
         let port = replicas.last().unwrap().port;
@@ -436,7 +452,10 @@ async fn broker_paused_for_ten_seconds_under_load_loses_nothing() {
         .fetch_one(&rig.store.pool)
         .await
         .unwrap();
-    assert!(backlog > 0, "commands of sagas started during the pause wait in the outbox");
+    assert!(
+        backlog > 0,
+        "commands of sagas started during the pause wait in the outbox"
+    );
     broker.resume();
     rig.send_triggers(200..240).await;
     rig.check().await;

@@ -99,7 +99,12 @@ async fn messages_sent_while_stopped_are_all_applied_on_every_partition() {
     let svc = InProcess::start(settings.clone()).await;
     for p in 0..PARTITIONS {
         for prefix in ["warm", "held"] {
-            send_to(&producer, &order_placed(&settings, &format!("{prefix}-{p}")), p).await;
+            send_to(
+                &producer,
+                &order_placed(&settings, &format!("{prefix}-{p}")),
+                p,
+            )
+            .await;
         }
     }
     for p in 0..PARTITIONS {

@@ -661,7 +661,8 @@ fn read_topic_blocking(
         let (low, high) = consumer.fetch_watermarks(topic, p, timeout).unwrap();
         if high > low {
             ends.insert(p, high);
-            list.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            list.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
     }
     let mut out = Vec::new();
@@ -676,7 +677,10 @@ fn read_topic_blocking(
             continue;
         };
         let m = m.unwrap().detach();
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
             ends.remove(&m.partition());
         }
         out.push(m);
