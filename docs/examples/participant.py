@@ -38,7 +38,7 @@ def args():
     p.add_argument("--bootstrap-servers", default=env("BOOTSTRAP_SERVERS", "localhost:9092"))
     p.add_argument("--topics", default=env("COMMAND_TOPICS", ""), help="comma-separated command topics")
     p.add_argument("--group-id", default=env("GROUP_ID", "python-participant"))
-    p.add_argument("--fetch-wait-max-ms", default=env("FETCH_WAIT_MAX_MS", "100"), help="tansu needs 1-10")
+    p.add_argument("--fetch-wait-max-ms", default=env("FETCH_WAIT_MAX_MS", "100"), help="librdkafka fetch.wait.max.ms")
     p.add_argument("--fail-steps", default=env("FAIL_STEPS", ""), help="comma-separated step names")
     p.add_argument("--failure-type", default=env("FAILURE_TYPE"), help="reply type for failing steps")
     a = p.parse_args()
