@@ -15,29 +15,7 @@ use crate::engine::{Event, Rejection};
 use crate::runtime::transition::{Applied, Item, StartOutcome, StartRequest};
 use crate::store;
 
-/// Longest idempotency key accepted; keys are indexed, so they are bounded.
-const MAX_KEY_LEN: usize = 256;
-
-/// JSON pointer of the first string or key holding U+0000, which PostgreSQL cannot
-/// store (in `text` or `jsonb`): refused up front instead of failing the insert.
-pub fn nul_path(v: &serde_json::Value) -> Option<String> {
-    use serde_json::Value;
-    let escape = |k: &str| k.replace('~', "~0").replace('/', "~1");
-    match v {
-        Value::String(s) if s.contains('\0') => Some(String::new()),
-        Value::Array(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| nul_path(x).map(|p| format!("/{i}{p}"))),
-        Value::Object(map) => map.iter().find_map(|(k, x)| {
-            if k.contains('\0') {
-                return Some(format!("/{}", escape(k)));
-            }
-            nul_path(x).map(|p| format!("/{}{p}", escape(k)))
-        }),
-        _ => None,
-    }
-}
+use crate::runtime::intake::{MAX_KEY_LEN, nul_path};
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::envelope::{self, InboundEvent, Record};
 use super::kafka;
 use crate::engine::{Event, Rejection, Reply};
+use crate::runtime::intake;
 use crate::runtime::transition::{
     Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
 };
@@ -169,6 +170,10 @@ enum Route {
     Dead(&'static str, String),
 }
 
+/// What became of one reply of a batch: applied, or parked because applying it fails
+/// for a reason that will not go away (the reason).
+type Outcome = Result<Applied, String>;
+
 async fn process(
     applier: &Applier,
     dlq: &FutureProducer,
@@ -177,78 +182,15 @@ async fn process(
 ) -> Result<(), ConsumeError> {
     let mut items = Vec::new();
     let mut traces = Vec::new();
-    let mut routes = Vec::with_capacity(batch.len());
-    for m in batch {
-        let route = match envelope::decode(&kafka::headers_of(m), m.payload()) {
-            Err(e) => Route::Dead("undecodable", e.to_string()),
-            Ok(ev)
-                if !applier
-                    .registry
-                    .triggered_by(m.topic(), &ev.event_type)
-                    .is_empty() =>
-            {
-                Route::Trigger(ev)
-            }
-            Ok(ev) => match envelope::reply_address(&ev) {
-                Err(e) => Route::Dead("unroutable", format!("unroutable reply: {e}")),
-                Ok(addr) => {
-                    if telemetry::log_payloads() {
-                        tracing::debug!(saga_id = %addr.saga_id, step = %addr.step, reply_type = %ev.event_type, payload = %ev.data, "reply received");
-                    }
-                    traces.push(Some(InboundTrace {
-                        traceparent: ev.ext("traceparent").map(str::to_owned),
-                        tracestate: ev.ext("tracestate").map(str::to_owned),
-                        topic: m.topic().to_owned(),
-                        key: m
-                            .key()
-                            .map(|k| String::from_utf8_lossy(k).into_owned())
-                            .unwrap_or_default(),
-                    }));
-                    items.push(Item {
-                        saga_id: addr.saga_id,
-                        event: Event::Reply(Reply {
-                            step: addr.step,
-                            phase: addr.phase,
-                            attempt: addr.attempt,
-                            reply_type: ev.event_type.clone(),
-                            payload: ev.data,
-                            message_id: ev.id.clone(),
-                        }),
-                        message_id: Some(format!("{}|{}", ev.source, ev.id)),
-                        timer: None,
-                    });
-                    Route::Reply(items.len() - 1)
-                }
-            },
-        };
-        routes.push(route);
-    }
-    let results = if items.is_empty() {
-        Vec::new()
-    } else {
-        applier.apply_batch_traced(items, traces, false).await?
-    };
+    let routes: Vec<Route> = batch
+        .iter()
+        .map(|m| route(applier, m, &mut items, &mut traces))
+        .collect();
+    let results = apply(applier, items, traces).await?;
     for (m, route) in batch.iter().zip(routes) {
         let reason = match route {
             Route::Dead(kind, reason) => Some((kind, reason)),
-            Route::Reply(i) => match &results[i] {
-                Applied::UnknownSaga => {
-                    Some(("unknown_saga", "reply for an unknown saga".to_owned()))
-                }
-                Applied::Rejected(Rejection::UnknownStep(s)) => Some((
-                    "unknown_step",
-                    format!("reply names step `{s}`, which the saga does not have"),
-                )),
-                Applied::Duplicate => {
-                    tracing::debug!(
-                        topic = m.topic(),
-                        offset = m.offset(),
-                        "duplicate reply ignored"
-                    );
-                    None
-                }
-                _ => None,
-            },
+            Route::Reply(i) => reply_rejection(m, &results[i]),
             Route::Trigger(ev) => trigger(applier, m.topic(), &ev)
                 .await?
                 .map(|r| ("trigger_rejected", r)),
@@ -261,6 +203,134 @@ async fn process(
     Ok(())
 }
 
+/// Decodes and checks one message; a reply is added to `items` (and its trace headers
+/// to `traces`) to be applied with the rest of the batch.
+fn route(
+    applier: &Applier,
+    m: &OwnedMessage,
+    items: &mut Vec<Item>,
+    traces: &mut Vec<Option<InboundTrace>>,
+) -> Route {
+    let ev = match envelope::decode(&kafka::headers_of(m), m.payload()) {
+        Err(e) => return Route::Dead("undecodable", e.to_string()),
+        Ok(ev) => ev,
+    };
+    if let Some(problem) = intake::event_problem(&ev) {
+        return Route::Dead("invalid", problem);
+    }
+    if !applier
+        .registry
+        .triggered_by(m.topic(), &ev.event_type)
+        .is_empty()
+    {
+        return Route::Trigger(ev);
+    }
+    let addr = match envelope::reply_address(&ev) {
+        Err(e) => return Route::Dead("unroutable", format!("unroutable reply: {e}")),
+        Ok(addr) => addr,
+    };
+    if telemetry::log_payloads() {
+        tracing::debug!(saga_id = %addr.saga_id, step = %addr.step, reply_type = %ev.event_type, payload = %ev.data, "reply received");
+    }
+    traces.push(Some(InboundTrace {
+        traceparent: ev.ext("traceparent").map(str::to_owned),
+        tracestate: ev.ext("tracestate").map(str::to_owned),
+        topic: m.topic().to_owned(),
+        key: m
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+    }));
+    items.push(Item {
+        saga_id: addr.saga_id,
+        event: Event::Reply(Reply {
+            step: addr.step,
+            phase: addr.phase,
+            attempt: addr.attempt,
+            reply_type: ev.event_type.clone(),
+            payload: ev.data,
+            message_id: ev.id.clone(),
+        }),
+        message_id: Some(format!("{}|{}", ev.source, ev.id)),
+        timer: None,
+    });
+    Route::Reply(items.len() - 1)
+}
+
+/// Applies the batch's replies in one transaction. If that fails for a reason that is
+/// not transient, one of them is poison: they are applied one by one, and each that
+/// fails that way is parked (dead-lettered by the caller) so it blocks nothing else.
+/// Any other error is returned, and the whole batch is retried.
+async fn apply(
+    applier: &Applier,
+    items: Vec<Item>,
+    traces: Vec<Option<InboundTrace>>,
+) -> Result<Vec<Outcome>, ConsumeError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    match applier
+        .apply_batch_traced(items.clone(), traces.clone(), false)
+        .await
+    {
+        Ok(results) => return Ok(results.into_iter().map(Ok).collect()),
+        Err(e) if e.is_permanent() => {
+            tracing::warn!(error = %error_chain(&e), "a batch failed for a reason that is not transient; applying its replies one by one");
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let mut results = Vec::with_capacity(items.len());
+    for (item, trace) in items.into_iter().zip(traces) {
+        let saga_id = item.saga_id;
+        match applier
+            .apply_batch_traced(vec![item], vec![trace], false)
+            .await
+        {
+            Ok(mut r) => results.push(Ok(r.remove(0))),
+            Err(e) if e.is_permanent() => {
+                let reason = format!("reply could not be applied: {}", error_chain(&e));
+                tracing::error!(%saga_id, %reason, "reply parked on the dead-letter topic");
+                results.push(Err(reason));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(results)
+}
+
+/// `error: source: source…`, for a dead-letter reason an operator can act on.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Why an applied (or parked) reply goes to the dead-letter topic, if it does.
+fn reply_rejection(m: &OwnedMessage, outcome: &Outcome) -> Option<(&'static str, String)> {
+    match outcome {
+        Err(reason) => Some(("apply_failed", reason.clone())),
+        Ok(Applied::UnknownSaga) => Some(("unknown_saga", "reply for an unknown saga".to_owned())),
+        Ok(Applied::Rejected(Rejection::UnknownStep(s))) => Some((
+            "unknown_step",
+            format!("reply names step `{s}`, which the saga does not have"),
+        )),
+        Ok(Applied::Duplicate) => {
+            tracing::debug!(
+                topic = m.topic(),
+                offset = m.offset(),
+                "duplicate reply ignored"
+            );
+            None
+        }
+        Ok(_) => None,
+    }
+}
+
 /// Starts every saga this event triggers; returns a dead-letter reason if it cannot.
 async fn trigger(
     applier: &Applier,
@@ -269,7 +339,19 @@ async fn trigger(
 ) -> Result<Option<String>, ConsumeError> {
     let mut problems = Vec::new();
     for def in applier.registry.triggered_by(topic, &ev.event_type) {
-        match applier.start_from_trigger(&def, ev).await? {
+        let outcome = match applier.start_from_trigger(&def, ev).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_permanent() => {
+                problems.push(format!(
+                    "{}: could not be applied: {}",
+                    def.name,
+                    error_chain(&e)
+                ));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match outcome {
             TriggerOutcome::Started(StartOutcome::Created(id)) => {
                 tracing::info!(saga_id = %id, definition = %def.name, "saga started by trigger");
             }

@@ -1,6 +1,7 @@
 //! Wiring: the apply-persist-acknowledge loop, timers, supervision and shutdown.
 
 pub mod dev;
+pub mod intake;
 pub mod registry;
 pub mod service;
 pub mod timers;

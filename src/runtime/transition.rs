@@ -85,6 +85,29 @@ impl ApplyError {
     }
 }
 
+impl ApplyError {
+    /// Errors the same input meets again on every try: a message PostgreSQL cannot store
+    /// (SQLSTATE class 22, data exception, such as U+0000 in text; class 54, such as an
+    /// index row too large), a saga state that no longer reads, a definition version that
+    /// cannot be loaded. The consumer parks the message that causes one. Everything else
+    /// counts as transient and is retried, so a database restart never parks good input.
+    pub fn is_permanent(&self) -> bool {
+        let store = match self {
+            ApplyError::Registry(
+                RegistryError::MissingSnapshot { .. } | RegistryError::InvalidSnapshot { .. },
+            ) => return true,
+            ApplyError::Registry(RegistryError::Store(e)) | ApplyError::Store(e) => e,
+        };
+        match store {
+            StoreError::CorruptState { .. } => true,
+            StoreError::Database(sqlx::Error::Database(db)) => db
+                .code()
+                .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
+            _ => false,
+        }
+    }
+}
+
 pub fn timer_key(timer: &Timer) -> String {
     serde_json::to_string(timer).unwrap_or_default()
 }

@@ -3,6 +3,7 @@
 
 use serde_json::Value as Json;
 
+use super::intake;
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
 use crate::definition::Definition;
 use crate::messaging::envelope;
@@ -41,10 +42,18 @@ impl Applier {
             Ok(other) => other.to_string(),
             Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger key: {e}"))),
         };
+        if let Some(problem) = intake::key_problem(&key) {
+            return Ok(TriggerOutcome::Invalid(format!("trigger key: {problem}")));
+        }
         let input = match trigger.input.render(&ctx) {
             Ok(v) => v,
             Err(e) => return Ok(TriggerOutcome::Invalid(format!("trigger input: {e}"))),
         };
+        if let Some(path) = intake::nul_path(&input) {
+            return Ok(TriggerOutcome::Invalid(format!(
+                "trigger input at `{path}` contains U+0000, which cannot be stored"
+            )));
+        }
         let mut tx = self.store.begin().await?;
         let message_id = format!("trigger|{}|{}|{}", def.name, event.source, event.id);
         let fresh = store::claim_inbox(&mut tx, std::slice::from_ref(&message_id), &[None]).await?;

@@ -3,6 +3,8 @@
 //! or as a child process, and participants speaking the documented protocol.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod held;
+
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
