@@ -64,18 +64,20 @@ ensure_postgres() {
 
 # Tests and `sagaflow dev` connect as `postgres` over TCP from 127.0.0.1 without a
 # password. Debian's cluster asks for one (scram-sha-256), including the cluster that
-# comes preinstalled on the project's machines, so a trust line for 127.0.0.1 only is put
-# first in pg_hba.conf, once, marked as ours. Done before the cluster starts, so it takes
+# comes preinstalled on the project's machines, so a trust line for the `postgres` role
+# from 127.0.0.1 only is put first in pg_hba.conf, once, marked as ours. (Any local user
+# can then connect as `postgres`: fine for a development or CI machine, not for a shared
+# one.) Done before the cluster starts, so it takes
 # effect without a reload.
 PG_TRUST_MARK="# sagaflow scripts/lib.sh: local tests connect without a password"
 ensure_local_trust() {
     local hba="/etc/postgresql/$1/main/pg_hba.conf"
     [ -f "$hba" ] || return 0
-    if as_root grep -qF "$PG_TRUST_MARK" "$hba" || as_root grep -qE '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+    if as_root grep -qF "$PG_TRUST_MARK" "$hba" || as_root grep -qE '^host\s+all\s+(all|postgres)\s+127\.0\.0\.1/32\s+trust' "$hba"; then
         return
     fi
     say "allowing password-less connections from 127.0.0.1 in $hba (tests and sagaflow dev connect as postgres)"
-    as_root sed -i "1i host all all 127.0.0.1/32 trust\n$PG_TRUST_MARK" "$hba"
+    as_root sed -i "1i host all postgres 127.0.0.1/32 trust\n$PG_TRUST_MARK" "$hba"
     # A cluster the package already started still runs with the old rules.
     as_root pg_ctlcluster --skip-systemctl-redirect "$1" main reload 2>/dev/null || true
 }
@@ -84,4 +86,14 @@ ensure_local_trust() {
 # A free TCP port on 127.0.0.1 (the kernel's choice; released before it is used).
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# kill -0 also succeeds on a zombie, which a broker started by this shell becomes.
+alive() {
+    [ -r "/proc/$1/stat" ] && ! grep -qE '^[0-9]+ \(.*\) Z' "/proc/$1/stat"
+}
+
+# True when $1 is the broker of directory $2, not another process that reused its pid.
+is_broker() {
+    alive "$1" && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "kafka.Kafka $2/server.properties"
 }

@@ -70,6 +70,10 @@ pub struct RuntimeSettings {
     pub shutdown_timeout_s: u64,
     /// How often gauges read from the database and consumer lag are refreshed (ms).
     pub metrics_interval_ms: u64,
+    /// How long a reply this replica cannot apply because its saga's state or definition
+    /// version does not read is retried before it is parked on the dead-letter topic (s):
+    /// during a rolling upgrade, a replica of the other version may still apply it.
+    pub park_unreadable_after_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -184,6 +188,7 @@ impl Default for RuntimeSettings {
             timer_poll_ms: 250,
             shutdown_timeout_s: 20,
             metrics_interval_ms: 10_000,
+            park_unreadable_after_s: 120,
         }
     }
 }

@@ -47,12 +47,20 @@ async fn call(method: &str, url: &str, body: Option<Value>, auth: &str) -> (u16,
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// Polls `url` until the saga is `status`; on timeout, fails with the saga as last seen.
 async fn wait_for(url: &str, status: &str) -> Value {
-    eventually(&format!("{url} to be {status}"), WAIT, || async {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
         let (code, body) = call("GET", url, None, READ).await;
-        (code == 200 && body["status"] == status).then_some(body)
-    })
-    .await
+        if code == 200 && body["status"] == status {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {WAIT:?} waiting for {url} to be {status}; last seen: {code} {body:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 #[tokio::test]

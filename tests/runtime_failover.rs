@@ -364,6 +364,12 @@ async fn one_of_two_replicas_killed_the_survivor_takes_over() {
         in_flight.len(),
         stall.as_secs_f64()
     );
+    // Some saga must have waited for the dead member's session to expire (10 s), or the
+    // killed replica held no partition and nothing was taken over.
+    assert!(
+        stall >= Duration::from_secs(5),
+        "no saga waited for the take-over ({stall:?}): did the killed replica own partitions?"
+    );
     rig.check().await;
     assert!(b.terminate().success(), "graceful shutdown exits 0");
 }
@@ -405,6 +411,10 @@ async fn rolling_restart_of_three_replicas() {
         rig.wait_terminal(20 * (round + 1)).await;
         // Replace the oldest: its successor is ready before it stops.
         let successor = rig.replica().await;
+        assert!(
+            !rig.running().await.is_empty(),
+            "sagas in flight at the stop"
+        );
         let mut oldest = replicas.remove(0);
         assert!(oldest.terminate().success(), "graceful shutdown exits 0");
         replicas.push(successor);

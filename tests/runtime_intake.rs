@@ -22,20 +22,25 @@ struct Rig {
     settings: Settings,
     store: Store,
     producer: FutureProducer,
-    svc: InProcess,
+    svc: Option<InProcess>,
     _db: TestDb,
     _broker: Broker,
 }
 
 impl Rig {
     async fn start() -> Rig {
+        Rig::start_with(|_| {}).await
+    }
+
+    async fn start_with(configure: impl FnOnce(&mut Settings)) -> Rig {
         log_init();
         let db = TestDb::new().await;
         let broker = Broker::shared();
-        let settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+        let mut settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+        configure(&mut settings);
         let store = db.store().await;
         let producer = kafka::producer(&settings.kafka).unwrap();
-        let svc = InProcess::start(settings.clone()).await;
+        let svc = Some(InProcess::start(settings.clone()).await);
         Rig {
             settings,
             store,
@@ -44,6 +49,18 @@ impl Rig {
             _db: db,
             _broker: broker,
         }
+    }
+
+    async fn stop_service(&mut self) {
+        self.svc.take().unwrap().stop().await;
+    }
+
+    async fn start_service(&mut self) {
+        self.svc = Some(InProcess::start(self.settings.clone()).await);
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.svc.as_ref().unwrap().url(path)
     }
 
     /// A `held-order` saga waiting for its reply.
@@ -86,8 +103,8 @@ impl Rig {
         .await
     }
 
-    async fn stop(self) {
-        self.svc.stop().await;
+    async fn stop(mut self) {
+        self.stop_service().await;
     }
 }
 
@@ -134,18 +151,25 @@ async fn trigger_with_an_oversized_key_or_a_nul_is_dead_lettered() {
     rig.stop().await;
 }
 
+/// The victim's reply and the bystander's arrive in one batch (sent while the service
+/// is stopped), so the batch fails as a whole and is applied reply by reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reply_to_a_saga_whose_state_is_corrupt_is_parked() {
-    let rig = Rig::start().await;
+    let mut rig = Rig::start_with(|s| s.runtime.park_unreadable_after_s = 0).await;
     let victim = rig.held("victim").await;
     let bystander = rig.held("bystander").await;
-    sqlx::query("UPDATE sagas SET state = '{\"not\": \"a saga\"}' WHERE id = $1")
-        .bind(victim)
-        .execute(&rig.store.pool)
-        .await
-        .unwrap();
+    rig.stop_service().await;
+    corrupt(&rig.store, victim).await;
     send_to(&rig.producer, &done(&rig.settings, victim, json!({})), 0).await;
-    rig.bystander_flows(bystander).await;
+    send_to(&rig.producer, &done(&rig.settings, bystander, json!({})), 0).await;
+    rig.start_service().await;
+    wait_status(
+        &rig.store,
+        bystander,
+        SagaStatus::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
     let reason = rig.dead_letter(&victim.to_string()).await;
     assert!(
         reason.contains("reply could not be applied: stored state of saga"),
@@ -154,9 +178,60 @@ async fn reply_to_a_saga_whose_state_is_corrupt_is_parked() {
     rig.stop().await;
 }
 
+/// Replaces a saga's stored state with JSON that is not a saga; returns the old state.
+async fn corrupt(store: &Store, id: Uuid) -> serde_json::Value {
+    let old: serde_json::Value = sqlx::query_scalar("SELECT state FROM sagas WHERE id = $1")
+        .bind(id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE sagas SET state = '{\"not\": \"a saga\"}' WHERE id = $1")
+        .bind(id)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    old
+}
+
+/// Within `runtime.park_unreadable_after_s` a reply this replica cannot apply is retried,
+/// not parked: once the state reads again (here: restored, as a replica of the version
+/// that wrote it would read it), the reply is applied and nothing is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reply_to_an_unreadable_saga_is_retried_within_the_grace_period() {
+    let rig = Rig::start_with(|s| s.runtime.park_unreadable_after_s = 3600).await;
+    let victim = rig.held("victim").await;
+    let state = corrupt(&rig.store, victim).await;
+    send_to(&rig.producer, &done(&rig.settings, victim, json!({})), 0).await;
+    eventually(
+        "the consumer to report the failing batch",
+        Duration::from_secs(30),
+        || async {
+            let (status, _) = http_get(&rig.url("/readyz")).await?;
+            (status == 503).then_some(())
+        },
+    )
+    .await;
+    sqlx::query("UPDATE sagas SET state = $2 WHERE id = $1")
+        .bind(victim)
+        .bind(&state)
+        .execute(&rig.store.pool)
+        .await
+        .unwrap();
+    wait_status(
+        &rig.store,
+        victim,
+        SagaStatus::Completed,
+        Duration::from_secs(30),
+    )
+    .await;
+    let dead = read_topic(&rig.settings, &rig.settings.kafka.dead_letter_topic).await;
+    assert!(dead.is_empty(), "nothing is parked within the grace period");
+    rig.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reply_to_a_saga_whose_definition_cannot_be_loaded_is_parked() {
-    let rig = Rig::start().await;
+    let rig = Rig::start_with(|s| s.runtime.park_unreadable_after_s = 0).await;
     let victim = rig.held("victim").await;
     let bystander = rig.held("bystander").await;
     // Pin the victim to a stored version whose source no longer parses.

@@ -111,9 +111,11 @@ pub async fn start(
         id: None,
         traceparent,
     };
-    let (id, created) = match state.applier.start(req).await {
-        Ok(StartOutcome::Created(id)) => (id, true),
-        Ok(StartOutcome::Existing(id)) => (id, false),
+    // A new saga is answered from what its transaction committed: a read after the
+    // commit could fail and turn a saga that exists into a 500.
+    let (id, created, status) = match state.applier.start(req).await {
+        Ok(StartOutcome::Created(id, status)) => (id, true, Some(status.into())),
+        Ok(StartOutcome::Existing(id)) => (id, false, None),
         Ok(StartOutcome::Conflict(id)) => {
             return Problem::new(
                 StatusCode::CONFLICT,
@@ -153,10 +155,15 @@ pub async fn start(
         }
         Err(e) => return internal(&e),
     };
-    let status = match store::get_saga(&state.applier.store.pool, id).await {
-        Ok(Some(row)) => row.instance.status.into(),
-        Ok(None) => Status::Running,
-        Err(e) => return internal(&e),
+    // An existing saga's status is read; if that fails, repeating the request with the
+    // same key is safe and answers the same saga.
+    let status = match status {
+        Some(status) => status,
+        None => match store::get_saga(&state.applier.store.pool, id).await {
+            Ok(Some(row)) => row.instance.status.into(),
+            Ok(None) => Status::Running,
+            Err(e) => return internal(&e),
+        },
     };
     let body = Started {
         id,
@@ -286,29 +293,23 @@ async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
         message_id: None,
         timer: None,
     };
-    match state
+    let committed = state
         .applier
-        .apply_batch(vec![item], false)
-        .await
-        .map(|mut r| r.pop())
-    {
-        Ok(Some(Applied::Changed | Applied::Unchanged)) => {
-            match store::get_saga(&state.applier.store.pool, id).await {
-                Ok(Some(row)) => json(
-                    StatusCode::OK,
-                    &ActionResult {
-                        id,
-                        status: row.instance.status.into(),
-                    },
-                ),
-                Ok(None) => Problem::not_found(&format!("no saga {id}")).into_response(),
-                Err(e) => internal(&e),
-            }
-        }
-        Ok(Some(Applied::UnknownSaga)) => {
+        .apply_reporting(std::slice::from_ref(&item), &[None], false)
+        .await;
+    // Answered from what the transaction committed, never from a read after it.
+    match committed.map(|mut c| (c.applied.pop(), c.statuses.remove(&id))) {
+        Ok((Some(Applied::Changed | Applied::Unchanged), Some(status))) => json(
+            StatusCode::OK,
+            &ActionResult {
+                id,
+                status: status.into(),
+            },
+        ),
+        Ok((Some(Applied::UnknownSaga), _)) => {
             Problem::not_found(&format!("no saga {id}")).into_response()
         }
-        Ok(Some(Applied::Rejected(Rejection::NotAllowed { action, reason }))) => Problem::new(
+        Ok((Some(Applied::Rejected(Rejection::NotAllowed { action, reason })), _)) => Problem::new(
             StatusCode::CONFLICT,
             "not-allowed",
             &format!("{action} is not allowed now"),

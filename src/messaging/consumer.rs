@@ -31,6 +31,9 @@ pub struct ConsumerSettings {
     pub send_timeout: Duration,
     /// How often consumer lag is exported.
     pub lag_interval: Duration,
+    /// How long a reply whose saga this replica cannot read is retried before it is
+    /// parked (see `ApplyError::is_unreadable`).
+    pub park_unreadable_after: Duration,
 }
 
 /// Runs until cancelled; then finishes the batch in hand and commits offsets.
@@ -90,8 +93,10 @@ pub async fn run(
         // A batch in hand is finished even during shutdown: its effects are committed
         // with its offsets, or neither.
         let mut backoff = Duration::from_millis(100);
+        let failing_since = Instant::now();
         loop {
-            match process(&applier, &dlq, &settings, &batch).await {
+            let park_unreadable = failing_since.elapsed() >= settings.park_unreadable_after;
+            match process(&applier, &dlq, &settings, &batch, park_unreadable).await {
                 Ok(()) => break,
                 Err(e) => {
                     healthy.store(false, Ordering::Relaxed);
@@ -179,6 +184,7 @@ async fn process(
     dlq: &FutureProducer,
     settings: &ConsumerSettings,
     batch: &[OwnedMessage],
+    park_unreadable: bool,
 ) -> Result<(), ConsumeError> {
     let mut items = Vec::new();
     let mut traces = Vec::new();
@@ -186,7 +192,7 @@ async fn process(
         .iter()
         .map(|m| route(applier, m, &mut items, &mut traces))
         .collect();
-    let results = apply(applier, items, traces).await?;
+    let results = apply(applier, &items, &traces, park_unreadable).await?;
     for (m, route) in batch.iter().zip(routes) {
         let reason = match route {
             Route::Dead(kind, reason) => Some((kind, reason)),
@@ -259,20 +265,19 @@ fn route(
 
 /// Applies the batch's replies in one transaction. If that fails for a reason that is
 /// not transient, one of them is poison: they are applied one by one, and each that
-/// fails that way is parked (dead-lettered by the caller) so it blocks nothing else.
-/// Any other error is returned, and the whole batch is retried.
+/// fails that way is parked (dead-lettered by the caller) so it blocks nothing else. A
+/// reply whose saga this replica cannot read is parked only once `park_unreadable`;
+/// until then the error is returned and the whole batch retried, as for any other.
 async fn apply(
     applier: &Applier,
-    items: Vec<Item>,
-    traces: Vec<Option<InboundTrace>>,
+    items: &[Item],
+    traces: &[Option<InboundTrace>],
+    park_unreadable: bool,
 ) -> Result<Vec<Outcome>, ConsumeError> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    match applier
-        .apply_batch_traced(items.clone(), traces.clone(), false)
-        .await
-    {
+    match applier.apply_traced(items, traces, false).await {
         Ok(results) => return Ok(results.into_iter().map(Ok).collect()),
         Err(e) if e.is_permanent() => {
             tracing::warn!(error = %error_chain(&e), "a batch failed for a reason that is not transient; applying its replies one by one");
@@ -280,16 +285,16 @@ async fn apply(
         Err(e) => return Err(e.into()),
     }
     let mut results = Vec::with_capacity(items.len());
-    for (item, trace) in items.into_iter().zip(traces) {
-        let saga_id = item.saga_id;
+    for (item, trace) in items.iter().zip(traces) {
+        let one = std::slice::from_ref(item);
         match applier
-            .apply_batch_traced(vec![item], vec![trace], false)
+            .apply_traced(one, std::slice::from_ref(trace), false)
             .await
         {
             Ok(mut r) => results.push(Ok(r.remove(0))),
-            Err(e) if e.is_permanent() => {
+            Err(e) if e.is_unstorable() || (e.is_unreadable() && park_unreadable) => {
                 let reason = format!("reply could not be applied: {}", error_chain(&e));
-                tracing::error!(%saga_id, %reason, "reply parked on the dead-letter topic");
+                tracing::error!(saga_id = %item.saga_id, %reason, "reply parked on the dead-letter topic");
                 results.push(Err(reason));
             }
             Err(e) => return Err(e.into()),
@@ -341,7 +346,7 @@ async fn trigger(
     for def in applier.registry.triggered_by(topic, &ev.event_type) {
         let outcome = match applier.start_from_trigger(&def, ev).await {
             Ok(outcome) => outcome,
-            Err(e) if e.is_permanent() => {
+            Err(e) if e.is_unstorable() => {
                 problems.push(format!(
                     "{}: could not be applied: {}",
                     def.name,
@@ -352,7 +357,7 @@ async fn trigger(
             Err(e) => return Err(e.into()),
         };
         match outcome {
-            TriggerOutcome::Started(StartOutcome::Created(id)) => {
+            TriggerOutcome::Started(StartOutcome::Created(id, _)) => {
                 tracing::info!(saga_id = %id, definition = %def.name, "saga started by trigger");
             }
             TriggerOutcome::Started(StartOutcome::Conflict(id)) => problems.push(format!(

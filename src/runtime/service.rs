@@ -179,6 +179,7 @@ pub async fn run(
             dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
             send_timeout: Duration::from_secs(30),
             lag_interval: Duration::from_millis(rt.metrics_interval_ms),
+            park_unreadable_after: Duration::from_secs(rt.park_unreadable_after_s),
         },
         health.consumer.clone(),
         intake.clone(),

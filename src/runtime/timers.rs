@@ -1,6 +1,8 @@
 //! The timer loop: fires step timeouts, retry backoffs and saga deadlines stored in
-//! PostgreSQL. Safe with several replicas: each firing locks the saga row and deletes
-//! the timer row in the transaction that applies it, so a timer fires once.
+//! PostgreSQL. Every replica runs it: each claims a batch of due timers that no other
+//! replica holds (`FOR UPDATE SKIP LOCKED`, with a lease), and each firing locks the saga
+//! row and deletes the timer row in the transaction that applies it, so a timer fires
+//! once. A row that cannot be read is parked, never retried.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,56 +75,70 @@ pub struct Fired {
     pub busy: usize,
 }
 
-/// Fires the timers due now; returns how many fired and how many were skipped because
-/// another transaction held their saga.
+/// How long a claimed timer stays hidden from other replicas. Firing takes one
+/// transaction; if this replica dies first, another fires the timer once this lapses.
+const CLAIM_LEASE: Duration = Duration::from_secs(30);
+
+/// Fires the timers due now that no other replica has claimed; returns how many fired
+/// and how many were given back because another transaction held their saga.
 pub async fn fire_due(
     applier: &Applier,
     settings: &TimerSettings,
 ) -> Result<Fired, super::transition::ApplyError> {
-    let due = store::due_timers(&applier.store.pool, Utc::now(), settings.batch_size).await?;
+    let pool = &applier.store.pool;
+    let now = Utc::now();
+    let lease = chrono::Duration::from_std(CLAIM_LEASE).unwrap_or_default();
+    let due = store::claim_due_timers(pool, now, now + lease, settings.batch_size).await?;
     if due.is_empty() {
         return Ok(Fired::default());
     }
-    let now = Utc::now();
-    let (items, lags): (Vec<Item>, Vec<(&'static str, Duration)>) = due
-        .into_iter()
-        .filter_map(|(saga_id, key, due_at)| {
-            let timer: Timer = match serde_json::from_str(&key) {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::error!(%saga_id, timer = %key, error = %e, "unreadable timer row");
-                    return None;
-                }
-            };
-            let kind = match timer {
-                Timer::StepTimeout { .. } => "step_timeout",
-                Timer::RetryDue { .. } => "retry_due",
-                Timer::Deadline => "deadline",
-            };
-            let lag = (now - due_at).to_std().unwrap_or_default();
-            let item = Item {
-                saga_id,
-                event: timer.into_event(),
-                message_id: None,
-                timer: Some(key),
-            };
-            Some((item, (kind, lag)))
-        })
-        .unzip();
-    let results = applier.apply_batch(items, true).await?;
-    for (r, (kind, lag)) in results.iter().zip(lags) {
-        if matches!(r, Applied::Changed | Applied::Unchanged) {
-            metrics::timer_fired(kind, lag);
+    let mut items = Vec::with_capacity(due.len());
+    let mut lags = Vec::with_capacity(due.len());
+    for (saga_id, key, due_at) in due {
+        let timer: Timer = match serde_json::from_str(&key) {
+            Ok(t) => t,
+            Err(e) => {
+                let reason = format!("timer row cannot be read: {e}");
+                tracing::error!(%saga_id, timer = %key, %reason, "timer parked");
+                store::park_timer(pool, saga_id, &key, &reason).await?;
+                metrics::timer_parked();
+                continue;
+            }
+        };
+        let kind = match timer {
+            Timer::StepTimeout { .. } => "step_timeout",
+            Timer::RetryDue { .. } => "retry_due",
+            Timer::Deadline => "deadline",
+        };
+        lags.push((kind, (now - due_at).to_std().unwrap_or_default()));
+        items.push(Item {
+            saga_id,
+            event: timer.into_event(),
+            message_id: None,
+            timer: Some(key),
+        });
+    }
+    let results = applier.apply_traced(&items, &[], true).await?;
+    let (mut busy_sagas, mut busy_keys) = (Vec::new(), Vec::new());
+    let mut fired = 0;
+    for ((r, (kind, lag)), item) in results.iter().zip(lags).zip(&items) {
+        match r {
+            Applied::Changed | Applied::Unchanged => {
+                metrics::timer_fired(kind, lag);
+                fired += 1;
+            }
+            Applied::Busy => {
+                busy_sagas.push(item.saga_id);
+                busy_keys.push(item.timer.clone().unwrap_or_default());
+            }
+            _ => {}
         }
     }
+    if !busy_sagas.is_empty() {
+        store::release_timers(pool, &busy_sagas, &busy_keys).await?;
+    }
     Ok(Fired {
-        fired: results
-            .iter()
-            .filter(|r| matches!(r, Applied::Changed | Applied::Unchanged))
-            .count(),
-        busy: results
-            .iter()
-            .filter(|r| matches!(r, Applied::Busy))
-            .count(),
+        fired,
+        busy: busy_sagas.len(),
     })
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::registry::{Registry, RegistryError};
 pub use super::trigger::TriggerOutcome;
 use crate::definition::{Definition, InputError};
-use crate::engine::{self, Effect, Env, Event, Instance, Rejection, Timer, Transition};
+use crate::engine::{self, Effect, Env, Event, Instance, Rejection, SagaStatus, Timer, Transition};
 use crate::messaging::envelope;
 use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
 use crate::telemetry::saga::{self as observe, InboundTrace, Observations};
@@ -47,6 +47,13 @@ pub struct Item {
     pub message_id: Option<String>,
     /// The timer row this event fires (deleted in the same transaction).
     pub timer: Option<String>,
+}
+
+/// What a committed batch did: per item, and each saga's status after it.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub applied: Vec<Applied>,
+    pub statuses: HashMap<Uuid, SagaStatus>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,19 +99,34 @@ impl ApplyError {
     /// cannot be loaded. The consumer parks the message that causes one. Everything else
     /// counts as transient and is retried, so a database restart never parks good input.
     pub fn is_permanent(&self) -> bool {
-        let store = match self {
+        self.is_unreadable() || self.is_unstorable()
+    }
+
+    /// This replica cannot read the saga's state or definition version. Permanent for
+    /// this binary, but a replica of another version (during a rolling upgrade or a
+    /// rollback) may read it, so the consumer retries these for a while before parking.
+    pub fn is_unreadable(&self) -> bool {
+        matches!(
+            self,
             ApplyError::Registry(
-                RegistryError::MissingSnapshot { .. } | RegistryError::InvalidSnapshot { .. },
-            ) => return true,
-            ApplyError::Registry(RegistryError::Store(e)) | ApplyError::Store(e) => e,
+                RegistryError::MissingSnapshot { .. }
+                    | RegistryError::InvalidSnapshot { .. }
+                    | RegistryError::Store(StoreError::CorruptState { .. })
+            ) | ApplyError::Store(StoreError::CorruptState { .. })
+        )
+    }
+
+    /// PostgreSQL refuses the data itself (SQLSTATE class 22 or 54).
+    pub fn is_unstorable(&self) -> bool {
+        let (ApplyError::Registry(RegistryError::Store(StoreError::Database(
+            sqlx::Error::Database(db),
+        )))
+        | ApplyError::Store(StoreError::Database(sqlx::Error::Database(db)))) = self
+        else {
+            return false;
         };
-        match store {
-            StoreError::CorruptState { .. } => true,
-            StoreError::Database(sqlx::Error::Database(db)) => db
-                .code()
-                .is_some_and(|c| c.starts_with("22") || c.starts_with("54")),
-            _ => false,
-        }
+        db.code()
+            .is_some_and(|c| c.starts_with("22") || c.starts_with("54"))
     }
 }
 
@@ -146,17 +168,42 @@ impl Applier {
         traces: Vec<Option<InboundTrace>>,
         skip_locked: bool,
     ) -> Result<Vec<Applied>, ApplyError> {
+        self.apply_traced(&items, &traces, skip_locked).await
+    }
+
+    /// [`apply_batch_traced`](Self::apply_batch_traced) on borrowed items, so a caller
+    /// can still retry them one by one after a failure.
+    pub async fn apply_traced(
+        &self,
+        items: &[Item],
+        traces: &[Option<InboundTrace>],
+        skip_locked: bool,
+    ) -> Result<Vec<Applied>, ApplyError> {
+        Ok(self
+            .apply_reporting(items, traces, skip_locked)
+            .await?
+            .applied)
+    }
+
+    /// [`apply_traced`](Self::apply_traced), also returning each saga's status as the
+    /// transaction committed it, so a caller can answer without reading it again.
+    pub async fn apply_reporting(
+        &self,
+        items: &[Item],
+        traces: &[Option<InboundTrace>],
+        skip_locked: bool,
+    ) -> Result<Committed, ApplyError> {
         let mut attempt = 0;
         loop {
-            match self.try_apply_batch(&items, &traces, skip_locked).await {
+            match self.try_apply_batch(items, traces, skip_locked).await {
                 Err(e) if e.is_transient() && attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, "transient database error; retrying batch");
                 }
-                Ok((results, observed)) => {
+                Ok((committed, observed)) => {
                     // Metrics only for what committed: a retried batch must not count twice.
                     self.record(observed).await;
-                    return Ok(results);
+                    return Ok(committed);
                 }
                 Err(e) => return Err(e),
             }
@@ -185,7 +232,7 @@ impl Applier {
         items: &[Item],
         traces: &[Option<InboundTrace>],
         skip_locked: bool,
-    ) -> Result<(Vec<Applied>, Observations), ApplyError> {
+    ) -> Result<(Committed, Observations), ApplyError> {
         let mut tx = self.store.begin().await?;
         let mut results: Vec<Option<Applied>> = vec![None; items.len()];
 
@@ -310,11 +357,15 @@ impl Applier {
             }
         }
         written?;
-        let results = results
+        let applied = results
             .into_iter()
             .map(|r| r.unwrap_or(Applied::Unchanged))
             .collect();
-        Ok((results, observed))
+        let statuses = sagas
+            .iter()
+            .map(|(id, (inst, _))| (*id, inst.status))
+            .collect();
+        Ok((Committed { applied, statuses }, observed))
     }
 
     /// Turns a transition's effects into rows of the batch. Each command gets a
@@ -382,7 +433,7 @@ impl Applier {
         let mut tx = self.store.begin().await?;
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        if let StartOutcome::Created(_) = outcome {
+        if let StartOutcome::Created(..) = outcome {
             metrics::saga_started(&def.name);
         }
         Ok(outcome)
@@ -445,7 +496,7 @@ impl Applier {
         let mut batch = WriteBatch::default();
         self.stage(&mut batch, def, &t, Some(&span.context), now);
         batch.flush(tx).await?;
-        Ok(StartOutcome::Created(id))
+        Ok(StartOutcome::Created(id, t.instance.status))
     }
 }
 
@@ -464,7 +515,9 @@ pub struct StartRequest {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum StartOutcome {
-    Created(Uuid),
+    /// A new saga, and its status after the start (running, or already finished when
+    /// every step was skipped).
+    Created(Uuid, SagaStatus),
     /// Same key, same input: the saga started earlier.
     Existing(Uuid),
     /// Same key, different input.

@@ -91,7 +91,7 @@ impl Applier {
             _ => {}
         }
         tx.commit().await.map_err(StoreError::from)?;
-        if let StartOutcome::Created(_) = outcome {
+        if let StartOutcome::Created(..) = outcome {
             metrics::saga_started(&def.name);
         }
         Ok(TriggerOutcome::Started(outcome))

@@ -156,7 +156,8 @@ impl WriteBatch {
             sqlx::query(
                 "INSERT INTO timers (saga_id, timer, due_at) \
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) \
-                 ON CONFLICT (saga_id, timer) DO UPDATE SET due_at = EXCLUDED.due_at",
+                 ON CONFLICT (saga_id, timer) \
+                 DO UPDATE SET due_at = EXCLUDED.due_at, claimed_until = NULL",
             )
             .bind(&self.timer_saga)
             .bind(&self.timer_key)

@@ -166,15 +166,26 @@ pub async fn unclaim_inbox(tx: &mut Tx<'_>, ids: &[String]) -> Result<(), StoreE
 
 /// Timers that are due, oldest first. Not locked: the saga row lock taken when the
 /// timer is applied is what serialises replicas (see `runtime::timers`).
-pub async fn due_timers(
+/// Claims up to `limit` timers due at `now` until `lease_until`, skipping rows another
+/// replica holds or has claimed: replicas share the due timers instead of contending
+/// for the same ones. A claim only hides a row; the firing transaction deletes it.
+pub async fn claim_due_timers(
     pool: &PgPool,
     now: DateTime<Utc>,
+    lease_until: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<(Uuid, String, DateTime<Utc>)>, StoreError> {
     let rows = sqlx::query(
-        "SELECT saga_id, timer, due_at FROM timers WHERE due_at <= $1 ORDER BY due_at LIMIT $2",
+        "UPDATE timers t SET claimed_until = $2 FROM \
+           (SELECT saga_id, timer FROM timers \
+            WHERE due_at <= $1 AND parked_reason IS NULL \
+              AND (claimed_until IS NULL OR claimed_until < $1) \
+            ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) c \
+         WHERE t.saga_id = c.saga_id AND t.timer = c.timer \
+         RETURNING t.saga_id, t.timer, t.due_at",
     )
     .bind(now)
+    .bind(lease_until)
     .bind(limit)
     .fetch_all(pool)
     .await?;
@@ -182,6 +193,39 @@ pub async fn due_timers(
         .into_iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect())
+}
+
+/// Gives claimed timers back (their saga was busy), so any replica may fire them now.
+pub async fn release_timers(
+    pool: &PgPool,
+    sagas: &[Uuid],
+    timers: &[String],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE timers t SET claimed_until = NULL FROM UNNEST($1::uuid[], $2::text[]) AS c(saga_id, timer) \
+         WHERE t.saga_id = c.saga_id AND t.timer = c.timer",
+    )
+    .bind(sagas)
+    .bind(timers)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Parks a timer row that cannot be read: it stays, with its reason, for an operator.
+pub async fn park_timer(
+    pool: &PgPool,
+    saga: Uuid,
+    timer: &str,
+    reason: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE timers SET parked_reason = $3 WHERE saga_id = $1 AND timer = $2")
+        .bind(saga)
+        .bind(timer)
+        .bind(reason)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// When each (saga, step)'s first command went out (for step duration metrics).
@@ -223,10 +267,15 @@ pub async fn take_timers(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+/// When the next timer can fire: its due time, or when another replica's claim on it
+/// lapses. Parked rows never fire.
 pub async fn next_timer_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, StoreError> {
-    Ok(sqlx::query_scalar("SELECT min(due_at) FROM timers")
-        .fetch_one(pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT min(GREATEST(due_at, COALESCE(claimed_until, due_at))) FROM timers \
+         WHERE parked_reason IS NULL",
+    )
+    .fetch_one(pool)
+    .await?)
 }
 
 #[derive(Debug, Clone)]

@@ -24,6 +24,7 @@ pub const PUBLISH_LATENCY: &str = "sagaflow_outbox_publish_latency_seconds";
 pub const CONSUMER_LAG: &str = "sagaflow_consumer_lag";
 pub const DEAD_LETTERED: &str = "sagaflow_dead_lettered_total";
 pub const TIMER_LAG: &str = "sagaflow_timer_lag_seconds";
+pub const TIMERS_PARKED: &str = "sagaflow_timers_parked_total";
 pub const DB_POOL_CONNECTIONS: &str = "sagaflow_db_pool_connections";
 pub const DB_POOL_MAX: &str = "sagaflow_db_pool_max_connections";
 
@@ -123,6 +124,10 @@ fn describe() {
         Unit::Seconds,
         "How late timers fired (now - due_at), by timer kind."
     );
+    describe_counter!(
+        TIMERS_PARKED,
+        "Timer rows parked because they cannot be read (they stay in the timers table with their reason)."
+    );
     describe_gauge!(
         DB_POOL_CONNECTIONS,
         "Database pool connections, by state (idle, in_use)."
@@ -181,6 +186,10 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
 /// trigger_rejected): the full reason is in the message's `dlq-reason` header.
 pub fn dead_lettered(kind: &'static str) {
     counter!(DEAD_LETTERED, "reason" => kind).increment(1);
+}
+
+pub fn timer_parked() {
+    counter!(TIMERS_PARKED).increment(1);
 }
 
 pub fn timer_fired(kind: &'static str, lag: Duration) {

@@ -128,17 +128,23 @@ struct OwnBroker {
 
 /// Runs `scripts/kafka ARGS` and returns its `key=value` lines.
 fn kafka_script(args: &[&str]) -> std::collections::HashMap<String, String> {
+    try_kafka_script(args).unwrap_or_else(|| panic!("scripts/kafka {args:?} failed"))
+}
+
+/// [`kafka_script`], or `None` when the script fails.
+fn try_kafka_script(args: &[&str]) -> Option<std::collections::HashMap<String, String>> {
     let out = Command::new(repo_path("scripts/kafka"))
         .args(args)
         .stderr(Stdio::inherit())
         .output()
         .expect("scripts/kafka runs");
-    assert!(out.status.success(), "scripts/kafka {args:?} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    })
 }
 
 impl Broker {
@@ -155,21 +161,35 @@ impl Broker {
     }
 
     /// A broker of this test's own, on fresh storage; stopped and deleted when dropped.
+    /// A free port can be taken between the check and the broker's bind: up to three
+    /// tries, each on fresh ports and storage.
     pub fn own() -> Broker {
-        let dir = std::env::temp_dir().join(format!("sagaflow-kafka-{}", Uuid::new_v4().simple()));
-        let port = free_port().to_string();
         let parent = std::process::id().to_string();
-        let dir_arg = dir.to_string_lossy().into_owned();
-        let out = kafka_script(&[
-            "start", "--dir", &dir_arg, "--port", &port, "--parent", &parent,
-        ]);
-        Broker {
-            bootstrap: out["bootstrap"].clone(),
-            own: Some(OwnBroker {
-                dir,
-                pid: out["pid"].parse().unwrap(),
-            }),
+        for attempt in 1..=3 {
+            let dir =
+                std::env::temp_dir().join(format!("sagaflow-kafka-{}", Uuid::new_v4().simple()));
+            let port = free_port().to_string();
+            let dir_arg = dir.to_string_lossy().into_owned();
+            let out = try_kafka_script(&[
+                "start", "--dir", &dir_arg, "--port", &port, "--parent", &parent,
+            ]);
+            match out {
+                Some(out) => {
+                    return Broker {
+                        bootstrap: out["bootstrap"].clone(),
+                        own: Some(OwnBroker {
+                            dir,
+                            pid: out["pid"].parse().unwrap(),
+                        }),
+                    };
+                }
+                None if attempt < 3 => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                None => panic!("scripts/kafka start failed three times; log in {dir_arg}"),
+            }
         }
+        unreachable!("the loop returns or panics")
     }
 
     fn owned(&self) -> &OwnBroker {
@@ -264,6 +284,18 @@ pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
     s.kafka.topic_partitions = 4;
     s.http.listen = "127.0.0.1:0".into();
     s.runtime.sagas_dir = namespaced_sagas(sagas_dir, &ns);
+    for def in load_defs(&s.runtime.sagas_dir) {
+        let mut topics = command_topics(std::slice::from_ref(&def));
+        topics.push(def.reply_topic.clone());
+        topics.extend(def.trigger.iter().map(|t| t.topic.clone()));
+        for t in topics {
+            assert!(
+                t.starts_with(&format!("{ns}.")),
+                "topic `{t}` of `{}` escaped the test's namespace (see namespaced_yaml)",
+                def.name
+            );
+        }
+    }
     s.runtime.outbox_poll_ms = 100;
     s.runtime.timer_poll_ms = 50;
     s.runtime.shutdown_timeout_s = 5;
@@ -408,6 +440,10 @@ impl Process {
             .env(
                 "SAGAFLOW_RUNTIME__TIMER_POLL_MS",
                 settings.runtime.timer_poll_ms.to_string(),
+            )
+            .env(
+                "SAGAFLOW_RUNTIME__TIMER_BATCH_SIZE",
+                settings.runtime.timer_batch_size.to_string(),
             )
             .env(
                 "SAGAFLOW_RUNTIME__SHUTDOWN_TIMEOUT_S",

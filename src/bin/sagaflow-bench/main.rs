@@ -321,7 +321,7 @@ impl Sagaflow {
                     },
                 )
                 .await?;
-            if out != StartOutcome::Created(id) {
+            if !matches!(out, StartOutcome::Created(created, _) if created == id) {
                 bail!("start was refused: {out:?}");
             }
             ids.push(id);
