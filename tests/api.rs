@@ -141,6 +141,19 @@ async fn an_operator_aborts_over_http_and_is_named_in_the_timeline() {
         _ => (Decision::Success, Duration::from_millis(300)),
     });
     let p = participants(&settings, load_defs(&settings.runtime.sagas_dir), policy);
+    // The participants' group must have formed first: the steps' 400 ms timeouts and
+    // three attempts leave no room for a slow join, and a compensation nobody answers
+    // ends the saga `failed`, not `compensated`.
+    let (status, warmup) = call(
+        "POST",
+        &svc.url("/v1/sagas/fast-warmup"),
+        Some(json!({"input": {}})),
+        WRITE,
+    )
+    .await;
+    assert_eq!(status, 201, "{warmup}");
+    let warmup = warmup["id"].as_str().unwrap().to_owned();
+    wait_for(&svc.url(&format!("/v1/sagas/{warmup}")), "completed").await;
 
     let (status, started) = call(
         "POST",
