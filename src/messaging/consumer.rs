@@ -36,6 +36,9 @@ pub struct ConsumerSettings {
     pub park_unreadable_after: Duration,
 }
 
+/// How long without a consumer error counts as healthy when no message arrives.
+const QUIET_IS_HEALTHY: Duration = Duration::from_secs(3);
+
 /// Runs until cancelled; then finishes the batch in hand and commits offsets.
 pub async fn run(
     applier: Applier,
@@ -56,9 +59,18 @@ pub async fn run(
     // is already buffered and go (saves the linger on every hop of a lone saga).
     let mut last_batch = 0usize;
     loop {
+        // A consumer error marks the consumer unhealthy; a quiet spell without one marks it
+        // healthy again, so a transient error (a topic not yet visible at start-up, a
+        // rebalance) does not hold readiness down until the next message arrives.
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
-            m = consumer.recv() => m,
+            m = tokio::time::timeout(QUIET_IS_HEALTHY, consumer.recv()) => match m {
+                Ok(m) => m,
+                Err(_) => {
+                    healthy.store(true, Ordering::Relaxed);
+                    continue;
+                }
+            },
         };
         let mut batch = match first {
             Ok(m) => vec![m.detach()],

@@ -44,15 +44,28 @@ const PRODUCER_ONLY: &[&str] = &[
     "batch.size",
     "compression.type",
     "acks",
+    "message.timeout.ms",
 ];
+
+/// Producer settings sagaflow chooses, each overridable through `kafka.properties`:
+/// - `linger.ms=1`: batches what a relay round produces at once without delaying a lone
+///   message.
+/// - `message.timeout.ms=30000` (librdkafka: 300000): how long a message may wait for
+///   delivery. A relay round waits for every acknowledgement, so this bounds how long an
+///   unresponsive broker can hold the relay before it notices, retries, and after
+///   repeated failures replaces its producer. Failed rows stay in the outbox.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] =
+    &[("linger.ms", "1"), ("message.timeout.ms", "30000")];
 
 /// Idempotent producer: retries never duplicate or reorder within a partition.
 pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, rdkafka::error::KafkaError> {
     let mut c = without(base(settings), CONSUMER_ONLY);
     c.set("enable.idempotence", "true");
     c.set("acks", "all");
-    if !settings.properties.contains_key("linger.ms") {
-        c.set("linger.ms", "1");
+    for (key, value) in PRODUCER_DEFAULTS {
+        if !settings.properties.contains_key(*key) {
+            c.set(*key, *value);
+        }
     }
     c.create()
 }

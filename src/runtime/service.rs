@@ -208,6 +208,7 @@ pub async fn run(
             batch_size: rt.outbox_batch_size,
             poll: Duration::from_millis(rt.outbox_poll_ms),
             send_timeout: Duration::from_secs(30),
+            kafka: settings.kafka.clone(),
         },
         health.relay.clone(),
         outbound.clone(),
