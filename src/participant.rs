@@ -11,7 +11,6 @@ use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -237,49 +236,6 @@ pub fn reply_record_traced(
     }
 }
 
-/// The participants' producer, replaced after failed replies in a row: a producer can
-/// stay wedged after a broker outage (see `messaging::relay`), and a fresh client starts
-/// with fresh metadata and a fresh producer id.
-struct Replier {
-    kafka: crate::config::KafkaSettings,
-    producer: std::sync::RwLock<FutureProducer>,
-    failures: std::sync::atomic::AtomicU32,
-}
-
-impl Replier {
-    const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
-
-    fn new(kafka: &crate::config::KafkaSettings) -> Result<Replier, rdkafka::error::KafkaError> {
-        Ok(Replier {
-            kafka: kafka.clone(),
-            producer: std::sync::RwLock::new(kafka::producer(kafka)?),
-            failures: Default::default(),
-        })
-    }
-
-    async fn send(&self, record: &Record) -> Result<(), rdkafka::error::KafkaError> {
-        use std::sync::atomic::Ordering;
-        let producer = self
-            .producer
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let result = kafka::send(&producer, record, Duration::from_secs(30)).await;
-        if result.is_ok() {
-            self.failures.store(0, Ordering::Relaxed);
-        } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1
-            >= Self::FAILURES_BEFORE_NEW_PRODUCER
-        {
-            self.failures.store(0, Ordering::Relaxed);
-            if let Ok(fresh) = kafka::producer(&self.kafka) {
-                tracing::warn!("participant replaces its Kafka producer");
-                *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-            }
-        }
-        result
-    }
-}
-
 /// Runs until cancelled.
 pub async fn run(
     defs: Vec<Arc<Definition>>,
@@ -292,7 +248,10 @@ pub async fn run(
         .create()?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let producer = Arc::new(Replier::new(&settings.kafka)?);
+    let producer = Arc::new(kafka::HealingProducer::new(
+        &settings.kafka,
+        kafka::producer(&settings.kafka)?,
+    ));
     let defs: Arc<Known> = Arc::new(
         defs.into_iter()
             .map(|d| {
@@ -381,7 +340,12 @@ pub async fn run(
                 cmd.message(&cmd.reply_to, &key),
             );
             let record = reply_record_traced(&cmd, &reply_type, &payload, &reply.headers());
-            if let Err(e) = producer.send(&record).await {
+            let sent = kafka::send(&producer.get(), &record, Duration::from_secs(30)).await;
+            match &sent {
+                Ok(()) => producer.succeeded(),
+                Err(_) => producer.failed(),
+            }
+            if let Err(e) = sent {
                 reply.error("publish", e.to_string());
                 tracing::warn!(error = %e, "participant reply failed");
             }

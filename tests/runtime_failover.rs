@@ -24,7 +24,6 @@ use chrono::{DateTime, Utc};
 use rdkafka::Message;
 use sagaflow::config::Settings;
 use sagaflow::engine::{Phase, SagaStatus};
-use sagaflow::messaging::envelope::Record;
 use sagaflow::messaging::kafka;
 use sagaflow::participant::{Command, Decision, Policy};
 use sagaflow::store::Store;
@@ -157,18 +156,12 @@ impl Rig {
     async fn send_triggers(&mut self, range: std::ops::Range<u64>) {
         let producer = kafka::producer(&self.settings.kafka).unwrap();
         for n in range {
-            let record = Record {
-                topic: topic(&self.settings, "crash.orders"),
-                key: format!("order-{n}"),
-                headers: vec![
-                    ("ce_specversion".into(), "1.0".into()),
-                    ("ce_id".into(), format!("placed-{n}")),
-                    ("ce_source".into(), "/tests/shop".into()),
-                    ("ce_type".into(), "crash.order_placed".into()),
-                    ("content-type".into(), "application/json".into()),
-                ],
-                payload: serde_json::to_vec(&json!({"n": n})).unwrap(),
-            };
+            let record = cloud_event(
+                topic(&self.settings, "crash.orders"),
+                &format!("order-{n}"),
+                (&format!("placed-{n}"), "/tests/shop", "crash.order_placed"),
+                &json!({"n": n}),
+            );
             kafka::send(&producer, &record, Duration::from_secs(60))
                 .await
                 .unwrap();

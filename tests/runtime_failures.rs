@@ -623,18 +623,16 @@ async fn example_trip_booking_without_a_car_is_refused_by_its_schema() {
 
 async fn produce_signup(settings: &Settings, id: &str, data: Value) {
     let producer = kafka::producer(&settings.kafka).unwrap();
-    let record = sagaflow::messaging::envelope::Record {
-        topic: topic(settings, "accounts.events"),
-        key: id.to_owned(),
-        headers: vec![
-            ("ce_specversion".into(), "1.0".into()),
-            ("ce_id".into(), Uuid::new_v4().to_string()),
-            ("ce_source".into(), "/accounts".into()),
-            ("ce_type".into(), "accounts.signup_completed".into()),
-            ("content-type".into(), "application/json".into()),
-        ],
-        payload: serde_json::to_vec(&data).unwrap(),
-    };
+    let record = cloud_event(
+        topic(settings, "accounts.events"),
+        id,
+        (
+            &Uuid::new_v4().to_string(),
+            "/accounts",
+            "accounts.signup_completed",
+        ),
+        &data,
+    );
     kafka::send(&producer, &record, Duration::from_secs(10))
         .await
         .unwrap();

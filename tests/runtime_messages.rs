@@ -133,18 +133,12 @@ fn reply(saga: Uuid, step: &str, attempt: u32, reply_type: &str, id: &str, data:
 /// A trigger event for `fast-trigger`; every one is produced with the Kafka key
 /// `partition_key`, so they stay in order on one partition.
 fn signup(partition_key: &str, ce_id: &str, data: Value) -> Record {
-    Record {
-        topic: SIGNUPS.into(),
-        key: partition_key.into(),
-        headers: vec![
-            ("ce_specversion".into(), "1.0".into()),
-            ("ce_id".into(), ce_id.into()),
-            ("ce_source".into(), "/tests/accounts".into()),
-            ("ce_type".into(), "fast.signup_completed".into()),
-            ("content-type".into(), "application/json".into()),
-        ],
-        payload: serde_json::to_vec(&data).unwrap(),
-    }
+    cloud_event(
+        SIGNUPS.into(),
+        partition_key,
+        (ce_id, "/tests/accounts", "fast.signup_completed"),
+        &data,
+    )
 }
 
 /// Reads the dead-letter topic from its beginning.

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use support::*;
-use uuid::Uuid;
 
 /// One step that nobody answers, timing out after 200 ms; no retry, nothing to undo.
 const TIMING_OUT: &str = "\
@@ -24,10 +23,7 @@ steps:
 ";
 
 fn sagas_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sagaflow-timers-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("timing-out.yaml"), TIMING_OUT).unwrap();
-    dir
+    sagas_dir_with("timing-out.yaml", TIMING_OUT)
 }
 
 async fn count(store: &sagaflow::store::Store, sql: &str) -> i64 {

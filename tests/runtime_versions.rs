@@ -31,10 +31,7 @@ fn definition(steps: &[&str]) -> String {
 }
 
 fn temp_dir(yaml: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sagaflow-versions-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("versioned.yaml"), yaml).unwrap();
-    dir
+    sagas_dir_with("versioned.yaml", yaml)
 }
 
 async fn start(svc: &Process, v: u32) -> Uuid {

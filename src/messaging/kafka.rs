@@ -70,6 +70,65 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, rdkafka::err
     c.create()
 }
 
+/// A producer replaced by a fresh one after failures in a row. A producer can stay
+/// wedged after a broker outage (seen on Apache Kafka 4.4 after a 10 s pause: deliveries
+/// that never completed, partitions cached without a leader); a new client starts with
+/// fresh metadata and a fresh producer id. Shared by the relay and the participants.
+pub struct HealingProducer {
+    settings: KafkaSettings,
+    producer: std::sync::RwLock<FutureProducer>,
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl std::fmt::Debug for HealingProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealingProducer")
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HealingProducer {
+    /// Failures in a row after which the producer is replaced.
+    pub const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
+
+    pub fn new(settings: &KafkaSettings, producer: FutureProducer) -> HealingProducer {
+        HealingProducer {
+            settings: settings.clone(),
+            producer: std::sync::RwLock::new(producer),
+            failures: Default::default(),
+        }
+    }
+
+    /// The producer in use now.
+    pub fn get(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn succeeded(&self) {
+        self.failures.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts a failure; the third in a row replaces the producer.
+    pub fn failed(&self) {
+        use std::sync::atomic::Ordering;
+        if self.failures.fetch_add(1, Ordering::Relaxed) + 1 < Self::FAILURES_BEFORE_NEW_PRODUCER {
+            return;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        match producer(&self.settings) {
+            Ok(fresh) => {
+                tracing::warn!("replacing a Kafka producer after repeated failures");
+                *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            }
+            Err(e) => tracing::warn!(error = %e, "a new Kafka producer could not be created"),
+        }
+    }
+}
+
 /// Consumer with manual offset storage: an offset is stored only after the database
 /// transaction that applied its message has committed; auto-commit then commits
 /// stored offsets only.

@@ -38,12 +38,6 @@ pub struct RelaySettings {
     pub kafka: crate::config::KafkaSettings,
 }
 
-/// Failed rounds in a row after which the relay replaces its producer. A producer can
-/// stay wedged after a broker outage (seen on Apache Kafka 4.4 after a 10 s pause:
-/// deliveries that never completed, partitions cached without a leader); a new client
-/// starts with fresh metadata and a fresh producer id.
-const FAILURES_BEFORE_NEW_PRODUCER: u32 = 3;
-
 /// Runs until cancelled. Errors are logged and retried with backoff: a lost database
 /// or broker delays messages but never loses them (rows stay until acknowledged).
 pub async fn run(
@@ -54,27 +48,15 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let mut producer = producer;
-    let mut failures = 0u32;
+    // Failed rounds in a row replace the producer (see `kafka::HealingProducer`).
+    let producer = kafka::HealingProducer::new(&settings.kafka, producer);
     while !cancel.is_cancelled() {
-        match lead(&store, &producer, &settings, &healthy, &cancel).await {
+        match lead(&store, &producer.get(), &settings, &healthy, &cancel).await {
             Ok(()) => return,
             Err(e) => {
                 healthy.store(false, Ordering::Relaxed);
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay failed; retrying");
-                failures += 1;
-                if failures >= FAILURES_BEFORE_NEW_PRODUCER {
-                    failures = 0;
-                    match kafka::producer(&settings.kafka) {
-                        Ok(fresh) => {
-                            tracing::warn!("outbox relay replaces its Kafka producer");
-                            producer = fresh;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "a new Kafka producer could not be created")
-                        }
-                    }
-                }
+                producer.failed();
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}

@@ -149,30 +149,10 @@ fn random() -> u64 {
 }
 
 impl Applier {
-    /// Applies `items` in one transaction, in order per saga.
-    pub async fn apply_batch(
-        &self,
-        items: Vec<Item>,
-        skip_locked: bool,
-    ) -> Result<Vec<Applied>, ApplyError> {
-        let traces = vec![None; items.len()];
-        self.apply_batch_traced(items, traces, skip_locked).await
-    }
-
-    /// [`apply_batch`](Self::apply_batch) with the trace headers each item arrived with
-    /// (`traces[n]` belongs to `items[n]`), so reply handling continues the
-    /// participant's context.
-    pub async fn apply_batch_traced(
-        &self,
-        items: Vec<Item>,
-        traces: Vec<Option<InboundTrace>>,
-        skip_locked: bool,
-    ) -> Result<Vec<Applied>, ApplyError> {
-        self.apply_traced(&items, &traces, skip_locked).await
-    }
-
-    /// [`apply_batch_traced`](Self::apply_batch_traced) on borrowed items, so a caller
-    /// can still retry them one by one after a failure.
+    /// Applies `items` in one transaction, in order per saga, with the trace headers each
+    /// arrived with (`traces[n]` belongs to `items[n]`; shorter or empty when there are
+    /// none), so reply handling continues the participant's context. Borrowed, so a
+    /// caller can still retry them one by one after a failure.
     pub async fn apply_traced(
         &self,
         items: &[Item],

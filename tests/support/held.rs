@@ -14,7 +14,7 @@ use sagaflow::store::Store;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{eventually, topic};
+use super::{cloud_event, eventually, topic};
 
 /// Produces `record` to partition `partition` of its topic.
 pub async fn send_to(producer: &FutureProducer, record: &Record, partition: i32) {
@@ -30,18 +30,12 @@ pub async fn send_to(producer: &FutureProducer, record: &Record, partition: i32)
 
 /// The trigger event that starts the `held-order` saga with business key `key`.
 pub fn order_placed(settings: &Settings, key: &str) -> Record {
-    Record {
-        topic: topic(settings, "held.orders"),
-        key: key.to_owned(),
-        headers: vec![
-            ("ce_specversion".into(), "1.0".into()),
-            ("ce_id".into(), format!("placed-{key}")),
-            ("ce_source".into(), "/tests/shop".into()),
-            ("ce_type".into(), "held.order_placed".into()),
-            ("content-type".into(), "application/json".into()),
-        ],
-        payload: serde_json::to_vec(&json!({"key": key})).unwrap(),
-    }
+    cloud_event(
+        topic(settings, "held.orders"),
+        key,
+        (&format!("placed-{key}"), "/tests/shop", "held.order_placed"),
+        &json!({"key": key}),
+    )
 }
 
 /// The success reply to attempt 1 of step `wait` of saga `saga`, with `data`.

@@ -316,6 +316,14 @@ pub fn topic(settings: &Settings, name: &str) -> String {
     format!("{}.{name}", namespace(settings))
 }
 
+/// A new directory holding one definition, `file`, with `yaml` in it.
+pub fn sagas_dir_with(file: &str, yaml: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sagaflow-defs-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(file), yaml).unwrap();
+    dir
+}
+
 /// A copy of every `*.yaml` in `dir` with its topics renamed by `namespaced_yaml`.
 pub fn namespaced_sagas(dir: &Path, ns: &str) -> PathBuf {
     let out = std::env::temp_dir().join(format!("sagaflow-sagas-{ns}-{}", Uuid::new_v4().simple()));
@@ -724,6 +732,27 @@ fn read_topic_blocking(
         out.push(m);
     }
     out
+}
+
+/// A CloudEvent in binary mode, as a trigger source sends one: JSON `data` as the body.
+pub fn cloud_event(
+    topic: String,
+    key: &str,
+    (id, source, event_type): (&str, &str, &str),
+    data: &serde_json::Value,
+) -> sagaflow::messaging::envelope::Record {
+    sagaflow::messaging::envelope::Record {
+        topic,
+        key: key.to_owned(),
+        headers: vec![
+            ("ce_specversion".into(), "1.0".into()),
+            ("ce_id".into(), id.into()),
+            ("ce_source".into(), source.into()),
+            ("ce_type".into(), event_type.into()),
+            ("content-type".into(), "application/json".into()),
+        ],
+        payload: serde_json::to_vec(data).unwrap(),
+    }
 }
 
 /// The value of header `name` of a received message.
