@@ -16,12 +16,16 @@ pub struct Settings {
     pub http: HttpSettings,
     pub runtime: RuntimeSettings,
     pub api: ApiSettings,
+    pub security: SecuritySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseSettings {
+    /// Prefer `url_file` or `SAGAFLOW_DATABASE__URL`: a flag would show in the process list.
     pub url: String,
+    /// A file holding the URL (a mounted Secret); read at start-up, takes precedence.
+    pub url_file: Option<PathBuf>,
     pub max_connections: u32,
 }
 
@@ -87,6 +91,14 @@ pub struct ApiSettings {
     pub max_input_bytes: usize,
     /// Requests taking longer are answered 408 (ms).
     pub request_timeout_ms: u64,
+    /// A client has this long to send its request headers before the connection is
+    /// closed (ms).
+    pub header_read_timeout_ms: u64,
+    /// Most HTTP connections open at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Most definition validations running at once (each on its own thread); more
+    /// wait for a slot, so expensive input cannot starve the other requests.
+    pub max_concurrent_validations: usize,
 }
 
 impl Default for ApiSettings {
@@ -96,19 +108,50 @@ impl Default for ApiSettings {
             max_body_bytes: 1024 * 1024,
             max_input_bytes: 256 * 1024,
             request_timeout_ms: 30_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 1024,
+            max_concurrent_validations: 1,
         }
     }
 }
 
-/// Bearer-token access control. Off by default so `sagaflow dev` works out of the box.
+/// Bearer-token access control. `serve` refuses to start with it off unless
+/// `allow_unauthenticated` says so; `sagaflow dev` (loopback only) runs without it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub enabled: bool,
+    /// Serve the API without tokens: an explicit choice, never a default.
+    pub allow_unauthenticated: bool,
     /// Every token valid at once (several during a rotation).
     pub tokens: Vec<TokenSettings>,
-    /// Require a `read` token for /healthz and /readyz too (probes then need one).
+    /// Require a `health` (or `read`) token for /healthz, /readyz and /metrics too.
     pub protect_health: bool,
+}
+
+/// How replies are bound to the commands they answer (docs/security.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySettings {
+    /// Keys for reply tokens (HMAC-SHA256 of the command id), at least 32 bytes each.
+    /// The first signs commands; every one is accepted on replies, so a new key is
+    /// added first and an old one removed once no command signed with it is pending.
+    /// Empty: a key generated once and kept in the database, shared by the replicas.
+    pub reply_keys: Vec<String>,
+    /// Refuse replies without a token. A reply with a wrong token is always refused.
+    pub require_reply_token: bool,
+    /// Put the saga's input into `sagaflow.saga.started` lifecycle events.
+    pub lifecycle_input: bool,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            reply_keys: Vec::new(),
+            require_reply_token: true,
+            lifecycle_input: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +174,9 @@ pub enum Scope {
     Write,
     /// Operator actions: abort and retry.
     Admin,
+    /// Only /healthz, /readyz and /metrics: for probes and scrapers, whose token sits
+    /// in pod specs.
+    Health,
 }
 
 impl Scope {
@@ -139,6 +185,7 @@ impl Scope {
             Scope::Read => "read",
             Scope::Write => "write",
             Scope::Admin => "admin",
+            Scope::Health => "health",
         }
     }
 }
@@ -147,6 +194,7 @@ impl Default for DatabaseSettings {
     fn default() -> Self {
         DatabaseSettings {
             url: "postgres://postgres@127.0.0.1:5432/sagaflow".into(),
+            url_file: None,
             max_connections: 16,
         }
     }
@@ -259,9 +307,29 @@ impl Settings {
             };
             set_path(&mut tree, &path, scalar(&value, &path));
         }
-        let settings: Settings = serde_json::from_value(tree).map_err(ConfigError::Invalid)?;
+        let mut settings: Settings = serde_json::from_value(tree).map_err(ConfigError::Invalid)?;
+        if let Some(path) = &settings.database.url_file {
+            let url = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            settings.database.url = url.trim().to_owned();
+        }
         settings.check()?;
         Ok(settings)
+    }
+
+    /// `serve` exposes the API to the network: it runs without tokens only when told to.
+    pub fn refuse_unauthenticated(&self) -> Result<(), ConfigError> {
+        let auth = &self.api.auth;
+        if auth.enabled || auth.allow_unauthenticated {
+            return Ok(());
+        }
+        Err(ConfigError::Rule(
+            "the API has no access control: set api.auth.enabled with tokens, or \
+             api.auth.allow_unauthenticated: true to run without (SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED=true)"
+                .into(),
+        ))
     }
 
     fn check(&self) -> Result<(), ConfigError> {

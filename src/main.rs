@@ -40,12 +40,6 @@ enum Command {
         /// Use this Kafka cluster instead of the embedded one.
         #[arg(long)]
         kafka: Option<String>,
-        /// Database URL (created if missing).
-        #[arg(
-            long,
-            default_value = "postgres://postgres@127.0.0.1:5432/sagaflow_dev"
-        )]
-        database_url: String,
         /// HTTP listen address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
@@ -70,6 +64,8 @@ enum Command {
         group: String,
     },
     /// Exit 0 when the local service answers /healthz (for container health checks).
+    /// With api.auth.protect_health, put a `health` token in SAGAFLOW_HEALTH_TOKEN (an
+    /// environment variable, not a flag: flags show in the process list).
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
@@ -196,7 +192,10 @@ async fn run_service(cli: Cli) -> anyhow::Result<()> {
     tracing::debug!(settings = ?settings.redacted(), "settings");
     let cancel = shutdown_on_signals();
     match cli.command {
-        Command::Serve => service::run(settings, cancel, None).await?,
+        Command::Serve => {
+            settings.refuse_unauthenticated()?;
+            service::run(settings, cancel, None).await?
+        }
         Command::Migrate => {
             let store = Store::connect(&settings.database.url, 2).await?;
             store.migrate().await?;
@@ -204,14 +203,15 @@ async fn run_service(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Dev {
             kafka,
-            database_url,
             listen,
             failure_rate,
             latency_ms,
         } => {
             let mut settings = settings;
-            if std::env::var("SAGAFLOW_DATABASE__URL").is_err() {
-                settings.database.url = database_url;
+            // The database comes from settings (SAGAFLOW_DATABASE__URL, database.url_file),
+            // never a flag, which would show a password in the process list.
+            if settings.database.url == sagaflow::config::DatabaseSettings::default().url {
+                settings.database.url = DEV_DATABASE_URL.into();
             }
             settings.http.listen = listen;
             let opts = dev::DevOptions {
@@ -252,12 +252,20 @@ async fn run_service(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn healthcheck(addr: &str) -> anyhow::Result<ExitCode> {
+const DEV_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/sagaflow_dev";
+
+fn healthcheck(addr: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
     use std::io::{Read, Write};
     let mut stream =
         std::net::TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
-    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let ok = response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200");
@@ -273,7 +281,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. } => {
             Ok(ExitCode::FAILURE)
         }
-        Command::Healthcheck { addr } => healthcheck(&addr),
+        Command::Healthcheck { addr } => healthcheck(
+            &addr,
+            std::env::var("SAGAFLOW_HEALTH_TOKEN").ok().as_deref(),
+        ),
         Command::Validate { paths, format } => Ok(validate(paths, format)),
         Command::Openapi => {
             print!(

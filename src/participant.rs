@@ -19,7 +19,7 @@ use crate::config::KafkaSettings;
 use crate::definition::Definition;
 use crate::engine::Phase;
 use crate::messaging::envelope::{self, Record};
-use crate::messaging::kafka;
+use crate::messaging::{kafka, reply_token};
 use crate::telemetry::propagation;
 use crate::telemetry::spans::{self, MessageRef, SagaRef};
 
@@ -35,6 +35,8 @@ pub struct Command {
     pub command_id: String,
     pub payload: Json,
     pub reply_to: String,
+    /// The command's reply token, echoed on the reply (`ce_sagatoken`).
+    pub token: Option<String>,
     pub traceparent: Option<String>,
     pub tracestate: Option<String>,
 }
@@ -189,6 +191,7 @@ pub fn read_command(m: &OwnedMessage) -> Option<Command> {
         command_id: ev.id.clone(),
         payload: ev.data.clone(),
         reply_to: ev.ext(envelope::EXT_REPLY_TO)?.to_owned(),
+        token: ev.ext(reply_token::EXT_TOKEN).map(str::to_owned),
         traceparent: ev.ext("traceparent").map(str::to_owned),
         tracestate: ev.ext("tracestate").map(str::to_owned),
     })
@@ -227,6 +230,9 @@ pub fn reply_record_traced(
         ("ce_sagaattempt".to_owned(), c.attempt.to_string()),
         ("ce_sagaphase".to_owned(), c.phase.as_str().to_owned()),
     ];
+    if let Some(token) = &c.token {
+        headers.push((format!("ce_{}", reply_token::EXT_TOKEN), token.clone()));
+    }
     headers.extend(trace_headers.iter().cloned());
     Record {
         topic: c.reply_to.clone(),
@@ -373,6 +379,7 @@ mod tests {
                     command_id: "i".into(),
                     payload: json!({}),
                     reply_to: "r".into(),
+                    token: None,
                     traceparent: None,
                     tracestate: None,
                 };

@@ -249,6 +249,8 @@ fn answer(def: &Definition, script: &Script, o: &Outgoing) -> Option<Reply> {
         reply_type,
         payload,
         message_id: format!("sim-{}", o.command_id),
+        topic: o.reply_topic.clone(),
+        source: "/simulate".into(),
     })
 }
 

@@ -80,6 +80,7 @@ async fn tokens_scopes_401_and_403() {
         token("reader", "r-secret", &[Scope::Read]),
         token("starter", "w-secret", &[Scope::Write]),
         token("oncall", "a-secret", &[Scope::Read, Scope::Admin]),
+        token("probes", "h-secret", &[Scope::Health]),
     ];
     let app = app_with(settings.clone()).await;
     let r = app.call("GET", "/v1/sagas", None, None).await;
@@ -160,5 +161,16 @@ async fn tokens_scopes_401_and_403() {
             .await
             .status,
         200
+    );
+    // A probe token opens the probes and the metrics, and nothing else.
+    for path in ["/healthz", "/metrics"] {
+        let r = app.call("GET", path, None, Some("h-secret")).await;
+        assert_eq!(r.status, 200, "{path}");
+    }
+    assert_eq!(
+        app.call("GET", "/v1/sagas", None, Some("h-secret"))
+            .await
+            .status,
+        403
     );
 }

@@ -118,6 +118,7 @@ fn graph_prints_a_mermaid_flowchart() {
 fn serve_refuses_to_start_with_invalid_definitions() {
     let o = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
         .arg("serve")
+        .env("SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED", "true")
         .env("SAGAFLOW_RUNTIME__SAGAS_DIR", "tests/fixtures/invalid")
         .env(
             "SAGAFLOW_DATABASE__URL",
@@ -131,4 +132,22 @@ fn serve_refuses_to_start_with_invalid_definitions() {
     assert!(err.contains("saga definitions are invalid"), "{err}");
     assert!(err.contains("tests/fixtures/invalid/"), "{err}");
     assert!(err.contains(": error: "), "{err}");
+}
+
+#[test]
+fn serve_refuses_to_start_without_access_control_unless_told() {
+    let o = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .arg("serve")
+        .env_remove("SAGAFLOW_API__AUTH__ENABLED")
+        .env_remove("SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED")
+        .env(
+            "SAGAFLOW_DATABASE__URL",
+            "postgres://nobody@127.0.0.1:1/never",
+        )
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("the binary runs");
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("api.auth.allow_unauthenticated"), "{err}");
 }

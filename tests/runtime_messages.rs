@@ -105,7 +105,15 @@ impl Rig {
 
 /// A reply to `step#attempt` of `saga` as a participant would send it (see
 /// `participant::reply_record`), with a chosen `ce_source` and `ce_id`.
-fn reply(saga: Uuid, step: &str, attempt: u32, reply_type: &str, id: &str, data: Value) -> Record {
+fn reply(
+    settings: &Settings,
+    saga: Uuid,
+    step: &str,
+    attempt: u32,
+    reply_type: &str,
+    id: &str,
+    data: Value,
+) -> Record {
     let cmd = Command {
         saga_id: saga,
         definition: "fast-manual".into(),
@@ -116,6 +124,7 @@ fn reply(saga: Uuid, step: &str, attempt: u32, reply_type: &str, id: &str, data:
         command_id: Uuid::new_v4().to_string(),
         payload: json!({}),
         reply_to: REPLIES.into(),
+        token: Some(reply_token(settings, saga, step, Phase::Command, attempt)),
         traceparent: None,
         tracestate: None,
     };
@@ -311,6 +320,7 @@ async fn duplicate_reply_is_applied_once() {
     })
     .await;
     let done = reply(
+        &rig.settings,
         id,
         "manual",
         1,
@@ -340,6 +350,7 @@ async fn duplicate_reply_is_applied_once() {
     let before = timeline(&rig.store, id).await.len();
     rig.send(&done).await;
     let mut sentinel = reply(
+        &rig.settings,
         Uuid::new_v4(),
         "manual",
         1,
@@ -374,6 +385,7 @@ async fn stale_reply_is_recorded_and_ignored() {
     .await;
     // Attempt 2 now has 1 s before it times out in turn.
     rig.send(&reply(
+        &rig.settings,
         id,
         "manual",
         1,
@@ -404,6 +416,7 @@ async fn stale_reply_is_recorded_and_ignored() {
     assert_eq!(inst.steps[0].reply, None);
 
     rig.send(&reply(
+        &rig.settings,
         id,
         "manual",
         2,
@@ -441,6 +454,7 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
     // A well-formed reply for a saga that does not exist.
     let ghost = Uuid::new_v4();
     rig.send(&reply(
+        &rig.settings,
         ghost,
         "manual",
         1,
@@ -476,6 +490,7 @@ async fn unroutable_messages_are_dead_lettered_and_the_consumer_carries_on() {
     // A reply naming a step that the (existing) saga does not have.
     let real = rig.start_saga("fast-manual", json!({"n": 3})).await;
     rig.send(&reply(
+        &rig.settings,
         real,
         "no_such_step",
         1,
@@ -612,6 +627,7 @@ async fn dead_letter_survives_a_failed_first_publish() {
         .parse()
         .unwrap();
     send(reply(
+        &settings,
         id,
         "no_such_step",
         1,
@@ -647,6 +663,7 @@ async fn dead_letter_survives_a_failed_first_publish() {
     .unwrap();
     // A sentinel behind it on the same partition.
     let mut sentinel = reply(
+        &settings,
         Uuid::new_v4(),
         "manual",
         1,

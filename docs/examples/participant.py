@@ -128,6 +128,8 @@ def main():
             ("ce_sagaattempt", cmd["sagaattempt"]),  # the attempt being answered
             ("ce_sagaphase", cmd["sagaphase"]),
         ]
+        if cmd.get("sagatoken"):
+            reply_headers.append(("ce_sagatoken", cmd["sagatoken"]))  # proves we read the command
         traceparent = child_traceparent(headers.get("traceparent"))
         if traceparent:
             reply_headers.append(("traceparent", traceparent))

@@ -94,7 +94,7 @@ impl Auth {
         match path {
             "/openapi.json" => return None,
             "/healthz" | "/readyz" | "/metrics" => {
-                return self.protect_health.then_some(Scope::Read);
+                return self.protect_health.then_some(Scope::Health);
             }
             p if p == "/docs" || p.starts_with("/docs/") => return None,
             _ => {}
@@ -160,7 +160,10 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next
                 .detail("the bearer token is not valid"),
         );
     };
-    if !token.scopes.contains(&scope) {
+    // A `read` token may also probe; a `health` token may do nothing else.
+    let allowed = token.scopes.contains(&scope)
+        || (scope == Scope::Health && token.scopes.contains(&Scope::Read));
+    if !allowed {
         tracing::info!(token = %token.name, scope = scope.as_str(), %path, "token lacks scope");
         return refuse(
             StatusCode::FORBIDDEN,
@@ -197,6 +200,7 @@ mod tests {
     fn lookup_finds_each_of_several_tokens_and_nothing_else() {
         let auth = Auth::new(&AuthSettings {
             enabled: true,
+            allow_unauthenticated: false,
             protect_health: false,
             tokens: vec![
                 TokenSettings {

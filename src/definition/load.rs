@@ -202,7 +202,32 @@ pub fn load_dir(path: &Path) -> (Vec<Definition>, Vec<Diagnostic>) {
             Err(diags) => diagnostics.extend(diags),
         }
     }
+    diagnostics.extend(trigger_topics_that_carry_replies(&definitions));
     (definitions, diagnostics)
+}
+
+/// A trigger topic is never read as a reply topic: anyone allowed to publish business
+/// events there could otherwise answer commands (docs/security.md).
+fn trigger_topics_that_carry_replies(definitions: &[Definition]) -> Vec<Diagnostic> {
+    let mut diagnostics = Vec::new();
+    for def in definitions {
+        let Some(trigger) = &def.trigger else {
+            continue;
+        };
+        if let Some(other) = definitions.iter().find(|d| d.reply_topic == trigger.topic) {
+            let mut d = Diags::new(&def.file);
+            d.error_help(
+                name_pos(def),
+                format!(
+                    "trigger topic `{}` is also the reply topic of `{}`",
+                    trigger.topic, other.name
+                ),
+                "replies are never read from trigger topics: give the saga's replies a topic of their own",
+            );
+            diagnostics.extend(d.into_sorted());
+        }
+    }
+    diagnostics
 }
 
 /// Where `name:` is written, found again from the kept source for the cross-file message.

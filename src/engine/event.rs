@@ -32,6 +32,12 @@ pub struct Reply {
     pub payload: Json,
     /// Transport message id (`ce_id`), kept in the history.
     pub message_id: String,
+    /// The topic the reply arrived on: it counts only on the definition's reply topic.
+    #[serde(default)]
+    pub topic: String,
+    /// CloudEvents `source` of the reply (who says they sent it), kept in the history.
+    #[serde(default)]
+    pub source: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,4 +94,8 @@ pub enum Rejection {
     },
     #[error("the event names step `{0}`, which this saga's definition does not have")]
     UnknownStep(String),
+    #[error(
+        "the reply arrived on `{got}`, but this saga's commands name `{expected}` as their reply topic"
+    )]
+    WrongReplyTopic { expected: String, got: String },
 }

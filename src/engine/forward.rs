@@ -317,7 +317,12 @@ impl Machine<'_> {
             idx,
             reply.phase,
             reply.attempt,
-            json!({ "type": reply.reply_type, "payload": reply.payload, "message_id": reply.message_id }),
+            json!({
+                "type": reply.reply_type,
+                "payload": reply.payload,
+                "message_id": reply.message_id,
+                "source": reply.source,
+            }),
         );
     }
 
@@ -327,7 +332,12 @@ impl Machine<'_> {
             idx,
             reply.phase,
             reply.attempt,
-            json!({ "type": reply.reply_type, "message_id": reply.message_id, "why": why }),
+            json!({
+                "type": reply.reply_type,
+                "message_id": reply.message_id,
+                "source": reply.source,
+                "why": why,
+            }),
         );
     }
 

@@ -74,6 +74,12 @@ pub fn apply(
         }
         Event::Reply(reply) => {
             let idx = step_index(&reply.step)?;
+            if reply.topic != def.reply_topic {
+                return Err(Rejection::WrongReplyTopic {
+                    expected: def.reply_topic.clone(),
+                    got: reply.topic,
+                });
+            }
             match reply.phase {
                 Phase::Command => m.on_command_reply(idx, reply),
                 Phase::Compensation => m.on_compensation_reply(idx, reply),

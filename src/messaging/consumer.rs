@@ -15,8 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::envelope::{self, InboundEvent, Record};
-use super::kafka;
-use crate::engine::{Event, Rejection, Reply};
+use super::{kafka, reply_token};
+use crate::engine::{Event, Rejection, Reply, command_id};
 use crate::runtime::intake;
 use crate::runtime::transition::{
     Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
@@ -183,6 +183,8 @@ pub enum ConsumeError {
 enum Route {
     Reply(usize),
     Trigger(InboundEvent),
+    /// Another business event on a trigger topic: not ours, not an error.
+    Ignored,
     /// Reason kind (a metric label) and the full reason (a header).
     Dead(&'static str, String),
 }
@@ -208,6 +210,7 @@ async fn process(
     for (m, route) in batch.iter().zip(routes) {
         let reason = match route {
             Route::Dead(kind, reason) => Some((kind, reason)),
+            Route::Ignored => None,
             Route::Reply(i) => reply_rejection(m, &results[i]),
             Route::Trigger(ev) => trigger(applier, m.topic(), &ev)
                 .await?
@@ -243,10 +246,30 @@ fn route(
     {
         return Route::Trigger(ev);
     }
+    if applier.registry.is_trigger_topic(m.topic()) {
+        // Replies are never read from trigger topics: whoever may publish business
+        // events there must not be able to answer commands.
+        if ev.ext(envelope::EXT_SAGA_ID).is_none() {
+            metrics::ignored("not_a_trigger");
+            return Route::Ignored;
+        }
+        return Route::Dead(
+            "wrong_topic",
+            format!(
+                "a reply on trigger topic `{}`: replies count only on the reply topic their command named",
+                m.topic()
+            ),
+        );
+    }
     let addr = match envelope::reply_address(&ev) {
         Err(e) => return Route::Dead("unroutable", format!("unroutable reply: {e}")),
         Ok(addr) => addr,
     };
+    let command = command_id(addr.saga_id, &addr.step, addr.phase, addr.attempt);
+    let token = ev.ext(reply_token::EXT_TOKEN);
+    if let Err(problem) = applier.settings.reply_keys.check(command, token) {
+        return Route::Dead("unauthenticated", problem.to_string());
+    }
     if telemetry::log_payloads() {
         tracing::debug!(saga_id = %addr.saga_id, step = %addr.step, reply_type = %ev.event_type, payload = %ev.data, "reply received");
     }
@@ -268,6 +291,8 @@ fn route(
             reply_type: ev.event_type.clone(),
             payload: ev.data,
             message_id: ev.id.clone(),
+            topic: m.topic().to_owned(),
+            source: ev.source.clone(),
         }),
         message_id: Some(format!("{}|{}", ev.source, ev.id)),
         timer: None,
@@ -336,6 +361,9 @@ fn reply_rejection(m: &OwnedMessage, outcome: &Outcome) -> Option<(&'static str,
             "unknown_step",
             format!("reply names step `{s}`, which the saga does not have"),
         )),
+        Ok(Applied::Rejected(wrong @ Rejection::WrongReplyTopic { .. })) => {
+            Some(("wrong_topic", wrong.to_string()))
+        }
         Ok(Applied::Duplicate) => {
             tracing::debug!(
                 topic = m.topic(),

@@ -83,6 +83,9 @@ pub struct LifecycleContext<'a> {
     pub topic: &'a str,
     pub source: &'a str,
     pub now: DateTime<Utc>,
+    /// Keep the saga's input in `started` events (`security.lifecycle_input`); it may
+    /// hold personal data that every reader of the lifecycle topic would see.
+    pub include_input: bool,
 }
 
 /// A lifecycle event (`sagaflow.saga.started`, …) for other services to react to.
@@ -101,12 +104,18 @@ pub fn encode_lifecycle(event: &Lifecycle, cx: &LifecycleContext<'_>) -> Record 
         (ce(EXT_SAGA_ID), cx.saga_id.to_string()),
         (ce(EXT_DEFINITION), cx.definition.to_owned()),
     ];
+    let mut detail = event.detail.clone();
+    if !cx.include_input
+        && let Some(map) = detail.as_object_mut()
+    {
+        map.remove("input");
+    }
     let data = json!({
         "saga_id": cx.saga_id,
         "definition": cx.definition,
         "status": cx.status,
         "step": event.step,
-        "detail": event.detail,
+        "detail": detail,
     });
     Record {
         topic: cx.topic.to_owned(),

@@ -4,3 +4,4 @@ pub mod consumer;
 pub mod envelope;
 pub mod kafka;
 pub mod relay;
+pub mod reply_token;

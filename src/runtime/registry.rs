@@ -104,6 +104,14 @@ impl Registry {
     }
 
     /// Definitions started by events of `event_type` on `topic`.
+    /// Whether some current definition is triggered from `topic`: such a topic is
+    /// never read for replies.
+    pub fn is_trigger_topic(&self, topic: &str) -> bool {
+        self.current
+            .values()
+            .any(|d| d.trigger.as_ref().is_some_and(|t| t.topic == topic))
+    }
+
     pub fn triggered_by(&self, topic: &str, event_type: &str) -> Vec<Arc<Definition>> {
         self.current
             .values()

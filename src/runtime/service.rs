@@ -23,6 +23,7 @@ use crate::definition::{self, Diagnostic};
 use crate::messaging::consumer::{self, ConsumerSettings};
 use crate::messaging::kafka;
 use crate::messaging::relay::{self, RelaySettings};
+use crate::messaging::reply_token::{KeyTooShort, ReplyKeys};
 use crate::store::{self, Store};
 use crate::telemetry::metrics;
 
@@ -42,6 +43,23 @@ pub enum ServeError {
     },
     #[error("stopped before the database was reachable")]
     Cancelled,
+    #[error("security.reply_keys")]
+    ReplyKeys(#[from] KeyTooShort),
+}
+
+/// The configured reply keys, else the one kept in the database (made on first start).
+pub async fn reply_keys(settings: &Settings, store: &Store) -> Result<ReplyKeys, ServeError> {
+    let security = &settings.security;
+    let keys = if security.reply_keys.is_empty() {
+        vec![store::reply_key(&store.pool, &ReplyKeys::random_key()).await?]
+    } else {
+        security
+            .reply_keys
+            .iter()
+            .map(|k| k.as_bytes().to_vec())
+            .collect()
+    };
+    Ok(ReplyKeys::new(keys, security.require_reply_token)?)
 }
 
 /// Connects with backoff until the database answers (or `cancel`): a database that is
@@ -155,6 +173,8 @@ pub async fn run(
             lifecycle_topic: (!settings.kafka.lifecycle_topic.is_empty())
                 .then(|| settings.kafka.lifecycle_topic.clone()),
             source: settings.runtime.source.clone(),
+            reply_keys: Arc::new(reply_keys(&settings, &store).await?),
+            lifecycle_input: settings.security.lifecycle_input,
         }),
     };
     let producer: FutureProducer = kafka::producer(&settings.kafka)?;

@@ -15,6 +15,7 @@ pub use super::trigger::TriggerOutcome;
 use crate::definition::{Definition, InputError};
 use crate::engine::{self, Effect, Env, Event, Instance, Rejection, SagaStatus, Timer, Transition};
 use crate::messaging::envelope;
+use crate::messaging::reply_token::{self, ReplyKeys};
 use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
 use crate::telemetry::saga::{self as observe, InboundTrace, Observations};
 use crate::telemetry::spans::{self, SagaRef, Traced};
@@ -28,6 +29,10 @@ pub struct TransitionSettings {
     pub lifecycle_topic: Option<String>,
     /// CloudEvents `source` of everything sagaflow emits.
     pub source: String,
+    /// Signs each command's reply token.
+    pub reply_keys: Arc<ReplyKeys>,
+    /// Whether `started` lifecycle events carry the saga's input.
+    pub lifecycle_input: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -364,13 +369,18 @@ impl Applier {
             match effect {
                 Effect::SendCommand(o) | Effect::SendCompensation(o) => {
                     let span = observe::send_span(parent, &t.instance, o);
+                    let mut headers = span.headers();
+                    headers.push((
+                        format!("ce_{}", reply_token::EXT_TOKEN),
+                        self.settings.reply_keys.sign(o.command_id),
+                    ));
                     let record = envelope::encode_command(
                         o,
                         id,
                         &def.name,
                         &self.settings.source,
                         now,
-                        &span.headers(),
+                        &headers,
                     );
                     batch.outbox(id, record);
                 }
@@ -393,6 +403,7 @@ impl Applier {
                                 topic,
                                 source: &self.settings.source,
                                 now,
+                                include_input: self.settings.lifecycle_input,
                             },
                         );
                         batch.outbox(id, record);

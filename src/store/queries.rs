@@ -414,3 +414,16 @@ pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, Store
     .await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
+
+/// The reply-token key shared by every replica: `candidate` if no replica stored one
+/// before, else the stored one (the first replica to start wins the insert).
+pub async fn reply_key(pool: &PgPool, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+    sqlx::query("INSERT INTO reply_key (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING")
+        .bind(candidate)
+        .execute(pool)
+        .await?;
+    let secret: Vec<u8> = sqlx::query_scalar("SELECT secret FROM reply_key WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(secret)
+}

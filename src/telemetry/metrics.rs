@@ -23,6 +23,7 @@ pub const OUTBOX_PUBLISHED: &str = "sagaflow_outbox_published_total";
 pub const PUBLISH_LATENCY: &str = "sagaflow_outbox_publish_latency_seconds";
 pub const CONSUMER_LAG: &str = "sagaflow_consumer_lag";
 pub const DEAD_LETTERED: &str = "sagaflow_dead_lettered_total";
+pub const MESSAGES_IGNORED: &str = "sagaflow_messages_ignored_total";
 pub const TIMER_LAG: &str = "sagaflow_timer_lag_seconds";
 pub const TIMERS_PARKED: &str = "sagaflow_timers_parked_total";
 pub const DB_POOL_CONNECTIONS: &str = "sagaflow_db_pool_connections";
@@ -186,6 +187,12 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
 /// trigger_rejected): the full reason is in the message's `dlq-reason` header.
 pub fn dead_lettered(kind: &'static str) {
     counter!(DEAD_LETTERED, "reason" => kind).increment(1);
+}
+
+/// A message that is neither a trigger nor a reply on a trigger topic (other business
+/// events share those topics).
+pub fn ignored(kind: &'static str) {
+    counter!(MESSAGES_IGNORED, "reason" => kind).increment(1);
 }
 
 pub fn timer_parked() {

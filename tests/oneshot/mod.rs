@@ -48,6 +48,14 @@ pub async fn app_with(settings: ApiSettings) -> App {
         settings: Arc::new(TransitionSettings {
             lifecycle_topic: None,
             source: "/test".into(),
+            reply_keys: Arc::new(
+                sagaflow::messaging::reply_token::ReplyKeys::new(
+                    vec![sagaflow::messaging::reply_token::ReplyKeys::random_key()],
+                    true,
+                )
+                .expect("a random key is long enough"),
+            ),
+            lifecycle_input: false,
         }),
     };
     let router = api::router(AppState {

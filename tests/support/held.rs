@@ -14,7 +14,7 @@ use sagaflow::store::Store;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{cloud_event, eventually, topic};
+use super::{cloud_event, eventually, reply_token, topic};
 
 /// Produces `record` to partition `partition` of its topic.
 pub async fn send_to(producer: &FutureProducer, record: &Record, partition: i32) {
@@ -50,6 +50,7 @@ pub fn done(settings: &Settings, saga: Uuid, data: serde_json::Value) -> Record 
         command_id: Uuid::new_v4().to_string(),
         payload: json!({}),
         reply_to: topic(settings, "held.replies"),
+        token: Some(reply_token(settings, saga, "wait", Phase::Command, 1)),
         traceparent: None,
         tracestate: None,
     };

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use sagaflow::config::Settings;
 use sagaflow::definition::{self, Definition};
-use sagaflow::engine::{Instance, SagaStatus};
+use sagaflow::engine::{Instance, Phase, SagaStatus};
+use sagaflow::messaging::reply_token::ReplyKeys;
 use sagaflow::participant::{self, ParticipantSettings, Policy};
 use sagaflow::runtime::service;
 use sagaflow::store::{self, HistoryRow, Store};
@@ -299,7 +300,29 @@ pub fn settings(db: &TestDb, broker: &Broker, sagas_dir: &Path) -> Settings {
     s.runtime.outbox_poll_ms = 100;
     s.runtime.timer_poll_ms = 50;
     s.runtime.shutdown_timeout_s = 5;
+    // A key the test knows, so it can sign replies it writes by hand (a real participant
+    // echoes the command's token instead).
+    s.security.reply_keys = vec![format!("test-reply-key-{ns}-0123456789abcdef")];
     s
+}
+
+/// The reply token of the command `(saga, step, phase, attempt)`, as the service signs it.
+pub fn reply_token(
+    settings: &Settings,
+    saga: Uuid,
+    step: &str,
+    phase: Phase,
+    attempt: u32,
+) -> String {
+    let keys = settings
+        .security
+        .reply_keys
+        .iter()
+        .map(|k| k.as_bytes().to_vec())
+        .collect();
+    ReplyKeys::new(keys, true)
+        .expect("test keys are long enough")
+        .sign(sagaflow::engine::command_id(saga, step, phase, attempt))
 }
 
 /// The namespace of the test these settings belong to.
@@ -413,6 +436,11 @@ impl Process {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagaflow"));
         cmd.arg("serve")
+            .env("SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED", "true")
+            .env(
+                "SAGAFLOW_SECURITY__REPLY_KEYS",
+                serde_json::to_string(&settings.security.reply_keys).expect("strings serialise"),
+            )
             .env("SAGAFLOW_DATABASE__URL", &settings.database.url)
             .env(
                 "SAGAFLOW_DATABASE__MAX_CONNECTIONS",

@@ -66,19 +66,124 @@ flush, after the preStop sleep.
 {{- end }}
 {{- end }}
 
-{{/* Environment shared by the service and the migration job: settings and secrets. */}}
-{{- define "sagaflow.env" -}}
-{{- range $section, $keys := .Values.config }}
-{{- range $key, $value := $keys }}
-{{- if eq $key "properties" }}
+{{/*
+One environment variable per leaf of a settings tree: maps recurse
+(config.api.auth.enabled -> SAGAFLOW_API__AUTH__ENABLED), lists render as JSON (what
+src/config.rs reads for list settings), strings as they are, numbers and booleans through
+toJson (toString would write 1048576 as 1.048576e+06). kafka.properties is a map setting:
+one variable per librdkafka property, dots written as `_`, values always strings.
+Argument: dict "prefix" "value".
+*/}}
+{{- define "sagaflow.envTree" -}}
+{{- range $key, $value := .value }}
+{{- $name := printf "%s%s%s" $.prefix (ternary "_" "__" (eq $.prefix "SAGAFLOW")) (upper $key) }}
+{{- if and (eq $.prefix "SAGAFLOW_KAFKA") (eq $key "properties") }}
 {{- range $prop, $pv := $value }}
-- name: {{ printf "SAGAFLOW_%s__PROPERTIES__%s" (upper $section) (replace "." "_" $prop | upper) }}
-  value: {{ $pv | toString | quote }}
+- name: {{ printf "%s__%s" $name (replace "." "_" $prop | upper) }}
+  value: {{ ternary $pv (toJson $pv) (kindIs "string" $pv) | quote }}
 {{- end }}
-{{- else }}
-- name: {{ printf "SAGAFLOW_%s__%s" (upper $section) (upper $key) }}
-  value: {{ $value | toString | quote }}
+{{- else if kindIs "map" $value }}
+{{- include "sagaflow.envTree" (dict "prefix" $name "value" $value) }}
+{{- else if not (kindIs "invalid" $value) }}
+- name: {{ $name }}
+  value: {{ ternary $value (toJson $value) (kindIs "string" $value) | quote }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The API tokens the chart passes as SAGAFLOW_API__AUTH__TOKENS (JSON), or nothing:
+config.api.auth.tokens plus, with protect_health, the probe token (scope `health`).
+Nothing when the tokens come from apiTokens.existingSecret (envFrom): a variable set here
+would replace the Secret's list, so the operator puts the probe token's entry there.
+*/}}
+{{- define "sagaflow.apiTokensJson" -}}
+{{- if not .Values.apiTokens.existingSecret }}
+{{- $tokens := list }}
+{{- range (dig "api" "auth" "tokens" list .Values.config) }}
+{{- $tokens = append $tokens . }}
+{{- end }}
+{{- if and (include "sagaflow.protectHealth" .) .Values.probes.token.value }}
+{{- $tokens = append $tokens (include "sagaflow.probeTokenEntry" . | fromJson) }}
+{{- end }}
+{{- if $tokens }}
+{{- toJson $tokens }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The probe token as an api.auth.tokens entry: its hash, scope `health` only. */}}
+{{- define "sagaflow.probeTokenEntry" -}}
+{{- dict "name" "probes" "sha256" (sha256sum .Values.probes.token.value) "scopes" (list "health") | toJson }}
+{{- end }}
+
+{{/* "true" when config.api.auth.protect_health is on, else empty. */}}
+{{- define "sagaflow.protectHealth" -}}
+{{- if dig "api" "auth" "protect_health" false .Values.config }}true{{ end }}
+{{- end }}
+
+{{- define "sagaflow.probeTokenSecret" -}}
+{{- default (printf "%s-probe-token" (include "sagaflow.fullname" .)) .Values.probes.token.existingSecret }}
+{{- end }}
+
+{{/* The Authorization header of the kubelet's httpGet probes, with protect_health. */}}
+{{- define "sagaflow.probeHeaders" -}}
+{{- if include "sagaflow.protectHealth" . }}
+httpHeaders:
+  - name: Authorization
+    value: {{ printf "Bearer %s" .Values.probes.token.value | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse values that would give an API nobody meant to leave open, or probes that cannot
+pass. `sagaflow serve` refuses the first case too, but only once the pod runs; failing
+here stops it at `helm install`.
+*/}}
+{{- define "sagaflow.checkAuth" -}}
+{{- $auth := dig "api" "auth" dict .Values.config }}
+{{- $enabled := dig "enabled" false $auth }}
+{{- $tokens := dig "tokens" list $auth }}
+{{- if not (or $enabled (dig "allow_unauthenticated" false $auth)) }}
+{{- fail "the API would run without authentication: set config.api.auth.enabled=true with tokens (apiTokens.existingSecret or config.api.auth.tokens), or set config.api.auth.allow_unauthenticated=true to serve it open on purpose (see docs/deployment.md, API authentication)" }}
+{{- end }}
+{{- if and $enabled (not $tokens) (not .Values.apiTokens.existingSecret) }}
+{{- fail "config.api.auth.enabled needs tokens: apiTokens.existingSecret (a Secret with the entry SAGAFLOW_API__AUTH__TOKENS) or config.api.auth.tokens" }}
+{{- end }}
+{{- if and $tokens .Values.apiTokens.existingSecret }}
+{{- fail "API tokens in two places: config.api.auth.tokens would replace the tokens of apiTokens.existingSecret (an explicit variable wins over envFrom); keep them in one" }}
+{{- end }}
+{{- if include "sagaflow.protectHealth" . }}
+{{- if not $enabled }}
+{{- fail "config.api.auth.protect_health needs config.api.auth.enabled=true" }}
+{{- end }}
+{{- if not .Values.probes.token.value }}
+{{- fail "config.api.auth.protect_health is on but probes.token.value is empty: the kubelet's probes and the ServiceMonitor need a token with only the `health` scope (see docs/deployment.md, Protected health endpoints)" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by the service and the migration containers: settings and secrets.
+Both get the same settings (and envFrom), so `sagaflow migrate` accepts exactly the
+configuration `sagaflow serve` does.
+*/}}
+{{- define "sagaflow.env" -}}
+{{- $config := deepCopy .Values.config }}
+{{- /* Rendered below, together with the probe token. */}}
+{{- $_ := unset (dig "api" "auth" dict $config) "tokens" }}
+{{- include "sagaflow.envTree" (dict "prefix" "SAGAFLOW" "value" $config) }}
+{{- with include "sagaflow.apiTokensJson" . }}
+- name: SAGAFLOW_API__AUTH__TOKENS
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.security.replyKeys }}
+{{- if .existingSecret }}
+- name: SAGAFLOW_SECURITY__REPLY_KEYS
+  valueFrom:
+    secretKeyRef:
+      name: {{ .existingSecret }}
+      key: {{ .existingSecretKey }}
 {{- end }}
 {{- end }}
 - name: SAGAFLOW_DATABASE__URL
@@ -103,6 +208,15 @@ flush, after the preStop sleep.
 {{- if .Values.kafka.tls.caSecret }}
 - name: SAGAFLOW_KAFKA__PROPERTIES__SSL_CA_LOCATION
   value: /etc/sagaflow/kafka-ca/{{ .Values.kafka.tls.caKey }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret of apiTokens.existingSecret as environment (envFrom), if any. */}}
+{{- define "sagaflow.envFrom" -}}
+{{- if .Values.apiTokens.existingSecret }}
+envFrom:
+  - secretRef:
+      name: {{ .Values.apiTokens.existingSecret }}
 {{- end }}
 {{- end }}
 
@@ -131,4 +245,17 @@ flush, after the preStop sleep.
   mountPath: /etc/sagaflow/kafka-ca
   readOnly: true
 {{- end }}
+{{- end }}
+
+{{/*
+One NetworkPolicy egress rule from {to, ports}: an empty `to` means any address on those
+ports.
+*/}}
+{{- define "sagaflow.egressRule" -}}
+- ports:
+    {{- toYaml .ports | nindent 4 }}
+  {{- with .to }}
+  to:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
 {{- end }}

@@ -24,6 +24,7 @@ use rdkafka::message::Headers;
 use sagaflow::config::KafkaSettings;
 use sagaflow::definition::{self, Definition};
 use sagaflow::messaging::kafka;
+use sagaflow::messaging::reply_token::ReplyKeys;
 use sagaflow::participant::{self, Decision, ParticipantSettings, Policy};
 use sagaflow::runtime::registry::Registry;
 use sagaflow::runtime::transition::{Applier, StartOutcome, StartRequest, TransitionSettings};
@@ -602,6 +603,7 @@ fn start_service(
     let port = free_port()?;
     let mut cmd = Command::new(&bin);
     cmd.arg("serve")
+        .env("SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED", "true")
         .env("SAGAFLOW_DATABASE__URL", db_url)
         .env(
             "SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS",
@@ -842,11 +844,18 @@ async fn run_scenarios(
     let parked_def = find("bench-parked")?;
     let store = Store::connect(&db_url, 4).await?;
     let applier = Applier {
-        store,
+        store: store.clone(),
         registry: Arc::new(Registry::new(defs.iter().map(|d| (**d).clone()).collect())),
         settings: Arc::new(TransitionSettings {
             lifecycle_topic: Some(LIFECYCLE_TOPIC.into()),
             source: "/sagaflow".into(),
+            // The key the service keeps in the database: commands this process stages
+            // are answered to the service, which checks their tokens.
+            reply_keys: Arc::new(ReplyKeys::new(
+                vec![sagaflow::store::reply_key(&store.pool, &ReplyKeys::random_key()).await?],
+                true,
+            )?),
+            lifecycle_input: false,
         }),
     };
     let steps = Arc::new(AtomicU64::new(0));

@@ -176,6 +176,8 @@ impl Driver {
             reply_type: reply_type.into(),
             payload,
             message_id: format!("{step}-{}-{attempt}-{reply_type}", phase.as_str()),
+            topic: self.def.reply_topic.clone(),
+            source: "/participant".into(),
         }))
     }
 

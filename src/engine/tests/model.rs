@@ -177,6 +177,8 @@ impl World {
             reply_type,
             payload: json!({"id": o.attempt}),
             message_id: format!("{}-{outcome}", o.command_id),
+            topic: o.reply_topic.clone(),
+            source: "/participant".into(),
         }
     }
 

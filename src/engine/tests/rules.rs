@@ -386,3 +386,27 @@ fn start_checks_the_input_schema() {
         other => panic!("expected invalid input, got {other:?}"),
     }
 }
+
+#[test]
+fn a_reply_counts_only_on_the_definitions_reply_topic() {
+    let mut d = order();
+    let before = d.inst.clone();
+    let forged = Event::Reply(crate::engine::Reply {
+        step: "reserve".into(),
+        phase: Phase::Command,
+        attempt: 1,
+        reply_type: "reserved".into(),
+        payload: json!({"id": "r-1"}),
+        message_id: "forged-1".into(),
+        topic: "accounts.events".into(),
+        source: "/intruder".into(),
+    });
+    let rejected = d.try_apply(forged);
+    assert!(
+        matches!(&rejected, Err(Rejection::WrongReplyTopic { got, .. }) if got == "accounts.events"),
+        "{rejected:?}"
+    );
+    assert_eq!(d.inst, before);
+    d.reply("reserve", 1, "reserved", json!({"id": "r-9"}));
+    assert_eq!(d.last_sent(), ["cmd:authorize#1"]);
+}

@@ -1,0 +1,176 @@
+//! Reply tokens bind a reply to the command it answers. Every command carries
+//! `ce_sagatoken`: an HMAC-SHA256, under a key only sagaflow holds, of the command's id
+//! (`ce_id`). A participant echoes it on its reply. Command ids are derived from public
+//! facts (saga id, step, phase, attempt), so without the token anyone who can write a
+//! reply topic could answer for any participant; with it, only someone who read the
+//! command can.
+//!
+//! Several keys may be configured at once: the first signs, any of them verifies, which
+//! is how keys rotate without refusing replies to commands signed before.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// CloudEvents extension attribute carrying the token (`ce_sagatoken` in binary mode).
+pub const EXT_TOKEN: &str = "sagatoken";
+/// Shortest key accepted (bytes): the HMAC's own block of security.
+pub const MIN_KEY_LEN: usize = 32;
+
+type HmacSha256 = Hmac<Sha256>;
+
+#[derive(Clone)]
+pub struct ReplyKeys {
+    keys: Vec<Vec<u8>>,
+    required: bool,
+}
+
+impl std::fmt::Debug for ReplyKeys {
+    // Never the keys themselves.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplyKeys")
+            .field("keys", &self.keys.len())
+            .field("required", &self.required)
+            .finish()
+    }
+}
+
+/// Why a reply's token is not accepted; the dead-letter reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("the reply carries no `sagatoken`; echo the command's `ce_sagatoken` header")]
+    Missing,
+    #[error("the reply's `sagatoken` does not match the command it names")]
+    Wrong,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reply keys must be at least {MIN_KEY_LEN} bytes; key {index} has {len}")]
+pub struct KeyTooShort {
+    pub index: usize,
+    pub len: usize,
+}
+
+impl ReplyKeys {
+    /// `keys[0]` signs; at least one key is needed.
+    pub fn new(keys: Vec<Vec<u8>>, required: bool) -> Result<ReplyKeys, KeyTooShort> {
+        if keys.is_empty() {
+            return Err(KeyTooShort { index: 0, len: 0 });
+        }
+        if let Some((index, k)) = keys.iter().enumerate().find(|(_, k)| k.len() < MIN_KEY_LEN) {
+            return Err(KeyTooShort {
+                index,
+                len: k.len(),
+            });
+        }
+        Ok(ReplyKeys { keys, required })
+    }
+
+    /// A fresh random key (tests, benchmarks, and the first start of a database).
+    pub fn random_key() -> Vec<u8> {
+        [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()]
+            .iter()
+            .flat_map(|u| *u.as_bytes())
+            .collect()
+    }
+
+    fn mac(key: &[u8], command_id: Uuid) -> HmacSha256 {
+        // new_from_slice accepts keys of any length, so this cannot fail.
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        mac.update(command_id.as_hyphenated().to_string().as_bytes());
+        mac
+    }
+
+    /// The token for a command: 43 characters of unpadded base64url.
+    pub fn sign(&self, command_id: Uuid) -> String {
+        URL_SAFE_NO_PAD.encode(Self::mac(&self.keys[0], command_id).finalize().into_bytes())
+    }
+
+    /// Whether `token` was signed for `command_id` by one of the keys (each compared in
+    /// constant time).
+    pub fn check(&self, command_id: Uuid, token: Option<&str>) -> Result<(), TokenProblem> {
+        let Some(token) = token else {
+            return if self.required {
+                Err(TokenProblem::Missing)
+            } else {
+                Ok(())
+            };
+        };
+        let Ok(bytes) = URL_SAFE_NO_PAD.decode(token) else {
+            return Err(TokenProblem::Wrong);
+        };
+        let matched = self
+            .keys
+            .iter()
+            .any(|k| Self::mac(k, command_id).verify_slice(&bytes).is_ok());
+        if matched {
+            Ok(())
+        } else {
+            Err(TokenProblem::Wrong)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn keys(required: bool) -> ReplyKeys {
+        ReplyKeys::new(vec![ReplyKeys::random_key()], required).unwrap()
+    }
+
+    #[test]
+    fn a_token_verifies_only_for_its_command() {
+        let k = keys(true);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let token = k.sign(a);
+        assert_eq!(token.len(), 43);
+        assert_eq!(k.check(a, Some(&token)), Ok(()));
+        assert_eq!(k.check(b, Some(&token)), Err(TokenProblem::Wrong));
+        assert_eq!(k.check(a, Some("not base64 !")), Err(TokenProblem::Wrong));
+        assert_eq!(k.check(a, Some("")), Err(TokenProblem::Wrong));
+    }
+
+    #[test]
+    fn another_key_cannot_sign() {
+        let (ours, theirs) = (keys(true), keys(true));
+        let id = Uuid::new_v4();
+        assert_eq!(
+            ours.check(id, Some(&theirs.sign(id))),
+            Err(TokenProblem::Wrong)
+        );
+    }
+
+    #[test]
+    fn a_missing_token_is_refused_only_when_required() {
+        let id = Uuid::new_v4();
+        assert_eq!(keys(true).check(id, None), Err(TokenProblem::Missing));
+        assert_eq!(keys(false).check(id, None), Ok(()));
+        assert_eq!(keys(false).check(id, Some("x")), Err(TokenProblem::Wrong));
+    }
+
+    #[test]
+    fn rotation_accepts_tokens_of_every_configured_key() {
+        let (old, new) = (ReplyKeys::random_key(), ReplyKeys::random_key());
+        let before = ReplyKeys::new(vec![old.clone()], true).unwrap();
+        let during = ReplyKeys::new(vec![new.clone(), old], true).unwrap();
+        let after = ReplyKeys::new(vec![new], true).unwrap();
+        let id = Uuid::new_v4();
+        assert_eq!(during.check(id, Some(&before.sign(id))), Ok(()));
+        assert_eq!(after.check(id, Some(&during.sign(id))), Ok(()));
+        assert_eq!(
+            after.check(id, Some(&before.sign(id))),
+            Err(TokenProblem::Wrong)
+        );
+    }
+
+    #[test]
+    fn short_keys_are_refused() {
+        assert!(ReplyKeys::new(vec![b"short".to_vec()], true).is_err());
+        assert!(ReplyKeys::new(vec![], true).is_err());
+    }
+}
