@@ -117,7 +117,14 @@ fn main() -> ExitCode {
         Command::Serve | Command::Migrate | Command::Dev { .. }
     );
     if service {
-        let runtime = match tokio::runtime::Runtime::new() {
+        // Workers get the main thread's 8 MiB, not tokio's 2 MiB: a stored definition
+        // snapshot is parsed on them, and file limits allow nesting that needs more
+        // than 2 MiB in a debug build (definition::load tests).
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_stack_size(8 * 1024 * 1024)
+            .build()
+        {
             Ok(r) => r,
             Err(e) => {
                 eprintln!("error: cannot start the async runtime: {e}");

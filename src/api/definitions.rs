@@ -8,8 +8,13 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
 use super::problem::{ApiPath, Problem, internal};
-use crate::definition::{self, Definition};
+use crate::definition::{self, Definition, ParseLimits};
 use crate::store;
+
+/// Stack of a validation thread. Parsing recurses once per level of YAML nesting; at
+/// `ParseLimits::API.max_depth` a debug build needs well under 2 MiB (tested in
+/// definition::load), so this leaves a wide margin for the schema compiler too.
+const VALIDATE_STACK: usize = 16 * 1024 * 1024;
 
 /// Media type of Mermaid source (as used by GitLab and mermaid.js tooling).
 pub const MERMAID: &str = "text/vnd.mermaid";
@@ -138,17 +143,35 @@ pub async fn graph(
     ),
     security(("bearer" = ["read"]))
 )]
-pub async fn validate(body: Bytes) -> Response {
+pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     if body.is_empty() {
         return Problem::bad_request("send the definition's YAML as the request body")
             .into_response();
     }
-    let Ok(source) = std::str::from_utf8(&body) else {
+    let Ok(source) = String::from_utf8(body.to_vec()) else {
         return Problem::bad_request("the definition must be UTF-8 text").into_response();
     };
-    let errors = match definition::parse_definition("definition.yaml", source) {
-        Ok(_) => Vec::new(),
-        Err(diags) => diags,
+    // A slot first: waiting requests hold no thread, and the request timeout bounds the wait.
+    let Ok(slot) = state.validations.clone().acquire_owned().await else {
+        return Problem::internal().into_response();
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("validate".into())
+        .stack_size(VALIDATE_STACK)
+        .spawn(move || {
+            let report =
+                definition::parse_definition_within("definition.yaml", &source, &ParseLimits::API);
+            drop(slot);
+            let _ = tx.send(report);
+        });
+    if let Err(e) = spawned {
+        return internal(&e);
+    }
+    let errors = match rx.await {
+        Ok(Ok(_)) => Vec::new(),
+        Ok(Err(diags)) => diags,
+        Err(_) => return Problem::internal().into_response(),
     };
     axum::Json(ValidationReport {
         valid: errors.is_empty(),

@@ -11,6 +11,7 @@ pub mod model;
 pub mod openapi;
 pub mod problem;
 mod sagas;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -44,6 +45,21 @@ pub struct AppState {
     pub health: Arc<Health>,
     /// Limits and access control (`api:` in the settings).
     pub settings: Arc<ApiSettings>,
+    /// Slots for definition validations (`api.max_concurrent_validations`).
+    pub validations: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(applier: Applier, health: Arc<Health>, settings: ApiSettings) -> AppState {
+        AppState {
+            applier,
+            health,
+            validations: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_validations.max(1),
+            )),
+            settings: Arc::new(settings),
+        }
+    }
 }
 
 /// The documented routes and the OpenAPI document describing exactly them.

@@ -39,26 +39,73 @@ pub(crate) fn compile_schema(
         .build(schema)
 }
 
+/// How much work one definition may cost to parse. Files are trusted more than
+/// definitions posted to the API, which anyone with a `read` token can send.
+#[derive(Debug, Clone, Copy)]
+pub struct ParseLimits {
+    pub max_bytes: usize,
+    /// Deepest nesting of YAML collections (each level costs parser stack).
+    pub max_depth: usize,
+    pub max_nodes: usize,
+    pub max_aliases: usize,
+}
+
+impl ParseLimits {
+    /// For `sagas/*.yaml` and `sagaflow validate`.
+    pub const FILE: ParseLimits = ParseLimits {
+        max_bytes: MAX_FILE_SIZE,
+        max_depth: 64,
+        max_nodes: 250_000,
+        max_aliases: 50_000,
+    };
+    /// For `POST /v1/definitions/validate`: a real definition fits with room to spare.
+    pub const API: ParseLimits = ParseLimits {
+        max_bytes: 64 * 1024,
+        max_depth: 32,
+        max_nodes: 20_000,
+        max_aliases: 1_000,
+    };
+
+    fn budget(&self) -> serde_saphyr::Budget {
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_depth = self.max_depth;
+        budget.max_nodes = self.max_nodes;
+        budget.max_aliases = self.max_aliases;
+        budget
+    }
+}
+
 /// Parses and validates one definition, reporting every problem found.
 pub fn parse_definition(file: &str, source: &str) -> Result<Definition, Vec<Diagnostic>> {
+    parse_definition_within(file, source, &ParseLimits::FILE)
+}
+
+/// [`parse_definition`] under `limits`.
+pub fn parse_definition_within(
+    file: &str,
+    source: &str,
+    limits: &ParseLimits,
+) -> Result<Definition, Vec<Diagnostic>> {
     let mut d = Diags::new(file);
-    if source.len() > MAX_FILE_SIZE {
+    if source.len() > limits.max_bytes {
         d.error_help(
             Pos::START,
             format!(
-                "file is too large: {} bytes, the limit is {MAX_FILE_SIZE} bytes (256 KiB)",
-                source.len()
+                "file is too large: {} bytes, the limit is {} bytes ({} KiB)",
+                source.len(),
+                limits.max_bytes,
+                limits.max_bytes / 1024
             ),
             "split the saga or move large constants out of the definition",
         );
         return Err(d.into_sorted());
     }
-    // The default budget stays on: it is what rejects alias bombs.
-    let options = serde_saphyr::options! { with_snippet: false };
+    // The budget is what rejects alias bombs and nesting deep enough to exhaust a stack.
+    let options = serde_saphyr::options! { with_snippet: false, budget: Some(limits.budget()) };
     let root: Node = match serde_saphyr::from_str_with_options(source, options) {
         Ok(root) => root,
         Err(err) => {
-            yaml_error(&err, &mut d);
+            yaml_error(&err, &limits.budget(), &mut d);
             return Err(d.into_sorted());
         }
     };
@@ -75,7 +122,7 @@ pub fn parse_definition(file: &str, source: &str) -> Result<Definition, Vec<Diag
     }
 }
 
-fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
+fn yaml_error(err: &serde_saphyr::Error, budget: &serde_saphyr::Budget, d: &mut Diags) {
     let pos = err
         .location()
         .map(|l| Pos {
@@ -95,7 +142,7 @@ fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
             pos,
             format!(
                 "the document is too large or expands too many aliases (limit: {})",
-                budget_limit(breach)
+                budget_limit(breach, budget)
             ),
             "aliases that refer to aliases multiply the data (an \"alias bomb\"); write the values out instead, or split the saga",
         );
@@ -111,10 +158,12 @@ fn yaml_error(err: &serde_saphyr::Error, d: &mut Diags) {
     d.error_help(pos, format!("YAML syntax error: {message}"), help);
 }
 
-/// The parser limit a document broke, in words (the default budget is in force).
-fn budget_limit(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+/// The parser limit a document broke, in words.
+fn budget_limit(
+    breach: &serde_saphyr::budget::BudgetBreach,
+    budget: &serde_saphyr::Budget,
+) -> String {
     use serde_saphyr::budget::BudgetBreach as B;
-    let budget = serde_saphyr::Budget::default();
     match breach {
         B::Nodes { .. } => format!("{} YAML nodes", thousands(budget.max_nodes)),
         B::Events { .. } => format!("{} parser events", thousands(budget.max_events)),
@@ -272,5 +321,57 @@ mod tests {
         assert_eq!(super::thousands(7), "7");
         assert_eq!(super::thousands(250_000), "250,000");
         assert_eq!(super::thousands(1_000_000), "1,000,000");
+    }
+
+    /// Parses each deep document under `limits` on a thread with `stack` bytes; the
+    /// first diagnostic of each deeper than the limit allows.
+    fn refusals(limits: super::ParseLimits, stack: usize) -> Vec<String> {
+        std::thread::Builder::new()
+            .stack_size(stack)
+            .spawn(move || {
+                let mut messages = Vec::new();
+                for depth in [50, 70, 1_000, 20_000] {
+                    let flow = format!(
+                        "name: x\nsteps: {}1{}\n",
+                        "{a: ".repeat(depth),
+                        "}".repeat(depth)
+                    );
+                    let block: String = (0..depth.min(2_000))
+                        .map(|i| format!("{}- \n", "  ".repeat(i + 1)))
+                        .collect();
+                    for source in [flow, format!("name: x\nsteps:\n{block}")] {
+                        let diags = super::parse_definition_within("deep.yaml", &source, &limits)
+                            .expect_err("not a definition");
+                        if depth > limits.max_depth {
+                            messages.push(diags[0].message.clone());
+                        }
+                    }
+                }
+                messages
+            })
+            .unwrap()
+            .join()
+            .expect("no stack overflow")
+    }
+
+    /// The review's probe: about 50 levels of flow mappings overflowed a 2 MiB tokio
+    /// worker stack and aborted the server. API input is now refused within 2 MiB, and
+    /// files (whose limit is twice as deep) within the 8 MiB that the main thread and
+    /// the runtime's workers have.
+    #[test]
+    fn deep_nesting_is_refused_within_the_stack_it_runs_on() {
+        let api = refusals(super::ParseLimits::API, 2 * 1024 * 1024);
+        let files = refusals(super::ParseLimits::FILE, 8 * 1024 * 1024);
+        assert_eq!((api.len(), files.len()), (8, 6));
+        for messages in [&api, &files] {
+            // The shallowest are refused for their depth; deeper ones may be for their size.
+            assert!(messages[0].contains("levels of nesting"), "{}", messages[0]);
+            for m in messages.iter() {
+                assert!(
+                    m.contains("levels of nesting") || m.contains("too large"),
+                    "{m}"
+                );
+            }
+        }
     }
 }

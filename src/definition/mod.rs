@@ -13,5 +13,8 @@ pub mod template;
 mod validate;
 
 pub use diagnostic::Diagnostic;
-pub use load::{InputError, MAX_FILE_SIZE, load_dir, load_file, parse_definition};
+pub use load::{
+    InputError, MAX_FILE_SIZE, ParseLimits, load_dir, load_file, parse_definition,
+    parse_definition_within,
+};
 pub use model::*;

@@ -243,19 +243,20 @@ pub async fn run(
         addr: settings.http.listen.clone(),
         source,
     })?;
-    let app = api::router(AppState {
-        applier: applier.clone(),
-        health: health.clone(),
-        settings: Arc::new(settings.api.clone()),
-    });
-    let http_stop = intake.clone();
-    tasks.spawn(async move {
-        let server = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "http server failed");
-        }
-    });
+    let app = api::router(AppState::new(
+        applier.clone(),
+        health.clone(),
+        settings.api.clone(),
+    ));
+    tasks.spawn(api::server::serve(
+        listener,
+        app,
+        api::server::ServerLimits {
+            header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
+            max_connections: settings.api.max_connections,
+        },
+        intake.clone(),
+    ));
     tracing::info!(%addr, "sagaflow is serving");
     if let Some(tx) = bound {
         let _ = tx.send(addr);

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use tower::ServiceExt;
 
 pub struct App {
-    router: Router,
+    pub router: Router,
     _db: TestDb,
 }
 
@@ -58,11 +58,11 @@ pub async fn app_with(settings: ApiSettings) -> App {
             lifecycle_input: false,
         }),
     };
-    let router = api::router(AppState {
+    let router = api::router(AppState::new(
         applier,
-        health: Arc::new(Health::default()),
-        settings: Arc::new(settings),
-    });
+        Arc::new(Health::default()),
+        settings,
+    ));
     App { router, _db: db }
 }
 
