@@ -315,6 +315,7 @@ impl Definition {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     #[test]
     fn thousands_groups_digits() {
