@@ -51,8 +51,10 @@ async fn get(addr: &str, path: &str, wait: Duration) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_headers_are_cut_off_after_the_header_read_timeout() {
-    let mut settings = ApiSettings::default();
-    settings.header_read_timeout_ms = 300;
+    let settings = ApiSettings {
+        header_read_timeout_ms: 300,
+        ..ApiSettings::default()
+    };
     let (addr, stop, _app) = serve(settings).await;
     let mut slow = TcpStream::connect(&addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -78,8 +80,10 @@ async fn half_sent_headers_are_cut_off_after_the_header_read_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
-    let mut settings = ApiSettings::default();
-    settings.max_connections = 2;
+    let settings = ApiSettings {
+        max_connections: 2,
+        ..ApiSettings::default()
+    };
     let (addr, stop, _app) = serve(settings).await;
     let idle: Vec<TcpStream> = vec![
         TcpStream::connect(&addr).await.unwrap(),
