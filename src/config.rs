@@ -352,20 +352,17 @@ impl Settings {
         self.api.check()
     }
 
-    /// Settings safe to log: credentials in the URL and secret properties masked.
+    /// Settings safe to log: the URL's password and query, every Kafka property not
+    /// known to be harmless, reply keys and token hashes masked.
     pub fn redacted(&self) -> Settings {
         let mut s = self.clone();
-        if let Some(at) = s.database.url.find('@')
-            && let Some(scheme_end) = s.database.url.find("://")
-            && let Some(colon) = s.database.url[scheme_end + 3..at].find(':')
-        {
-            let start = scheme_end + 3 + colon + 1;
-            s.database.url.replace_range(start..at, "****");
+        s.database.url = crate::redact::url(&s.database.url);
+        s.kafka.properties = crate::redact::kafka_properties(&s.kafka.properties);
+        for key in &mut s.security.reply_keys {
+            *key = crate::redact::MASK.to_owned();
         }
-        for (k, v) in s.kafka.properties.iter_mut() {
-            if k.contains("password") || k.contains("secret") || k.contains("key") {
-                *v = "****".into();
-            }
+        for token in &mut s.api.auth.tokens {
+            token.sha256 = crate::redact::MASK.to_owned();
         }
         s
     }

@@ -4,6 +4,7 @@ pub mod definition;
 pub mod engine;
 pub mod messaging;
 pub mod participant;
+pub mod redact;
 pub mod runtime;
 pub mod simulate;
 pub mod store;

@@ -249,9 +249,10 @@ pub async fn run(
     policy: Policy,
     cancel: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = kafka::consumer_config(&settings.kafka, &settings.group_id)
-        .set("enable.auto.offset.store", "true")
-        .create()?;
+    let consumer: StreamConsumer = kafka::create(
+        kafka::consumer_config(&settings.kafka, &settings.group_id)
+            .set("enable.auto.offset.store", "true"),
+    )?;
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
     let producer = Arc::new(kafka::HealingProducer::new(

@@ -10,6 +10,14 @@ use rdkafka::util::Timeout;
 use super::envelope::Record;
 use crate::config::KafkaSettings;
 
+/// Creates a client; a configuration error comes back without the value it is about
+/// (it may be a password: see `redact::kafka_error`).
+pub fn create<C: rdkafka::config::FromClientConfig>(
+    config: &ClientConfig,
+) -> Result<C, rdkafka::error::KafkaError> {
+    config.create().map_err(crate::redact::kafka_error)
+}
+
 fn base(settings: &KafkaSettings) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &settings.bootstrap_servers);
@@ -67,7 +75,7 @@ pub fn producer(settings: &KafkaSettings) -> Result<FutureProducer, rdkafka::err
             c.set(*key, *value);
         }
     }
-    c.create()
+    create(&c)
 }
 
 /// A producer replaced by a fresh one after failures in a row. A producer can stay

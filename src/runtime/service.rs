@@ -112,7 +112,7 @@ pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(
             config.set(k, v);
         }
     }
-    let admin: AdminClient<DefaultClientContext> = config.create()?;
+    let admin: AdminClient<DefaultClientContext> = kafka::create(&config)?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| {
@@ -178,8 +178,10 @@ pub async fn run(
         }),
     };
     let producer: FutureProducer = kafka::producer(&settings.kafka)?;
-    let consumer: StreamConsumer =
-        kafka::consumer_config(&settings.kafka, &settings.kafka.group_id).create()?;
+    let consumer: StreamConsumer = kafka::create(&kafka::consumer_config(
+        &settings.kafka,
+        &settings.kafka.group_id,
+    ))?;
     let topics = registry.inbound_topics();
     consumer.subscribe(&topics.iter().map(String::as_str).collect::<Vec<_>>())?;
     tracing::info!(?topics, group = %settings.kafka.group_id, "consuming");

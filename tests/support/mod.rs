@@ -55,7 +55,7 @@ where
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -434,6 +434,19 @@ pub struct Process {
 impl Process {
     pub fn start(settings: &Settings) -> Process {
         let port = free_port();
+        let mut cmd = Process::command(settings, port);
+        if std::env::var("TEST_LOG").is_err() {
+            cmd.stderr(Stdio::null());
+        }
+        Process {
+            child: cmd.spawn().unwrap(),
+            port,
+        }
+    }
+
+    /// `sagaflow serve` configured from `settings` through the environment, listening
+    /// on `port`; stdout discarded, stderr inherited.
+    pub fn command(settings: &Settings, port: u16) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sagaflow"));
         cmd.arg("serve")
             .env("SAGAFLOW_API__AUTH__ALLOW_UNAUTHENTICATED", "true")
@@ -499,13 +512,7 @@ impl Process {
                 v,
             );
         }
-        if std::env::var("TEST_LOG").is_err() {
-            cmd.stderr(Stdio::null());
-        }
-        Process {
-            child: cmd.spawn().unwrap(),
-            port,
-        }
+        cmd
     }
 
     pub async fn wait_ready(&self) {
