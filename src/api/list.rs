@@ -10,25 +10,55 @@ use uuid::Uuid;
 use super::AppState;
 use super::model::{ListParams, SagaPage, SagaSummary, Status};
 use super::problem::{ApiQuery, Problem, internal};
+use crate::messaging::reply_token::ReplyKeys;
 use crate::store::{self, SagaFilter};
 
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
-/// The cursor is the list position `(created_at µs, id)` of the last row served,
-/// base64url-encoded so clients treat it as opaque and it may change shape later.
-pub fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{}:{id}", created_at.timestamp_micros()))
+/// The cursor is the list position `(created_at µs, id)` of the last row served and a
+/// tag binding it to this service's keys and to the query's filters, base64url-encoded
+/// so clients treat it as opaque. A cursor that was not made here, or for another
+/// query, is refused rather than silently giving a wrong page.
+pub fn encode_cursor(keys: &ReplyKeys, query: &str, created_at: DateTime<Utc>, id: Uuid) -> String {
+    let position = format!("{}:{id}", created_at.timestamp_micros());
+    let tag = URL_SAFE_NO_PAD.encode(keys.tag(CURSOR, &format!("{query}|{position}")));
+    URL_SAFE_NO_PAD.encode(format!("{position}:{tag}"))
 }
 
-pub fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
+pub fn decode_cursor(keys: &ReplyKeys, query: &str, cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    let (micros, id) = text.split_once(':')?;
+    let (position, tag) = text.rsplit_once(':')?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    if !keys.check_tag(CURSOR, &format!("{query}|{position}"), &tag) {
+        return None;
+    }
+    let (micros, id) = position.split_once(':')?;
     Some((
         DateTime::from_timestamp_micros(micros.parse().ok()?)?,
         id.parse().ok()?,
     ))
+}
+
+const CURSOR: &str = "list-cursor";
+
+/// The filters of a list query, in a fixed form: a cursor is valid only for them.
+fn query_of(p: &ListParams) -> String {
+    let time = |t: &Option<DateTime<Utc>>| {
+        t.map(|t| t.timestamp_micros().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{:?}|{:?}|{:?}|{}|{}|{}|{}",
+        p.definition,
+        p.status.map(|s| s.as_str()),
+        p.key,
+        time(&p.created_after),
+        time(&p.created_before),
+        time(&p.updated_after),
+        time(&p.updated_before),
+    )
 }
 
 /// List sagas, newest first.
@@ -63,12 +93,14 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
         })
         .into_response();
     }
+    let keys = state.applier.settings.reply_keys.clone();
+    let query = query_of(&p);
     // An empty cursor is the first page (clients may send `cursor=` unconditionally).
     let after = match p
         .cursor
         .as_deref()
         .filter(|c| !c.is_empty())
-        .map(decode_cursor)
+        .map(|c| decode_cursor(&keys, &query, c))
     {
         None => None,
         Some(Some(a)) => Some(a),
@@ -95,7 +127,10 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = more
-        .then(|| rows.last().map(|r| encode_cursor(r.created_at, r.id)))
+        .then(|| {
+            rows.last()
+                .map(|r| encode_cursor(&keys, &query, r.created_at, r.id))
+        })
         .flatten();
     let items = rows
         .into_iter()
@@ -119,10 +154,21 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
+        let keys = ReplyKeys::new(vec![ReplyKeys::random_key()], true).expect("long enough");
         let at = DateTime::from_timestamp_micros(1_700_000_000_123_456).expect("valid");
         let id = Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(at, id)), Some((at, id)));
-        assert_eq!(decode_cursor("not a cursor"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("1:2")), None);
+        let cursor = encode_cursor(&keys, "q", at, id);
+        assert_eq!(decode_cursor(&keys, "q", &cursor), Some((at, id)));
+        assert_eq!(decode_cursor(&keys, "another query", &cursor), None);
+        assert_eq!(decode_cursor(&keys, "q", "not a cursor"), None);
+        assert_eq!(
+            decode_cursor(&keys, "q", &URL_SAFE_NO_PAD.encode("1:2")),
+            None
+        );
+        // The position without this service's tag: what an unauthenticated cursor was.
+        let forged = URL_SAFE_NO_PAD.encode(format!("{}:{id}", at.timestamp_micros()));
+        assert_eq!(decode_cursor(&keys, "q", &forged), None);
+        let other = ReplyKeys::new(vec![ReplyKeys::random_key()], true).expect("long enough");
+        assert_eq!(decode_cursor(&other, "q", &cursor), None);
     }
 }

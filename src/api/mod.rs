@@ -1,10 +1,12 @@
 //! The HTTP API. Handlers talk to the runtime (`Applier`) and the store, never to Kafka.
 //!
-//! Layers, outermost first: problem bodies for every error → panic catcher → request
-//! timeout → authentication → body size limit → routes.
+//! Layers, outermost first: security headers → problem bodies for every error → panic
+//! catcher → request timeout → cross-site and media-type guard for writes →
+//! authentication → body size limit → routes.
 
 pub mod auth;
 mod definitions;
+mod hardening;
 mod health;
 mod list;
 pub mod model;
@@ -111,6 +113,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(problem::no_route)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
+        .layer(axum::middleware::from_fn(hardening::guard_writes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(settings.request_timeout_ms),
@@ -120,5 +123,6 @@ pub fn router(state: AppState) -> Router {
             problem::Problem::internal().into_response()
         }))
         .layer(axum::middleware::from_fn(problem::problem_bodies))
+        .layer(axum::middleware::from_fn(hardening::security_headers))
         .with_state(state)
 }

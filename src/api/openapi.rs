@@ -69,6 +69,7 @@ impl Modify for Common {
                 &mut item.delete,
             ];
             for op in ops.into_iter().flatten() {
+                let json_write = is_json_write(op);
                 let responses = &mut op.responses.responses;
                 if op.security.is_some() {
                     responses
@@ -83,9 +84,23 @@ impl Modify for Common {
                         .entry("413".into())
                         .or_insert_with(|| problem("Request body too large"));
                 }
+                if json_write {
+                    responses
+                        .entry("415".into())
+                        .or_insert_with(|| problem("The body is not `application/json`"));
+                    responses
+                        .entry("403".into())
+                        .or_insert_with(|| problem("A browser sent the request from another site"));
+                }
             }
         }
     }
+}
+
+/// Writes other than validation take JSON only (api::hardening::guard_writes).
+fn is_json_write(op: &Operation) -> bool {
+    op.operation_id.as_deref() != Some("validate_definition") && op.request_body.is_some()
+        || matches!(op.operation_id.as_deref(), Some("retry_saga"))
 }
 
 /// The document as YAML (what `openapi/openapi.yaml` holds).

@@ -174,6 +174,14 @@ fn condition(node: &Node, scope: Scope, ctx: &mut Ctx) -> Option<Template> {
     Some(Template::expression(expr))
 }
 
+/// Headers a definition may not set: a definition could otherwise overwrite a
+/// command's saga id, reply topic or reply token (docs/protocol.md).
+fn reserved_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name.starts_with("ce_")
+        || matches!(name.as_str(), "content-type" | "traceparent" | "tracestate")
+}
+
 /// The fields shared by commands and compensations: topic, type, key, headers, payload.
 fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
     let topic = f
@@ -198,7 +206,14 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
         && let Some(entries) = map(n, "headers", &mut ctx.d)
     {
         for (k, v) in entries {
-            if string(v, &k.name, &mut ctx.d).is_some() {
+            if reserved_header(&k.name) {
+                ctx.d.error_help(
+                    k.pos,
+                    format!("header `{}` is set by sagaflow", k.name),
+                    "`ce_*`, `content-type`, `traceparent` and `tracestate` carry the CloudEvents \
+                     attributes, the reply token and the trace: choose another name",
+                );
+            } else if string(v, &k.name, &mut ctx.d).is_some() {
                 headers.push((k.name.clone(), template(v, scope, ctx)));
             }
         }

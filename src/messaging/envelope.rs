@@ -404,3 +404,35 @@ mod tests {
         assert_eq!(reply_address(&ev), Err(DecodeError::Missing(EXT_SAGA_ID)));
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod lifecycle_tests {
+    use super::*;
+    use crate::engine::LifecycleKind;
+
+    fn started(include_input: bool) -> Json {
+        let event = Lifecycle {
+            kind: LifecycleKind::Started,
+            step: None,
+            detail: json!({"input": {"card": "4111"}}),
+        };
+        let cx = LifecycleContext {
+            saga_id: Uuid::nil(),
+            definition: "d",
+            status: "running",
+            event_id: Uuid::nil(),
+            topic: "t",
+            source: "/s",
+            now: Utc::now(),
+            include_input,
+        };
+        serde_json::from_slice(&encode_lifecycle(&event, &cx).payload).unwrap()
+    }
+
+    #[test]
+    fn started_events_carry_the_input_only_when_configured() {
+        assert_eq!(started(false)["detail"], json!({}));
+        assert_eq!(started(true)["detail"]["input"]["card"], "4111");
+    }
+}
