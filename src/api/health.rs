@@ -1,13 +1,12 @@
 //! Probes: `/healthz` says the process is alive, `/readyz` that it can do its work.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::model::{Alive, Readiness};
+use crate::runtime::supervise::{Heartbeat, STALE_AFTER};
 
 /// Liveness: the process answers.
 #[utoipa::path(
@@ -22,7 +21,8 @@ pub async fn healthz() -> Response {
     .into_response()
 }
 
-/// Readiness: PostgreSQL answers, the consumer, relay and timer loops run, and
+/// Readiness: PostgreSQL answers, the consumer, relay and timer loops beat and their
+/// last rounds succeeded, and
 /// definitions are loaded.
 #[utoipa::path(
     get, path = "/readyz", tag = "health", operation_id = "readyz",
@@ -34,9 +34,11 @@ pub async fn healthz() -> Response {
 )]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let database = state.applier.store.ping().await.is_ok();
-    let consumer = state.health.consumer.load(Ordering::Relaxed);
-    let relay = state.health.relay.load(Ordering::Relaxed);
-    let timers = state.health.timers.load(Ordering::Relaxed);
+    // Each loop beats every few seconds: a stuck loop goes stale as a failed one does.
+    let beating = |h: &Heartbeat| h.is_healthy(STALE_AFTER);
+    let consumer = beating(&state.health.consumer);
+    let relay = beating(&state.health.relay);
+    let timers = beating(&state.health.timers);
     let definitions = state.applier.registry.all_current().len();
     // Definitions are loaded (and invalid ones refused) before the server starts.
     let ready = database && consumer && relay && timers;

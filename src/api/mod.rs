@@ -16,7 +16,6 @@ mod sagas;
 pub mod server;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use axum::Router;
@@ -31,14 +30,15 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ApiSettings;
+use crate::runtime::supervise::Heartbeat;
 use crate::runtime::transition::Applier;
 
 /// Liveness of the background tasks, for `/readyz`.
 #[derive(Debug, Default)]
 pub struct Health {
-    pub consumer: Arc<AtomicBool>,
-    pub relay: Arc<AtomicBool>,
-    pub timers: Arc<AtomicBool>,
+    pub consumer: Arc<Heartbeat>,
+    pub relay: Arc<Heartbeat>,
+    pub timers: Arc<Heartbeat>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,7 +4,6 @@
 //! offset is stored, so no message is ever dropped silently.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -13,6 +12,8 @@ use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureProducer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::supervise::{Heartbeat, fault};
 
 use super::envelope::{self, InboundEvent, Record};
 use super::{kafka, reply_token};
@@ -45,10 +46,10 @@ pub async fn run(
     consumer: StreamConsumer,
     dlq: FutureProducer,
     settings: ConsumerSettings,
-    healthy: Arc<AtomicBool>,
+    healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
-    healthy.store(true, Ordering::Relaxed);
+    healthy.ok();
     let consumer = Arc::new(consumer);
     tokio::spawn(report_lag(
         consumer.clone(),
@@ -67,7 +68,7 @@ pub async fn run(
             m = tokio::time::timeout(QUIET_IS_HEALTHY, consumer.recv()) => match m {
                 Ok(m) => m,
                 Err(_) => {
-                    healthy.store(true, Ordering::Relaxed);
+                    healthy.ok();
                     continue;
                 }
             },
@@ -75,7 +76,7 @@ pub async fn run(
         let mut batch = match first {
             Ok(m) => vec![m.detach()],
             Err(e) => {
-                healthy.store(false, Ordering::Relaxed);
+                healthy.failing();
                 tracing::warn!(error = %e, "kafka consumer error");
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -84,7 +85,7 @@ pub async fn run(
                 continue;
             }
         };
-        healthy.store(true, Ordering::Relaxed);
+        healthy.ok();
         let linger = if last_batch > 1 {
             settings.linger
         } else {
@@ -102,6 +103,7 @@ pub async fn run(
             }
         }
         last_batch = batch.len();
+        fault("consumer.batch");
         // A batch in hand is finished even during shutdown: its effects are committed
         // with its offsets, or neither.
         let mut backoff = Duration::from_millis(100);
@@ -111,7 +113,7 @@ pub async fn run(
             match process(&applier, &dlq, &settings, &batch, park_unreadable).await {
                 Ok(()) => break,
                 Err(e) => {
-                    healthy.store(false, Ordering::Relaxed);
+                    healthy.failing();
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "applying a batch failed; retrying");
                     if cancel.is_cancelled() && backoff > Duration::from_secs(2) {
                         // Offsets are not stored: the batch is redelivered after restart.
@@ -122,6 +124,8 @@ pub async fn run(
                 }
             }
         }
+        // The batch's transaction has committed; its offsets are not stored yet.
+        fault("consumer.after_commit");
         kafka::store_consumed(consumer.as_ref(), &batch);
     }
     commit(&consumer);

@@ -3,7 +3,6 @@
 //! lock), which is what keeps each saga's messages in order across replicas.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -11,6 +10,8 @@ use rdkafka::producer::FutureProducer;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnection, PgListener};
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::supervise::{Heartbeat, fault};
 
 use super::envelope::Record;
 use super::kafka;
@@ -44,7 +45,7 @@ pub async fn run(
     store: Store,
     producer: FutureProducer,
     settings: RelaySettings,
-    healthy: Arc<AtomicBool>,
+    healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -54,7 +55,7 @@ pub async fn run(
         match lead(&store, &producer.get(), &settings, &healthy, &cancel).await {
             Ok(()) => return,
             Err(e) => {
-                healthy.store(false, Ordering::Relaxed);
+                healthy.failing();
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay failed; retrying");
                 producer.failed();
                 tokio::select! {
@@ -71,7 +72,7 @@ async fn lead(
     store: &Store,
     producer: &FutureProducer,
     settings: &RelaySettings,
-    healthy: &AtomicBool,
+    healthy: &Heartbeat,
     cancel: &CancellationToken,
 ) -> Result<(), StoreError> {
     // The lock lives as long as this connection: if the process dies, PostgreSQL
@@ -85,7 +86,7 @@ async fn lead(
         if got {
             break;
         }
-        healthy.store(true, Ordering::Relaxed);
+        healthy.ok();
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -95,7 +96,8 @@ async fn lead(
     let mut listener = PgListener::connect(&settings.database_url).await?;
     listener.listen("sagaflow_outbox").await?;
     loop {
-        healthy.store(true, Ordering::Relaxed);
+        healthy.ok();
+        fault("relay.round");
         // Still the leader? A dead lock connection means another replica may lead now.
         sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
         let published = publish_once(store, producer, settings).await?;
@@ -161,6 +163,8 @@ pub async fn publish_once(
             }
         }
     }
+    // The broker has acknowledged these rows; they are not deleted yet.
+    fault("relay.after_ack");
     store::outbox_delete(&store.pool, &done).await?;
     if done.len() < rows.len() {
         return Err(StoreError::Database(sqlx::Error::Protocol(

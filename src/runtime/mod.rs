@@ -4,6 +4,7 @@ pub mod dev;
 pub mod intake;
 pub mod registry;
 pub mod service;
+pub mod supervise;
 pub mod timers;
 pub mod transition;
 pub mod trigger;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry::Registry;
+use super::supervise::supervised;
 use super::timers::{self, TimerSettings};
 use super::transition::{Applier, TransitionSettings};
 use crate::api::{self, AppState, Health};
@@ -45,7 +46,12 @@ pub enum ServeError {
     Cancelled,
     #[error("security.reply_keys")]
     ReplyKeys(#[from] KeyTooShort),
+    #[error("a supervised task ended unexpectedly (see the log above)")]
+    TaskDied,
 }
+
+/// A long-running task, boxed so the supervisor takes each kind.
+type Task = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// The configured reply keys, else the one kept in the database (made on first start).
 pub async fn reply_keys(settings: &Settings, store: &Store) -> Result<ReplyKeys, ServeError> {
@@ -191,49 +197,65 @@ pub async fn run(
     let outbound = CancellationToken::new();
     let tasks = TaskTracker::new();
     let rt = &settings.runtime;
-    tasks.spawn(consumer::run(
-        applier.clone(),
-        consumer,
-        producer.clone(),
-        ConsumerSettings {
-            batch_size: rt.consumer_batch_size,
-            linger: Duration::from_millis(rt.consumer_batch_linger_ms),
-            dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
-            send_timeout: Duration::from_secs(30),
-            lag_interval: Duration::from_millis(rt.metrics_interval_ms),
-            park_unreadable_after: Duration::from_secs(rt.park_unreadable_after_s),
-        },
-        health.consumer.clone(),
-        intake.clone(),
+    // `stopping` tells the supervisors that tasks ending now is the plan; `died` is
+    // cancelled by a supervisor when one ends anyway.
+    let (stopping, died) = (CancellationToken::new(), CancellationToken::new());
+    let watch = |name, task: Task| supervised(name, task, stopping.clone(), died.clone());
+    tasks.spawn(watch(
+        "consumer",
+        Box::pin(consumer::run(
+            applier.clone(),
+            consumer,
+            producer.clone(),
+            ConsumerSettings {
+                batch_size: rt.consumer_batch_size,
+                linger: Duration::from_millis(rt.consumer_batch_linger_ms),
+                dead_letter_topic: settings.kafka.dead_letter_topic.clone(),
+                send_timeout: Duration::from_secs(30),
+                lag_interval: Duration::from_millis(rt.metrics_interval_ms),
+                park_unreadable_after: Duration::from_secs(rt.park_unreadable_after_s),
+            },
+            health.consumer.clone(),
+            intake.clone(),
+        )),
     ));
-    tasks.spawn(timers::run(
-        applier.clone(),
-        TimerSettings {
-            batch_size: rt.timer_batch_size,
-            max_sleep: Duration::from_millis(rt.timer_poll_ms),
-        },
-        health.timers.clone(),
-        intake.clone(),
+    tasks.spawn(watch(
+        "timers",
+        Box::pin(timers::run(
+            applier.clone(),
+            TimerSettings {
+                batch_size: rt.timer_batch_size,
+                max_sleep: Duration::from_millis(rt.timer_poll_ms),
+            },
+            health.timers.clone(),
+            intake.clone(),
+        )),
     ));
-    tasks.spawn(refresh_metrics(
-        store.clone(),
-        settings.database.max_connections,
-        Duration::from_millis(rt.metrics_interval_ms),
-        intake.clone(),
+    tasks.spawn(watch(
+        "metrics",
+        Box::pin(refresh_metrics(
+            store.clone(),
+            settings.database.max_connections,
+            Duration::from_millis(rt.metrics_interval_ms),
+            intake.clone(),
+        )),
     ));
     let outbound_tasks = TaskTracker::new();
-    outbound_tasks.spawn(relay::run(
-        store.clone(),
-        producer.clone(),
-        RelaySettings {
-            database_url: settings.database.url.clone(),
-            batch_size: rt.outbox_batch_size,
-            poll: Duration::from_millis(rt.outbox_poll_ms),
-            send_timeout: Duration::from_secs(30),
-            kafka: settings.kafka.clone(),
-        },
-        health.relay.clone(),
-        outbound.clone(),
+    outbound_tasks.spawn(watch(
+        "relay",
+        Box::pin(relay::run(
+            store.clone(),
+            producer.clone(),
+            RelaySettings {
+                database_url: settings.database.url.clone(),
+                batch_size: rt.outbox_batch_size,
+                poll: Duration::from_millis(rt.outbox_poll_ms),
+                send_timeout: Duration::from_secs(30),
+                kafka: settings.kafka.clone(),
+            },
+            health.relay.clone(),
+            outbound.clone(),
+        )),
     ));
     let listener = tokio::net::TcpListener::bind(&settings.http.listen)
         .await
@@ -250,23 +272,30 @@ pub async fn run(
         health.clone(),
         settings.api.clone(),
     ));
-    tasks.spawn(api::server::serve(
-        listener,
-        app,
-        api::server::ServerLimits {
-            header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
-            max_connections: settings.api.max_connections,
-        },
-        intake.clone(),
+    tasks.spawn(watch(
+        "http",
+        Box::pin(api::server::serve(
+            listener,
+            app,
+            api::server::ServerLimits {
+                header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
+                max_connections: settings.api.max_connections,
+            },
+            intake.clone(),
+        )),
     ));
     tracing::info!(%addr, "sagaflow is serving");
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
 
-    cancel.cancelled().await;
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = died.cancelled() => {}
+    }
     let budget = Duration::from_secs(rt.shutdown_timeout_s);
     tracing::info!(?budget, "shutting down: stopping intake");
+    stopping.cancel();
     intake.cancel();
     tasks.close();
     if tokio::time::timeout(budget, tasks.wait()).await.is_err() {
@@ -283,6 +312,9 @@ pub async fn run(
     }
     kafka::flush(&producer, Duration::from_secs(5));
     store.pool.close().await;
+    if died.is_cancelled() {
+        return Err(ServeError::TaskDied);
+    }
     tracing::info!("stopped");
     Ok(())
 }

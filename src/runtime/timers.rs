@@ -5,11 +5,12 @@
 //! once. A row that cannot be read is parked, never retried.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use tokio_util::sync::CancellationToken;
+
+use crate::runtime::supervise::{Heartbeat, fault};
 
 use super::transition::{Applied, Applier, Item};
 use crate::engine::Timer;
@@ -25,14 +26,19 @@ pub struct TimerSettings {
 pub async fn run(
     applier: Applier,
     settings: TimerSettings,
-    healthy: Arc<AtomicBool>,
+    healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
+        fault("timers.round");
         match fire_due(&applier, &settings).await {
             Ok(fired) => {
-                healthy.store(true, Ordering::Relaxed);
+                if fired.fired > 0 {
+                    // A timer's transaction has committed.
+                    fault("timers.after_commit");
+                }
+                healthy.ok();
                 backoff = Duration::from_millis(100);
                 if fired.busy > 0 || fired.fired as i64 >= settings.batch_size {
                     // More are due (or some sagas were busy): go again soon.
@@ -57,7 +63,7 @@ pub async fn run(
                 }
             }
             Err(e) => {
-                healthy.store(false, Ordering::Relaxed);
+                healthy.failing();
                 tracing::warn!(error = %e, "timer loop failed; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return,

@@ -266,6 +266,10 @@ impl Applier {
         let mut open_spans: Vec<Traced> = Vec::new();
         let mut observed = Observations::default();
         for (n, item) in items.iter().enumerate() {
+            if n == items.len() / 2 && n > 0 {
+                // Half the batch is staged in the open transaction.
+                crate::runtime::supervise::fault("apply.mid_batch");
+            }
             if results[n].is_some() {
                 continue;
             }

@@ -533,6 +533,24 @@ impl Process {
         let _ = self.child.wait();
     }
 
+    /// Starts `cmd` (from [`Process::command`] for `port`).
+    pub fn spawn(mut cmd: Command, port: u16) -> Process {
+        Process {
+            child: cmd.spawn().unwrap(),
+            port,
+        }
+    }
+
+    /// Waits for the process to exit by itself; its status.
+    pub async fn exited(&mut self, within: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id();
+        eventually(&format!("process {pid} to exit"), within, || {
+            let status = self.child.try_wait().unwrap();
+            async move { status }
+        })
+        .await
+    }
+
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         signal(self.child.id(), "TERM");
         self.child.wait().unwrap()
