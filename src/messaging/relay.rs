@@ -17,6 +17,7 @@ use super::envelope::Record;
 use super::kafka;
 use crate::store::{self, OutboxRow, Store, StoreError};
 use crate::telemetry::metrics;
+use rdkafka::error::KafkaError;
 
 /// When the row's transition ran: its CloudEvents `time` (every outbox row has one).
 fn written_at(row: &OutboxRow) -> Option<chrono::DateTime<chrono::Utc>> {
@@ -39,6 +40,18 @@ pub struct RelaySettings {
     pub kafka: crate::config::KafkaSettings,
 }
 
+/// Why a relay round failed. A broker error keeps the leadership (the lock and its
+/// connection are fine); only a database error gives it up.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database")]
+    Database(#[from] StoreError),
+    #[error("database")]
+    Sql(#[from] sqlx::Error),
+    #[error("the broker did not acknowledge a message; it is retried in order")]
+    Broker(#[source] KafkaError),
+}
+
 /// Runs until cancelled. Errors are logged and retried with backoff: a lost database
 /// or broker delays messages but never loses them (rows stay until acknowledged).
 pub async fn run(
@@ -52,12 +65,11 @@ pub async fn run(
     // Failed rounds in a row replace the producer (see `kafka::HealingProducer`).
     let producer = kafka::HealingProducer::new(&settings.kafka, producer);
     while !cancel.is_cancelled() {
-        match lead(&store, &producer.get(), &settings, &healthy, &cancel).await {
+        match lead(&store, &producer, &settings, &healthy, &cancel).await {
             Ok(()) => return,
             Err(e) => {
                 healthy.failing();
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay failed; retrying");
-                producer.failed();
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "outbox relay lost its database connection; retrying");
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(backoff) => {}
@@ -70,11 +82,11 @@ pub async fn run(
 
 async fn lead(
     store: &Store,
-    producer: &FutureProducer,
+    producer: &kafka::HealingProducer,
     settings: &RelaySettings,
     healthy: &Heartbeat,
     cancel: &CancellationToken,
-) -> Result<(), StoreError> {
+) -> Result<(), RelayError> {
     // The lock lives as long as this connection: if the process dies, PostgreSQL
     // releases it and another replica takes over.
     let mut lock_conn = PgConnection::connect(&settings.database_url).await?;
@@ -95,12 +107,30 @@ async fn lead(
     tracing::info!("this replica now publishes the outbox");
     let mut listener = PgListener::connect(&settings.database_url).await?;
     listener.listen("sagaflow_outbox").await?;
+    let mut backoff = Duration::from_millis(100);
     loop {
-        healthy.ok();
         fault("relay.round");
         // Still the leader? A dead lock connection means another replica may lead now.
         sqlx::query("SELECT 1").execute(&mut lock_conn).await?;
-        let published = publish_once(store, producer, settings).await?;
+        let published = match publish_once(store, &producer.get(), settings).await {
+            Ok(n) => {
+                healthy.ok();
+                backoff = Duration::from_millis(100);
+                n
+            }
+            Err(RelayError::Broker(e)) => {
+                healthy.failing();
+                tracing::warn!(error = %e, "publishing failed; retrying with the lock held");
+                producer.failed();
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if published == settings.batch_size as usize {
             continue;
         }
@@ -110,7 +140,7 @@ async fn lead(
         tokio::select! {
             _ = cancel.cancelled() => {
                 // Publish what the last transactions wrote before stopping.
-                publish_once(store, producer, settings).await?;
+                publish_once(store, &producer.get(), settings).await?;
                 return Ok(());
             }
             n = listener.recv() => { n?; }
@@ -119,12 +149,31 @@ async fn lead(
     }
 }
 
-/// Publishes one batch; returns how many rows were published and deleted.
+/// Whether the broker will refuse this message whatever we do: retrying it would
+/// block every row behind it forever.
+fn refused_for_good(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    e.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            C::MessageSizeTooLarge
+                | C::MessageBatchTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidRecord
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::UnknownTopic
+        )
+    })
+}
+
+/// Publishes one batch; returns how many rows were published and deleted (rows the
+/// broker refuses for good are parked and counted too).
 pub async fn publish_once(
     store: &Store,
     producer: &FutureProducer,
     settings: &RelaySettings,
-) -> Result<usize, StoreError> {
+) -> Result<usize, RelayError> {
     let rows = store::outbox_batch(&store.pool, settings.batch_size).await?;
     if rows.is_empty() {
         return Ok(0);
@@ -146,9 +195,12 @@ pub async fn publish_once(
     .await;
     // Delete only up to the first failure: anything after it is sent again next round
     // (a duplicate, which consumers dedupe) rather than overtaking the failed message.
+    // A row refused for good is parked instead, and the rows behind it go on.
     let mut done = Vec::with_capacity(rows.len());
+    let mut parked = Vec::new();
+    let mut failure = None;
     let now = chrono::Utc::now();
-    for (row, result) in rows.iter().zip(&results) {
+    for (row, result) in rows.iter().zip(results) {
         match result {
             Ok(()) => {
                 done.push(row.id);
@@ -157,8 +209,9 @@ pub async fn publish_once(
                     written_at(row).map(|at| (now - at).to_std().unwrap_or_default()),
                 );
             }
+            Err(e) if refused_for_good(&e) => parked.push((row, e)),
             Err(e) => {
-                tracing::warn!(error = %e, topic = %row.topic, "publish failed; will retry");
+                failure = Some(e);
                 break;
             }
         }
@@ -166,10 +219,14 @@ pub async fn publish_once(
     // The broker has acknowledged these rows; they are not deleted yet.
     fault("relay.after_ack");
     store::outbox_delete(&store.pool, &done).await?;
-    if done.len() < rows.len() {
-        return Err(StoreError::Database(sqlx::Error::Protocol(
-            "broker did not acknowledge every message".into(),
-        )));
+    for (row, e) in &parked {
+        let reason = format!("the broker refuses this message: {e}");
+        tracing::error!(outbox_id = row.id, saga_id = %row.saga_id, topic = %row.topic, %reason, "outbox row parked");
+        store::park_outbox_row(&store.pool, row.id, &reason).await?;
+        metrics::outbox_parked(&row.topic);
     }
-    Ok(done.len())
+    match failure {
+        Some(e) => Err(RelayError::Broker(e)),
+        None => Ok(done.len() + parked.len()),
+    }
 }

@@ -333,6 +333,27 @@ pub async fn outbox_delete(pool: &PgPool, ids: &[i64]) -> Result<(), StoreError>
     Ok(())
 }
 
+/// Moves an outbox row the broker refuses for good into `outbox_parked` with `reason`,
+/// and notes it in its saga's timeline (`message_parked`), in one transaction.
+pub async fn park_outbox_row(pool: &PgPool, id: i64, reason: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING *), \
+         parked AS ( \
+             INSERT INTO outbox_parked (id, saga_id, topic, key, headers, payload, created_at, reason) \
+             SELECT id, saga_id, topic, key, headers, payload, created_at, $2 FROM moved \
+             RETURNING saga_id, topic, headers) \
+         INSERT INTO saga_history (saga_id, at, kind, detail) \
+         SELECT p.saga_id, now(), 'message_parked', \
+                jsonb_build_object('topic', p.topic, 'reason', $2::text, 'outbox_id', $1::bigint) \
+         FROM parked p WHERE EXISTS (SELECT 1 FROM sagas s WHERE s.id = p.saga_id)",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn outbox_backlog(pool: &PgPool) -> Result<i64, StoreError> {
     Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(pool)
