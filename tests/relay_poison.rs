@@ -13,7 +13,6 @@ use sagaflow::telemetry::metrics;
 use serde_json::json;
 use support::held::*;
 use support::*;
-use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
