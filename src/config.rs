@@ -78,6 +78,15 @@ pub struct RuntimeSettings {
     /// version does not read is retried before it is parked on the dead-letter topic (s):
     /// during a rolling upgrade, a replica of the other version may still apply it.
     pub park_unreadable_after_s: u64,
+    /// Finished (completed or compensated) sagas and their timelines are deleted this
+    /// long after their last change (s); 0 keeps them for ever. Failed sagas are kept.
+    pub retention_finished_s: u64,
+    /// Inbox rows (ids of applied messages, for deduplication) are deleted this long
+    /// after they were written (s); 0 keeps them for ever.
+    pub retention_inbox_s: u64,
+    /// How often retention runs (s), and how many rows one statement deletes.
+    pub retention_interval_s: u64,
+    pub retention_batch_size: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -237,6 +246,10 @@ impl Default for RuntimeSettings {
             shutdown_timeout_s: 20,
             metrics_interval_ms: 10_000,
             park_unreadable_after_s: 120,
+            retention_finished_s: 30 * 86_400,
+            retention_inbox_s: 7 * 86_400,
+            retention_interval_s: 300,
+            retention_batch_size: 1000,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! read or routed goes to the dead-letter topic (with the reason in headers) before its
 //! offset is stored, so no message is ever dropped silently.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -133,23 +134,31 @@ pub async fn run(
 
 /// Exports consumer lag per assigned partition: high watermark minus the next offset
 /// this consumer will process (its position, else its committed offset). The
-/// watermark query is a broker round trip, so it runs off the async threads.
+/// watermark query is a broker round trip, so it runs off the async threads. A
+/// partition that moved to another replica is reported as 0 here from then on, so the
+/// sum over replicas stays right and no stale figure pages anyone.
 async fn report_lag(consumer: Arc<StreamConsumer>, every: Duration, cancel: CancellationToken) {
+    let mut reported: HashSet<(String, i32)> = HashSet::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         let c = consumer.clone();
-        let _ = tokio::task::spawn_blocking(move || lag_once(&c)).await;
+        let Ok(Some(assigned)) = tokio::task::spawn_blocking(move || lag_once(&c)).await else {
+            continue;
+        };
+        for (topic, partition) in reported.difference(&assigned) {
+            metrics::consumer_lag(topic, *partition, 0);
+        }
+        reported = assigned;
     }
 }
 
-fn lag_once(consumer: &StreamConsumer) {
+/// Reports the lag of each assigned partition; the partitions (`None`: unknown now).
+fn lag_once(consumer: &StreamConsumer) -> Option<HashSet<(String, i32)>> {
     let timeout = Duration::from_secs(2);
-    let Ok(assigned) = consumer.assignment() else {
-        return;
-    };
+    let assigned = consumer.assignment().ok()?;
     let position = consumer.position().ok();
     let committed = consumer.committed(timeout).ok();
     let offset_in = |list: &Option<rdkafka::TopicPartitionList>, t: &str, p: i32| {
@@ -158,8 +167,10 @@ fn lag_once(consumer: &StreamConsumer) {
             .and_then(|e| e.offset().to_raw())
             .filter(|o| *o >= 0)
     };
+    let mut partitions = HashSet::new();
     for e in assigned.elements() {
         let (t, p) = (e.topic(), e.partition());
+        partitions.insert((t.to_owned(), p));
         let Ok((low, high)) = consumer.fetch_watermarks(t, p, timeout) else {
             continue;
         };
@@ -168,6 +179,7 @@ fn lag_once(consumer: &StreamConsumer) {
             .unwrap_or(low);
         metrics::consumer_lag(t, p, high - next);
     }
+    Some(partitions)
 }
 
 fn commit(consumer: &StreamConsumer) {

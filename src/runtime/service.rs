@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry::Registry;
+use super::retention::{self, RetentionSettings};
 use super::supervise::supervised;
 use super::timers::{self, TimerSettings};
 use super::transition::{Applier, TransitionSettings};
@@ -237,6 +238,21 @@ pub async fn run(
             store.clone(),
             settings.database.max_connections,
             Duration::from_millis(rt.metrics_interval_ms),
+            intake.clone(),
+        )),
+    ));
+    tasks.spawn(watch(
+        "retention",
+        Box::pin(retention::run(
+            store.clone(),
+            RetentionSettings {
+                finished: (rt.retention_finished_s > 0)
+                    .then(|| Duration::from_secs(rt.retention_finished_s)),
+                inbox: (rt.retention_inbox_s > 0)
+                    .then(|| Duration::from_secs(rt.retention_inbox_s)),
+                every: Duration::from_secs(rt.retention_interval_s.max(1)),
+                batch_size: rt.retention_batch_size.max(1),
+            },
             intake.clone(),
         )),
     ));

@@ -1,7 +1,7 @@
 //! Read-only queries behind the API's lists.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -32,37 +32,16 @@ pub struct SagaListRow {
 }
 
 /// Sagas newest first, ordered by `(created_at, id)` descending: a total order, so
-/// keyset pagination neither skips nor repeats rows while new sagas arrive. Served by
-/// the `sagas_created` and `sagas_definition_created` indexes.
+/// keyset pagination neither skips nor repeats rows while new sagas arrive. The SQL
+/// names only the filters in use, so each combination is its own statement with its
+/// own plan: one statement with `($1 IS NULL OR …)` for every filter would get one
+/// generic plan that fits none of them (see migrations/0007 for the indexes).
 pub async fn list_sagas(
     pool: &PgPool,
     f: &SagaFilter,
     limit: i64,
 ) -> Result<Vec<SagaListRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT id, definition, version, status, business_key, created_at, updated_at FROM sagas \
-         WHERE ($1::text IS NULL OR definition = $1) \
-           AND ($2::text IS NULL OR status = $2) \
-           AND ($3::text IS NULL OR business_key = $3) \
-           AND ($4::timestamptz IS NULL OR created_at > $4) \
-           AND ($5::timestamptz IS NULL OR created_at < $5) \
-           AND ($6::timestamptz IS NULL OR updated_at > $6) \
-           AND ($7::timestamptz IS NULL OR updated_at < $7) \
-           AND ($8::timestamptz IS NULL OR (created_at, id) < ($8, $9)) \
-         ORDER BY created_at DESC, id DESC LIMIT $10",
-    )
-    .bind(&f.definition)
-    .bind(&f.status)
-    .bind(&f.key)
-    .bind(f.created_after)
-    .bind(f.created_before)
-    .bind(f.updated_after)
-    .bind(f.updated_before)
-    .bind(f.after.map(|a| a.0))
-    .bind(f.after.map(|a| a.1))
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+    let rows = list_query(f, limit).build().fetch_all(pool).await?;
     Ok(rows
         .into_iter()
         .map(|r| SagaListRow {
@@ -75,6 +54,43 @@ pub async fn list_sagas(
             updated_at: r.get("updated_at"),
         })
         .collect())
+}
+
+/// The list query for `f`, with its parameters bound (also used by the plan tests).
+pub fn list_query(f: &SagaFilter, limit: i64) -> QueryBuilder<'static, Postgres> {
+    let mut q = QueryBuilder::new(
+        "SELECT id, definition, version, status, business_key, created_at, updated_at FROM sagas WHERE true",
+    );
+    if let Some(v) = &f.definition {
+        q.push(" AND definition = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.status {
+        q.push(" AND status = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.key {
+        q.push(" AND business_key = ").push_bind(v.clone());
+    }
+    let times = [
+        (" AND created_at > ", f.created_after),
+        (" AND created_at < ", f.created_before),
+        (" AND updated_at > ", f.updated_after),
+        (" AND updated_at < ", f.updated_before),
+    ];
+    for (clause, t) in times {
+        if let Some(t) = t {
+            q.push(clause).push_bind(t);
+        }
+    }
+    if let Some((at, id)) = f.after {
+        q.push(" AND (created_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    q
 }
 
 /// Versions of `name` that unfinished sagas run on: (version, count, first seen).

@@ -42,12 +42,11 @@ pub async fn load_snapshot(
 }
 
 /// Definition versions that sagas which are not finished still run on.
+pub const VERSIONS_IN_USE: &str = "SELECT DISTINCT definition, version FROM sagas \
+     WHERE status NOT IN ('completed', 'compensated')";
+
 pub async fn versions_in_use(pool: &PgPool) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT DISTINCT definition, version FROM sagas WHERE status NOT IN ('completed', 'compensated')",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(VERSIONS_IN_USE).fetch_all(pool).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -425,14 +424,13 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Sagas not in a terminal state, by status (uses the status index, unlike
-/// `count_by_status`, so it stays cheap however many sagas have finished).
+/// Sagas not in a terminal state, by status (reads the partial `sagas_unfinished`
+/// index, unlike `count_by_status`, so it stays cheap however many sagas have finished).
+pub const COUNT_UNFINISHED: &str = "SELECT status, count(*) FROM sagas \
+     WHERE status NOT IN ('completed', 'compensated') GROUP BY status";
+
 pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT status, count(*) FROM sagas WHERE status IN ('running', 'compensating', 'failed') GROUP BY status",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows = sqlx::query(COUNT_UNFINISHED).fetch_all(pool).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -447,4 +445,43 @@ pub async fn reply_key(pool: &PgPool, candidate: &[u8]) -> Result<Vec<u8>, Store
         .fetch_one(pool)
         .await?;
     Ok(secret)
+}
+
+/// Deletes up to `limit` finished sagas last changed before `before`, oldest first;
+/// their timelines and timers go with them (ON DELETE CASCADE).
+/// `= ANY(ARRAY(…))` rather than `IN (…)`: the ids are fetched first and deleted by
+/// primary key, where `IN` lets the planner join against the whole table.
+pub const DELETE_FINISHED: &str = "DELETE FROM sagas WHERE id = ANY(ARRAY( \
+     SELECT id FROM sagas WHERE status IN ('completed', 'compensated') AND updated_at < $1 \
+     ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+
+pub async fn delete_finished_sagas(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(DELETE_FINISHED)
+        .bind(before)
+        .bind(limit)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Deletes up to `limit` inbox rows received before `before`, oldest first.
+pub async fn delete_inbox_before(
+    pool: &PgPool,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "DELETE FROM inbox WHERE message_id = ANY(ARRAY( \
+         SELECT message_id FROM inbox WHERE received_at < $1 \
+         ORDER BY received_at LIMIT $2 FOR UPDATE SKIP LOCKED))",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
 }

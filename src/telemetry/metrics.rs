@@ -23,6 +23,7 @@ pub const OUTBOX_PUBLISHED: &str = "sagaflow_outbox_published_total";
 pub const PUBLISH_LATENCY: &str = "sagaflow_outbox_publish_latency_seconds";
 pub const CONSUMER_LAG: &str = "sagaflow_consumer_lag";
 pub const DEAD_LETTERED: &str = "sagaflow_dead_lettered_total";
+pub const RETENTION_DELETED: &str = "sagaflow_retention_deleted_total";
 pub const OUTBOX_PARKED: &str = "sagaflow_outbox_parked_total";
 pub const MESSAGES_IGNORED: &str = "sagaflow_messages_ignored_total";
 pub const TIMER_LAG: &str = "sagaflow_timer_lag_seconds";
@@ -194,6 +195,11 @@ pub fn dead_lettered(kind: &'static str) {
 /// events share those topics).
 pub fn ignored(kind: &'static str) {
     counter!(MESSAGES_IGNORED, "reason" => kind).increment(1);
+}
+
+/// Rows retention removed from `table` (`sagas`, with their timelines; `inbox`).
+pub fn retention_deleted(table: &'static str, rows: u64) {
+    counter!(RETENTION_DELETED, "table" => table).increment(rows);
 }
 
 /// An outbox row the broker refuses for good, moved to `outbox_parked`.

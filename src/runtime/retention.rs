@@ -1,0 +1,90 @@
+//! Retention: finished sagas (with their timelines and timers) and inbox rows are
+//! deleted once they are older than the configured windows, in small batches that take
+//! row locks only for the rows they delete (`SKIP LOCKED`), so neither transitions nor
+//! other replicas wait on them.
+//!
+//! The trade-off (docs/reliability.md): once its inbox row is gone, a redelivered reply
+//! is no longer recognised as a duplicate by its id. It still cannot change a finished
+//! saga: the engine ignores replies to attempts that are settled, and a reply to a saga
+//! that was deleted goes to the dead-letter topic as `unknown_saga`.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{self, Store, StoreError};
+use crate::telemetry::metrics;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetentionSettings {
+    /// Finished sagas older than this (by last change) are deleted; `None` keeps them.
+    pub finished: Option<Duration>,
+    /// Inbox rows older than this are deleted; `None` keeps them.
+    pub inbox: Option<Duration>,
+    pub every: Duration,
+    pub batch_size: i64,
+}
+
+/// What one pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub sagas: u64,
+    pub inbox: u64,
+}
+
+/// Runs a pass every `settings.every` until cancelled.
+pub async fn run(store: Store, settings: RetentionSettings, cancel: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(settings.every) => {}
+        }
+        match run_once(&store, &settings, &cancel).await {
+            Ok(r) if r != Removed::default() => {
+                tracing::info!(
+                    sagas = r.sagas,
+                    inbox = r.inbox,
+                    "retention removed old rows"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "retention pass failed; next pass retries"),
+        }
+    }
+}
+
+/// One pass: batches until nothing old is left (or `cancel`).
+pub async fn run_once(
+    store: &Store,
+    settings: &RetentionSettings,
+    cancel: &CancellationToken,
+) -> Result<Removed, StoreError> {
+    let mut removed = Removed::default();
+    let pause = Duration::from_millis(20);
+    if let Some(age) = settings.finished {
+        let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        loop {
+            let n = store::delete_finished_sagas(&store.pool, before, settings.batch_size).await?;
+            removed.sagas += n;
+            metrics::retention_deleted("sagas", n);
+            if n < settings.batch_size as u64 || cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    if let Some(age) = settings.inbox {
+        let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+        loop {
+            let n = store::delete_inbox_before(&store.pool, before, settings.batch_size).await?;
+            removed.inbox += n;
+            metrics::retention_deleted("inbox", n);
+            if n < settings.batch_size as u64 || cancel.is_cancelled() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+    Ok(removed)
+}
