@@ -108,6 +108,11 @@ pub struct ApiSettings {
     /// Most definition validations running at once (each on its own thread); more
     /// wait for a slot, so expensive input cannot starve the other requests.
     pub max_concurrent_validations: usize,
+    /// Host names (as in the `Host` header, with the port if not 80) a browser may use
+    /// to reach the API while it runs without access control. IP addresses and
+    /// `localhost` always may; other names are refused to browsers then, which is what
+    /// stops a DNS-rebinding page from using the API.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ApiSettings {
@@ -120,6 +125,7 @@ impl Default for ApiSettings {
             header_read_timeout_ms: 10_000,
             max_connections: 1024,
             max_concurrent_validations: 1,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -272,6 +278,8 @@ pub enum ConfigError {
     Invalid(#[source] serde_json::Error),
     #[error("invalid settings: {0}")]
     Rule(String),
+    #[error("invalid setting `{path}`: {reason}")]
+    Setting { path: String, reason: String },
 }
 
 /// Process-level variables that share the prefix but are read elsewhere (the CLI and
@@ -294,10 +302,14 @@ impl Settings {
                 path: path.to_owned(),
                 source,
             })?;
+            // No snippet: the lines around an error may hold a password.
+            let options = serde_saphyr::options! { with_snippet: false };
             let from_file: Json =
-                serde_saphyr::from_str(&text).map_err(|source| ConfigError::Yaml {
-                    path: path.to_owned(),
-                    source: Box::new(source),
+                serde_saphyr::from_str_with_options(&text, options).map_err(|source| {
+                    ConfigError::Yaml {
+                        path: path.to_owned(),
+                        source: Box::new(source),
+                    }
                 })?;
             merge(&mut tree, from_file);
         }
@@ -320,7 +332,12 @@ impl Settings {
             };
             set_path(&mut tree, &path, scalar(&value, &path));
         }
-        let mut settings: Settings = serde_json::from_value(tree).map_err(ConfigError::Invalid)?;
+        let mut settings: Settings =
+            serde_path_to_error::deserialize(tree).map_err(|e| ConfigError::Setting {
+                path: e.path().to_string(),
+                // serde quotes the offending value, which may be a secret.
+                reason: crate::redact::quoted(&e.inner().to_string()),
+            })?;
         if let Some(path) = &settings.database.url_file {
             let url = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
                 path: path.clone(),

@@ -221,6 +221,14 @@ async fn run_service(cli: Cli) -> anyhow::Result<()> {
                 settings.database.url = DEV_DATABASE_URL.into();
             }
             settings.http.listen = listen;
+            let loopback = settings
+                .http
+                .listen
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip().is_loopback());
+            if !loopback {
+                tracing::warn!(listen = %settings.http.listen, "`sagaflow dev` serves its API without access control; listening beyond loopback lets anyone who can reach this address use it");
+            }
             let opts = dev::DevOptions {
                 kafka,
                 failure_rate,

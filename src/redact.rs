@@ -118,6 +118,41 @@ pub fn kafka_properties(properties: &BTreeMap<String, String>) -> BTreeMap<Strin
         .collect()
 }
 
+/// `text` with every double-quoted part masked (serde's errors quote the value they
+/// could not read).
+pub fn quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        if c == '"' {
+            if inside {
+                out.push_str(MASK);
+            }
+            inside = !inside;
+            out.push(c);
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether a Kafka property's value may be shown.
+pub fn harmless_kafka_property(key: &str) -> bool {
+    HARMLESS_KAFKA.contains(&key)
+}
+
+/// `text` with every occurrence of each of `secrets` masked.
+pub fn mask_all<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = text.to_owned();
+    for secret in secrets {
+        if !secret.is_empty() {
+            out = out.replace(secret, MASK);
+        }
+    }
+    out
+}
+
 /// A Kafka client error without the value of the property it is about: librdkafka
 /// puts the rejected value into the error, and it may be a password.
 pub fn kafka_error(e: KafkaError) -> KafkaError {
@@ -179,6 +214,14 @@ mod tests {
         ] {
             assert_eq!(shown[k], MASK, "{k}");
         }
+    }
+
+    #[test]
+    fn quoted_values_are_masked() {
+        assert_eq!(
+            quoted("invalid type: string \"s3cret\", expected a sequence"),
+            "invalid type: string \"****\", expected a sequence"
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ async fn writes_a_browser_sends_from_another_site_are_refused() {
     let id = uuid::Uuid::now_v7();
     let from_elsewhere = |name: &'static str, value: &'static str| {
         Request::post(format!("/v1/sagas/{id}/retry"))
-            .header(header::HOST, "sagaflow:8080")
+            .header(header::HOST, "10.0.0.7:8080")
             .header(name, value)
             .body(Body::empty())
             .unwrap()
@@ -95,9 +95,45 @@ async fn writes_a_browser_sends_from_another_site_are_refused() {
     assert_eq!(r.status, 403, "{}", r.text);
     // The same site's own pages (the docs, a console) may write.
     let r = app
-        .send(from_elsewhere("origin", "http://sagaflow:8080"))
+        .send(from_elsewhere("origin", "http://10.0.0.7:8080"))
         .await;
     assert_eq!(r.status, 404, "{}", r.text);
+}
+
+/// DNS rebinding: a page on evil.example rebinds its name to this service's address;
+/// its requests are then same-origin, but carry its name as the host.
+#[tokio::test]
+async fn browsers_reach_an_open_api_only_by_address_or_allowed_name() {
+    let app = app().await;
+    let rebound = |host: &'static str| {
+        Request::get("/v1/sagas")
+            .header(header::HOST, host)
+            .header("origin", format!("http://{host}"))
+            .header("sec-fetch-site", "same-origin")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let r = app.send(rebound("evil.example:8080")).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = app.send(rebound("127.0.0.1:8080")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Programs are not browsers: no Origin, no Sec-Fetch-Site.
+    let program = Request::get("/v1/sagas")
+        .header(header::HOST, "sagaflow.internal:8080")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(app.send(program).await.status, 200);
+    // With tokens, a page has none to send: the host is not checked.
+    let mut settings = sagaflow::config::ApiSettings::default();
+    settings.auth.enabled = true;
+    settings.auth.tokens = vec![token(
+        "reader",
+        "r-secret",
+        &[sagaflow::config::Scope::Read],
+    )];
+    let app = app_with(settings).await;
+    let r = app.send(rebound("evil.example:8080")).await;
+    assert_eq!(r.status, 401, "{}", r.text);
 }
 
 #[tokio::test]

@@ -16,10 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves the API on a loopback port; the address, and the token that stops it.
 async fn serve(settings: ApiSettings) -> (String, CancellationToken, App) {
-    let limits = ServerLimits {
-        header_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
-        max_connections: settings.max_connections,
-    };
+    let limits = ServerLimits::from(&settings);
     let app = app_with(settings).await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -69,6 +66,30 @@ async fn half_sent_headers_are_cut_off_after_the_header_read_timeout() {
         .expect("the server closed the half-open request")
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        get(&addr, "/healthz", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .contains("200")
+    );
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_nothing_are_closed_after_the_header_read_timeout() {
+    let settings = ApiSettings {
+        header_read_timeout_ms: 300,
+        max_connections: 1,
+        ..ApiSettings::default()
+    };
+    let (addr, stop, _app) = serve(settings).await;
+    let mut silent = TcpStream::connect(&addr).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut out))
+        .await
+        .expect("the server closed the silent connection")
+        .unwrap();
+    // Its slot is free again: the only one there is.
     assert!(
         get(&addr, "/healthz", Duration::from_secs(5))
             .await

@@ -22,6 +22,7 @@ const CANARIES: &[&str] = &[
     "CANARYreplykey",
     "CANARYtoken",
     "CANARYwrongtoken",
+    "CANARYbarekey",
 ];
 
 fn output(mut child: Child) -> String {
@@ -101,6 +102,24 @@ async fn canary_secrets_appear_in_no_output() {
         .unwrap();
     assert!(text.contains("sasl.jaas.config"), "{text}");
     assert_clean("the configuration error", &text);
+
+    // 1b. A reply key given bare instead of as a JSON list: the settings error names
+    //     the setting, not the value.
+    let port = free_port();
+    let failed = Process::command(&settings, port)
+        .env(
+            "SAGAFLOW_SECURITY__REPLY_KEYS",
+            "CANARYbarekey-0123456789abcdefghijklmnop",
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = tokio::task::spawn_blocking(move || output(failed))
+        .await
+        .unwrap();
+    assert!(text.contains("security.reply_keys"), "{text}");
+    assert_clean("the settings error", &text);
 
     // 2. A running service, with access control, asked with a good and a bad token.
     let port = free_port();

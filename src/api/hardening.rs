@@ -40,6 +40,54 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
+/// What the browser guard needs to know.
+#[derive(Debug, Clone)]
+pub struct BrowserPolicy {
+    /// The API runs without tokens: browsers are then checked for DNS rebinding.
+    pub open: bool,
+    pub allowed_hosts: Vec<String>,
+}
+
+/// With access control off, refuses a browser request whose `Host` is a name that is
+/// not allowed: a page can rebind its own name to this service's address and then
+/// read and write the API as if same-origin, but it cannot make its requests carry
+/// an IP address or `localhost` as their host. Programs (no `Origin`, no
+/// `Sec-Fetch-Site`) are not affected; with tokens, a page has none to send.
+pub async fn guard_hosts(
+    axum::extract::State(policy): axum::extract::State<std::sync::Arc<BrowserPolicy>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let h = req.headers();
+    let from_browser = h.contains_key("origin") || h.contains_key("sec-fetch-site");
+    if policy.open && from_browser {
+        let host = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !host_allowed(host, &policy.allowed_hosts) {
+            return Problem::new(StatusCode::FORBIDDEN, "host-not-allowed", "Host not allowed")
+                .detail(format!(
+                    "browsers may reach this API without a token only by IP address, as localhost, or by a name in api.allowed_hosts; `{host}` is none of these"
+                ))
+                .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(host)) {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !n.ends_with(':') => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
+}
+
 /// Refuses writes a browser was made to send from another site, and write bodies that
 /// are not JSON. Programs (curl, SDKs) send neither `Sec-Fetch-Site` nor `Origin` and
 /// are unaffected. Cross-site forms can only send form or text bodies, and scripts on
@@ -81,9 +129,15 @@ fn cross_site(headers: &HeaderMap) -> Option<String> {
         ));
     }
     let origin = text("origin")?;
-    let host = text("host").unwrap_or_default();
     let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
-    (origin_host != host).then(|| format!("origin `{origin}` is not this API's host `{host}`"))
+    // Behind a proxy that rewrites `Host`, the name the browser used is forwarded.
+    let hosts = [text("host"), text("x-forwarded-host")];
+    let same = hosts
+        .iter()
+        .flatten()
+        .any(|h| h.eq_ignore_ascii_case(origin_host));
+    let host = text("host").unwrap_or_default();
+    (!same).then(|| format!("origin `{origin}` is not this API's host `{host}`"))
 }
 
 /// A JSON content type, or no content type and no body.
@@ -132,6 +186,24 @@ mod tests {
         assert!(cross_site(&same).is_none());
         let other = headers(&[("origin", "https://evil.example"), ("host", "api:8080")]);
         assert!(cross_site(&other).is_some());
+    }
+
+    #[test]
+    fn rebinding_names_are_not_allowed_hosts() {
+        let none: Vec<String> = Vec::new();
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "10.0.0.7",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(ok, &none), "{ok}");
+        }
+        for bad in ["evil.example:8080", "evil.example", "sagaflow"] {
+            assert!(!host_allowed(bad, &none), "{bad}");
+        }
+        assert!(host_allowed("sagaflow:8080", &["sagaflow:8080".to_owned()]));
     }
 
     #[test]

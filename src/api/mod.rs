@@ -114,6 +114,13 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(hardening::guard_writes))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(hardening::BrowserPolicy {
+                open: !settings.auth.enabled,
+                allowed_hosts: settings.allowed_hosts.clone(),
+            }),
+            hardening::guard_hosts,
+        ))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_millis(settings.request_timeout_ms),

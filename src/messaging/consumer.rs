@@ -265,7 +265,9 @@ fn route(
     if applier.registry.is_trigger_topic(m.topic()) {
         // Replies are never read from trigger topics: whoever may publish business
         // events there must not be able to answer commands.
-        if ev.ext(envelope::EXT_SAGA_ID).is_none() {
+        // Only what carries a reply token is a misdirected reply; other events (a
+        // lifecycle event on a lifecycle topic that triggers sagas, say) are not ours.
+        if ev.ext(reply_token::EXT_TOKEN).is_none() {
             metrics::ignored("not_a_trigger");
             return Route::Ignored;
         }

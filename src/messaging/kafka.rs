@@ -15,7 +15,25 @@ use crate::config::KafkaSettings;
 pub fn create<C: rdkafka::config::FromClientConfig>(
     config: &ClientConfig,
 ) -> Result<C, rdkafka::error::KafkaError> {
-    config.create().map_err(crate::redact::kafka_error)
+    use rdkafka::error::KafkaError;
+    config.create().map_err(|e| {
+        // Creation errors are librdkafka's own text, which may quote any property.
+        let secrets: Vec<&str> = config
+            .config_map()
+            .into_iter()
+            .filter(|(k, _)| !crate::redact::harmless_kafka_property(k))
+            .map(|(_, v)| v)
+            .collect();
+        match crate::redact::kafka_error(e) {
+            KafkaError::ClientCreation(text) => {
+                KafkaError::ClientCreation(crate::redact::mask_all(&text, secrets))
+            }
+            KafkaError::ClientConfig(code, text, key, value) => {
+                KafkaError::ClientConfig(code, crate::redact::mask_all(&text, secrets), key, value)
+            }
+            other => other,
+        }
+    })
 }
 
 fn base(settings: &KafkaSettings) -> ClientConfig {

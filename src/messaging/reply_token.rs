@@ -80,6 +80,8 @@ impl ReplyKeys {
         // new_from_slice accepts keys of any length, so this cannot fail.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        // The purpose first, as for every other use of these keys (`tag`).
+        mac.update(b"reply-token\0");
         mac.update(command_id.as_hyphenated().to_string().as_bytes());
         mac
     }

@@ -104,6 +104,52 @@ impl Registry {
     }
 
     /// Definitions started by events of `event_type` on `topic`.
+    /// Topics used for two roles that must not share one: a reply topic (of a current
+    /// version, or of an older one sagas still run on) that is also a trigger topic, the
+    /// dead-letter topic or the lifecycle topic, and a trigger on the dead-letter topic.
+    /// Each problem as a sentence.
+    pub fn topic_conflicts(&self, dead_letter: &str, lifecycle: &str) -> Vec<String> {
+        let mut replies: Vec<(String, String)> = self
+            .current
+            .values()
+            .map(|d| (d.reply_topic.clone(), format!("`{}`", d.name)))
+            .collect();
+        if let Ok(v) = self.versions.read() {
+            let older = v.values().filter(|d| {
+                self.current
+                    .get(&d.name)
+                    .is_none_or(|c| c.version != d.version)
+            });
+            replies.extend(older.map(|d| {
+                (
+                    d.reply_topic.clone(),
+                    format!("`{}` version {}", d.name, d.version),
+                )
+            }));
+        }
+        let mut problems = Vec::new();
+        for (topic, owner) in &replies {
+            if self.is_trigger_topic(topic) {
+                problems.push(format!(
+                    "`{topic}` is the reply topic of {owner} and a trigger topic: replies are never read from trigger topics, so give one of them another topic (or let the sagas on that version finish)"
+                ));
+            }
+            if topic == dead_letter || (!lifecycle.is_empty() && topic == lifecycle) {
+                problems.push(format!(
+                    "`{topic}` is the reply topic of {owner} and sagaflow's own dead-letter or lifecycle topic"
+                ));
+            }
+        }
+        if self.is_trigger_topic(dead_letter) {
+            problems.push(format!(
+                "the dead-letter topic `{dead_letter}` triggers a saga"
+            ));
+        }
+        problems.sort();
+        problems.dedup();
+        problems
+    }
+
     /// Whether some current definition is triggered from `topic`: such a topic is
     /// never read for replies.
     pub fn is_trigger_topic(&self, topic: &str) -> bool {
@@ -122,5 +168,44 @@ impl Registry {
             })
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod conflict_tests {
+    use super::*;
+
+    fn def(name: &str, reply: &str, trigger: Option<&str>) -> Definition {
+        let trigger = trigger
+            .map(|t| format!("trigger: {{topic: {t}, type: x.placed, key: \"{{{{ event.k }}}}\", input: {{}}}}\n"))
+            .unwrap_or_default();
+        let src = format!(
+            "name: {name}\n{trigger}defaults: {{reply_topic: {reply}}}\nsteps:\n  - name: s\n    command: {{topic: c, type: c.do}}\n    reply: {{success: [c.done]}}\n    compensation: none\n"
+        );
+        crate::definition::parse_definition("x.yaml", &src).unwrap()
+    }
+
+    #[test]
+    fn topics_with_two_roles_are_reported() {
+        let ok = Registry::new(vec![def("a", "a.replies", Some("orders"))]);
+        assert!(ok.topic_conflicts("dlq", "life").is_empty());
+        let clash = Registry::new(vec![
+            def("a", "a.replies", Some("orders")),
+            def("b", "orders", None),
+            def("c", "dlq", None),
+        ]);
+        let problems = clash.topic_conflicts("dlq", "life");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`orders` is the reply topic of `b`"))
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("`dlq` is the reply topic of `c`"))
+        );
     }
 }

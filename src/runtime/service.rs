@@ -49,6 +49,8 @@ pub enum ServeError {
     ReplyKeys(#[from] KeyTooShort),
     #[error("a supervised task ended unexpectedly (see the log above)")]
     TaskDied,
+    #[error("topics are used for roles that exclude each other:\n{}", .0.join("\n"))]
+    Topics(Vec<String>),
 }
 
 /// A long-running task, boxed so the supervisor takes each kind.
@@ -166,6 +168,13 @@ pub async fn run(
         if let Err(e) = registry.version(&store, &name, &version).await {
             tracing::error!(error = %e, "a running saga's definition version cannot be loaded");
         }
+    }
+    let conflicts = registry.topic_conflicts(
+        &settings.kafka.dead_letter_topic,
+        &settings.kafka.lifecycle_topic,
+    );
+    if !conflicts.is_empty() {
+        return Err(ServeError::Topics(conflicts));
     }
     if settings.kafka.create_topics
         && let Err(e) = ensure_topics(&settings, &registry).await
@@ -293,10 +302,7 @@ pub async fn run(
         Box::pin(api::server::serve(
             listener,
             app,
-            api::server::ServerLimits {
-                header_read_timeout: Duration::from_millis(settings.api.header_read_timeout_ms),
-                max_connections: settings.api.max_connections,
-            },
+            api::server::ServerLimits::from(&settings.api),
             intake.clone(),
         )),
     ));
