@@ -207,15 +207,14 @@ async fn replicas_broker_and_database_killed_under_load_lose_nothing() {
     .fetch_all(&rig.store.pool)
     .await
     .unwrap();
-    let store = rig.store.clone();
+    let compensated: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sagas WHERE status = 'compensated'")
+            .fetch_one(&rig.store.pool)
+            .await
+            .unwrap();
     // Lost, stuck, ended wrongly, commanded twice, dead-lettered, terminal events.
     rig.check_outcomes(Retries::Allowed).await;
     assert_eq!(out_of_order, 0, "sagas compensated out of reverse order");
-    let compensated: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM sagas WHERE status = 'compensated'")
-            .fetch_one(&store.pool)
-            .await
-            .unwrap();
     println!(
         "chaos: {sagas} sagas ({compensated} compensated), {kills} replica kills, 1 broker kill{}; \
          load {:.0} s, all settled and checked after {:.0} s; lost 0, stuck 0, double-commanded 0, \
