@@ -136,16 +136,41 @@ httpHeaders:
 {{- end }}
 
 {{/*
+"true" when the API requires tokens, else empty: config.api.auth.enabled when it is set,
+otherwise whether tokens are given (config.api.auth.tokens or apiTokens.existingSecret).
+Giving tokens is the one step that switches auth on; enabled: false is needed to serve
+an API open while tokens are configured.
+*/}}
+{{- define "sagaflow.authEnabled" -}}
+{{- $auth := dig "api" "auth" dict .Values.config }}
+{{- if include "sagaflow.authEnabledSet" . }}
+{{- if $auth.enabled }}true{{ end }}
+{{- else if or (dig "tokens" list $auth) .Values.apiTokens.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/* "true" when config.api.auth.enabled is set in values (true or false), else empty. */}}
+{{- define "sagaflow.authEnabledSet" -}}
+{{- $auth := dig "api" "auth" dict .Values.config }}
+{{- if and (hasKey $auth "enabled") (not (kindIs "invalid" $auth.enabled)) }}true{{ end }}
+{{- end }}
+
+{{/*
 Refuse values that would give an API nobody meant to leave open, or probes that cannot
 pass. `sagaflow serve` refuses the first case too, but only once the pod runs; failing
-here stops it at `helm install`.
+here stops it at `helm install`. The default values give no tokens and leave
+allow_unauthenticated false, so they fail here on purpose (fail closed): the message
+names the one value that fixes either way.
 */}}
 {{- define "sagaflow.checkAuth" -}}
 {{- $auth := dig "api" "auth" dict .Values.config }}
-{{- $enabled := dig "enabled" false $auth }}
+{{- $enabled := include "sagaflow.authEnabled" . }}
 {{- $tokens := dig "tokens" list $auth }}
 {{- if not (or $enabled (dig "allow_unauthenticated" false $auth)) }}
-{{- fail "the API would run without authentication: set config.api.auth.enabled=true with tokens (apiTokens.existingSecret or config.api.auth.tokens), or set config.api.auth.allow_unauthenticated=true to serve it open on purpose (see docs/deployment.md, API authentication)" }}
+{{- if include "sagaflow.authEnabledSet" . }}
+{{- fail "the API would run without authentication: config.api.auth.enabled is false. Set it to true (tokens from apiTokens.existingSecret or config.api.auth.tokens), or set config.api.auth.allow_unauthenticated=true to serve the API open on purpose (see docs/deployment.md, API authentication)" }}
+{{- else }}
+{{- fail "the API would run without authentication: no API tokens are configured. Give them with --set apiTokens.existingSecret=<Secret whose entry SAGAFLOW_API__AUTH__TOKENS holds the token hashes> (or config.api.auth.tokens), which switches authentication on; or, for a throwaway install only, serve the API open to anyone who can reach the Service with --set config.api.auth.allow_unauthenticated=true (see docs/deployment.md, API authentication)" }}
+{{- end }}
 {{- end }}
 {{- if and $enabled (not $tokens) (not .Values.apiTokens.existingSecret) }}
 {{- fail "config.api.auth.enabled needs tokens: apiTokens.existingSecret (a Secret with the entry SAGAFLOW_API__AUTH__TOKENS) or config.api.auth.tokens" }}
@@ -155,7 +180,7 @@ here stops it at `helm install`.
 {{- end }}
 {{- if include "sagaflow.protectHealth" . }}
 {{- if not $enabled }}
-{{- fail "config.api.auth.protect_health needs config.api.auth.enabled=true" }}
+{{- fail "config.api.auth.protect_health needs config.api.auth.enabled=true (or tokens, which switch it on)" }}
 {{- end }}
 {{- if not .Values.probes.token.value }}
 {{- fail "config.api.auth.protect_health is on but probes.token.value is empty: the kubelet's probes and the ServiceMonitor need a token with only the `health` scope (see docs/deployment.md, Protected health endpoints)" }}
@@ -173,6 +198,11 @@ configuration `sagaflow serve` does.
 {{- /* Rendered below, together with the probe token. */}}
 {{- $_ := unset (dig "api" "auth" dict $config) "tokens" }}
 {{- include "sagaflow.envTree" (dict "prefix" "SAGAFLOW" "value" $config) }}
+{{- /* Tokens given, enabled unset: auth on. Never false unless set (see authEnabled). */}}
+{{- if and (not (include "sagaflow.authEnabledSet" .)) (include "sagaflow.authEnabled" .) }}
+- name: SAGAFLOW_API__AUTH__ENABLED
+  value: "true"
+{{- end }}
 {{- with include "sagaflow.apiTokensJson" . }}
 - name: SAGAFLOW_API__AUTH__TOKENS
   value: {{ . | quote }}
