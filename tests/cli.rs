@@ -151,3 +151,22 @@ fn serve_refuses_to_start_without_access_control_unless_told() {
     let err = stderr(&o);
     assert!(err.contains("api.auth.allow_unauthenticated"), "{err}");
 }
+
+#[test]
+fn payload_constants_are_sent_as_written() {
+    let o = sagaflow(&["simulate", "tests/fixtures/values/yaml-1.1-lookalikes.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for exact in [
+        r#""country":"NO""#,
+        r#""flag":"on""#,
+        r#""zip":"012345""#,
+        r#""answer":"y""#,
+        r#""time":"1:30""#,
+        r#""n":42"#,
+        r#""ratio":0.5"#,
+        r#""yes_key":true"#,
+    ] {
+        assert!(out.contains(exact), "{exact} in {out}");
+    }
+}

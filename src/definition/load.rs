@@ -101,7 +101,14 @@ pub fn parse_definition_within(
         return Err(d.into_sorted());
     }
     // The budget is what rejects alias bombs and nesting deep enough to exhaust a stack.
-    let options = serde_saphyr::options! { with_snippet: false, budget: Some(limits.budget()) };
+    // YAML 1.2 core values: `NO`, `on`, `y` stay strings (not YAML 1.1 booleans), and a
+    // plain number with leading zeros (`012345`) stays the string it was written as.
+    let options = serde_saphyr::options! {
+        with_snippet: false,
+        budget: Some(limits.budget()),
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+    };
     let root: Node = match serde_saphyr::from_str_with_options(source, options) {
         Ok(root) => root,
         Err(err) => {
