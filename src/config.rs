@@ -374,6 +374,16 @@ impl Settings {
         {
             return Err(ConfigError::Rule("batch sizes must be positive".into()));
         }
+        // A century is "for ever" for a saga; larger numbers are typos, and 0 already
+        // means "keep".
+        const CENTURY_S: u64 = 100 * 366 * 86_400;
+        if self.runtime.retention_finished_s > CENTURY_S
+            || self.runtime.retention_inbox_s > CENTURY_S
+        {
+            return Err(ConfigError::Rule(
+                "runtime.retention_finished_s and runtime.retention_inbox_s are at most a century; 0 keeps rows for ever".into(),
+            ));
+        }
         if self.kafka.group_id.is_empty() || self.kafka.bootstrap_servers.is_empty() {
             return Err(ConfigError::Rule(
                 "kafka.group_id and kafka.bootstrap_servers must be set".into(),

@@ -150,10 +150,17 @@ fn main() -> ExitCode {
             guard.shutdown();
         }
         drop(runtime);
-        return if result.is_ok() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
+        let task_died = result.as_ref().err().is_some_and(|e| {
+            matches!(
+                e.downcast_ref::<service::ServeError>(),
+                Some(service::ServeError::TaskDied)
+            )
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            // EX_SOFTWARE: an orchestrator (or a person) can tell this from a bad config.
+            Err(_) if task_died => ExitCode::from(sagaflow::runtime::supervise::TASK_DIED),
+            Err(_) => ExitCode::FAILURE,
         };
     }
     match run(cli) {

@@ -120,7 +120,7 @@ async fn a_loop_that_panics_stops_the_process_with_its_cause() {
                 .await;
         }
         let status = svc.exited(WAIT).await;
-        assert!(!status.success(), "{point}: {status}");
+        assert_eq!(status.code(), Some(70), "{point}: {status} (EX_SOFTWARE)");
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(
             text.contains("a supervised task panicked"),

@@ -82,7 +82,24 @@ async fn old_finished_sagas_and_inbox_rows_go_and_redelivery_changes_nothing() {
     let removed = pass(week, week).await;
     assert_eq!(removed, Removed { sagas: 0, inbox: 6 });
     // The applied reply comes again: no inbox row knows it, and still nothing changes.
+    // Applying it writes its inbox row again, which is how the test knows it was read.
     send_to(&producer, &reply, 0).await;
+    let reply_id = reply
+        .headers
+        .iter()
+        .find(|(k, _)| k == "ce_id")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    eventually("the redelivered reply to be read", WAIT, || async {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM inbox WHERE message_id LIKE '%|' || $1")
+                .bind(&reply_id)
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
     let sentinel = {
         send_to(&producer, &order_placed(&settings, "sentinel"), 0).await;
         wait_saga(&store, "sentinel").await

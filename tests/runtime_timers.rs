@@ -133,3 +133,66 @@ async fn an_unreadable_timer_row_is_parked_and_the_others_fire() {
     }
     svc.stop().await;
 }
+
+/// One step nobody answers, timing out after 3 s: long enough to break a saga's state
+/// before its timer is due.
+const TIMING_OUT_SLOWLY: &str = "\
+name: timing-out
+defaults: {reply_topic: tick.replies, timeout: 3s, retry: {max_attempts: 1}}
+steps:
+  - name: wait
+    command: {topic: tick.commands, type: tick.wait, payload: {n: \"{{ input.n }}\"}}
+    reply: {success: [tick.done]}
+    compensation: none
+";
+
+/// A saga whose state no longer reads used to fail every batch of timers claimed with
+/// it, for ever; the others now fire, and its own timer waits for a replica that can
+/// read it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_saga_that_cannot_be_read_holds_back_no_other_timer() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let settings = settings(
+        &db,
+        &broker,
+        &sagas_dir_with("timing-out.yaml", TIMING_OUT_SLOWLY),
+    );
+    let store = db.store().await;
+    let svc = InProcess::start(settings).await;
+    let base = svc.url("");
+    let broken = start_saga(&base, "timing-out", json!({"n": 1})).await;
+    let others = [
+        start_saga(&base, "timing-out", json!({"n": 2})).await,
+        start_saga(&base, "timing-out", json!({"n": 3})).await,
+    ];
+    sqlx::query("UPDATE sagas SET state = '{\"not\": \"a saga\"}' WHERE id = $1")
+        .bind(broken)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    // All three due at one instant, so one claim takes them together.
+    sqlx::query("UPDATE timers SET due_at = now() + interval '1 second'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    for id in others {
+        wait_status(
+            &store,
+            id,
+            sagaflow::engine::SagaStatus::Compensated,
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let waiting = count(
+        &store,
+        &format!(
+            "SELECT count(*) FROM timers WHERE saga_id = '{broken}' AND claimed_until > now()"
+        ),
+    )
+    .await;
+    assert_eq!(waiting, 1, "the broken saga's timer keeps its claim");
+    svc.stop().await;
+}

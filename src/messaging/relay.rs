@@ -115,6 +115,7 @@ async fn lead(
         let published = match publish_once(store, &producer.get(), settings).await {
             Ok(n) => {
                 healthy.ok();
+                producer.succeeded();
                 backoff = Duration::from_millis(100);
                 n
             }

@@ -54,6 +54,12 @@ pub async fn run(store: Store, settings: RetentionSettings, cancel: Cancellation
     }
 }
 
+/// The instant `age` ago, or `None` when that is before any stored row could be (an
+/// age too large to subtract keeps everything; it never wraps to "delete all").
+fn cutoff(age: Duration) -> Option<chrono::DateTime<Utc>> {
+    Utc::now().checked_sub_signed(chrono::Duration::from_std(age).ok()?)
+}
+
 /// One pass: batches until nothing old is left (or `cancel`).
 pub async fn run_once(
     store: &Store,
@@ -62,8 +68,7 @@ pub async fn run_once(
 ) -> Result<Removed, StoreError> {
     let mut removed = Removed::default();
     let pause = Duration::from_millis(20);
-    if let Some(age) = settings.finished {
-        let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    if let Some(before) = settings.finished.and_then(cutoff) {
         loop {
             let n = store::delete_finished_sagas(&store.pool, before, settings.batch_size).await?;
             removed.sagas += n;
@@ -74,8 +79,7 @@ pub async fn run_once(
             tokio::time::sleep(pause).await;
         }
     }
-    if let Some(age) = settings.inbox {
-        let before = Utc::now() - chrono::Duration::from_std(age).unwrap_or_default();
+    if let Some(before) = settings.inbox.and_then(cutoff) {
         loop {
             let n = store::delete_inbox_before(&store.pool, before, settings.batch_size).await?;
             removed.inbox += n;
@@ -87,4 +91,16 @@ pub async fn run_once(
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_windows_keep_everything_rather_than_wrap() {
+        assert!(cutoff(Duration::from_secs(86_400)).is_some());
+        assert!(cutoff(Duration::from_secs(u64::MAX)).is_none());
+        assert!(cutoff(Duration::from_secs(9_000_000_000_000)).is_none());
+    }
 }

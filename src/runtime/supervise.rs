@@ -63,7 +63,7 @@ impl Heartbeat {
 }
 
 /// Exit code when a supervised task ends unexpectedly (EX_SOFTWARE).
-pub const TASK_DIED: i32 = 70;
+pub const TASK_DIED: u8 = 70;
 
 /// Runs `task` as `name`. If it ends before `stopping` is cancelled, whether by
 /// returning or by panicking, the cause is logged and `died` is cancelled: the caller
@@ -76,6 +76,9 @@ pub async fn supervised(
 ) {
     let outcome = std::panic::AssertUnwindSafe(task).catch_unwind().await;
     if stopping.is_cancelled() {
+        if let Err(panic) = outcome {
+            tracing::error!(task = name, cause = %cause(panic.as_ref()), "a supervised task panicked while stopping");
+        }
         return;
     }
     match outcome {
@@ -84,15 +87,19 @@ pub async fn supervised(
             "a supervised task ended unexpectedly; stopping the process"
         ),
         Err(panic) => {
-            let cause = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic without a message".to_owned());
+            let cause = cause(panic.as_ref());
             tracing::error!(task = name, %cause, "a supervised task panicked; stopping the process");
         }
     }
     died.cancel();
+}
+
+fn cause(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
 }
 
 /// Test hook: stops the process at a named point when the `SAGAFLOW_FAULT` environment

@@ -81,6 +81,41 @@ pub struct Fired {
     pub busy: usize,
 }
 
+/// Applies a batch that failed for a reason that is not transient timer by timer, so
+/// one broken saga does not hold back every timer claimed with it. A timer whose
+/// transition PostgreSQL cannot store is parked; one whose saga this replica cannot
+/// read keeps its claim and is tried again once the lease lapses. `None` for those.
+async fn one_by_one(
+    applier: &Applier,
+    items: &[Item],
+) -> Result<Vec<Option<Applied>>, super::transition::ApplyError> {
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        match applier
+            .apply_traced(std::slice::from_ref(item), &[], true)
+            .await
+        {
+            Ok(mut r) => results.push(Some(r.remove(0))),
+            Err(e) if e.is_unstorable() => {
+                let key = item.timer.clone().unwrap_or_default();
+                let reason = format!("timer cannot be applied: {e}");
+                tracing::error!(saga_id = %item.saga_id, timer = %key, %reason, "timer parked");
+                store::park_timer(&applier.store.pool, item.saga_id, &key, &reason).await?;
+                metrics::timer_parked();
+                results.push(None);
+            }
+            Err(e) if e.is_unreadable() => {
+                // A replica of another version may read this saga (a rolling upgrade):
+                // the timer keeps its claim and is tried again when the lease lapses.
+                tracing::error!(saga_id = %item.saga_id, error = %e, "a due timer's saga cannot be read here; retried after the claim lease");
+                results.push(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(results)
+}
+
 /// How long a claimed timer stays hidden from other replicas. Firing takes one
 /// transaction; if this replica dies first, another fires the timer once this lapses.
 const CLAIM_LEASE: Duration = Duration::from_secs(30);
@@ -124,16 +159,20 @@ pub async fn fire_due(
             timer: Some(key),
         });
     }
-    let results = applier.apply_traced(&items, &[], true).await?;
+    let results = match applier.apply_traced(&items, &[], true).await {
+        Ok(results) => results.into_iter().map(Some).collect(),
+        Err(e) if e.is_permanent() => one_by_one(applier, &items).await?,
+        Err(e) => return Err(e),
+    };
     let (mut busy_sagas, mut busy_keys) = (Vec::new(), Vec::new());
     let mut fired = 0;
     for ((r, (kind, lag)), item) in results.iter().zip(lags).zip(&items) {
         match r {
-            Applied::Changed | Applied::Unchanged => {
+            Some(Applied::Changed | Applied::Unchanged) => {
                 metrics::timer_fired(kind, lag);
                 fired += 1;
             }
-            Applied::Busy => {
+            Some(Applied::Busy) => {
                 busy_sagas.push(item.saga_id);
                 busy_keys.push(item.timer.clone().unwrap_or_default());
             }

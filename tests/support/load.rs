@@ -277,6 +277,11 @@ impl Rig {
             (n == 0).then_some(())
         })
         .await;
+        let parked: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox_parked")
+            .fetch_one(&self.store.pool)
+            .await
+            .unwrap();
+        assert_eq!(parked, 0, "outbox rows parked");
         let dead = read_topic(&self.settings, &self.settings.kafka.dead_letter_topic).await;
         assert!(
             dead.is_empty(),
