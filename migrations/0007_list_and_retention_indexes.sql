@@ -8,7 +8,7 @@
 -- transition: time filters use the (created_at, id) order and no index of their own.
 --
 -- Plain CREATE INDEX, in the migration's transaction: on a large existing table it
--- blocks writes while it builds (docs/reliability.md, "Queries at scale").
+-- blocks writes while it builds (docs/reliability.md says how to pre-build them).
 CREATE INDEX sagas_status_created ON sagas (status, created_at, id);
 CREATE INDEX sagas_key_created ON sagas (business_key, created_at, id) WHERE business_key IS NOT NULL;
 -- Unfinished sagas are few next to finished ones: the versions still in use, the
