@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sagaflow::config::Settings;
-use sagaflow::engine::{CompensationStatus, FailurePhase, Phase, SagaStatus, StepStatus};
+use sagaflow::engine::{FailurePhase, Phase, SagaStatus, StepStatus};
 use sagaflow::messaging::kafka;
 use sagaflow::participant::{Command, Decision, Policy};
 use sagaflow::store::Store;
@@ -192,7 +192,7 @@ async fn timed_out_attempt_is_retried_and_then_succeeds() {
             "step_succeeded"
         ]
     );
-    assert_eq!(inst.steps[0].attempt, 2);
+    assert_eq!(inst.steps[0].forward.attempt, 2);
     rig.stop().await;
 }
 
@@ -222,10 +222,10 @@ async fn unknown_outcome_is_compensated_with_the_earlier_steps() {
             "comp:reserve#1"
         ]
     );
-    assert_eq!(inst.steps[1].status, StepStatus::TimedOut);
-    assert_eq!(inst.steps[1].compensation, CompensationStatus::Compensated);
-    assert_eq!(inst.steps[0].compensation, CompensationStatus::Compensated);
-    assert_eq!(inst.steps[2].status, StepStatus::Pending);
+    assert_eq!(inst.steps[1].forward.status, StepStatus::TimedOut);
+    assert_eq!(inst.steps[1].compensation.status, StepStatus::Succeeded);
+    assert_eq!(inst.steps[0].compensation.status, StepStatus::Succeeded);
+    assert_eq!(inst.steps[2].forward.status, StepStatus::Pending);
     let failure = inst.failure.unwrap();
     assert_eq!(failure.phase, FailurePhase::Forward);
     assert_eq!(failure.step.as_deref(), Some("charge"));
@@ -284,8 +284,8 @@ async fn failing_compensation_waits_for_an_operator_retry() {
         "{}",
         failure.reason
     );
-    assert_eq!(inst.steps[1].compensation, CompensationStatus::Failed);
-    assert_eq!(inst.steps[0].compensation, CompensationStatus::NotStarted);
+    assert_eq!(inst.steps[1].compensation.status, StepStatus::Failed);
+    assert_eq!(inst.steps[0].compensation.status, StepStatus::Pending);
 
     // Abort is refused while a compensation has failed: retry is the way on.
     let (status, ctype, body) = rig.post(&format!("/v1/sagas/{id}/abort"), None).await;
@@ -366,7 +366,7 @@ async fn parallel_group_failure_waits_for_siblings_and_compensates_in_settling_o
         "compensation began before the slow sibling settled"
     );
     assert_eq!(
-        inst.steps[4].status,
+        inst.steps[4].forward.status,
         StepStatus::Pending,
         "confirm never ran"
     );
@@ -413,8 +413,8 @@ async fn skipped_conditional_step_is_never_sent_nor_compensated() {
             "comp:reserve#1"
         ]
     );
-    assert_eq!(inst.steps[1].status, StepStatus::Skipped);
-    assert_eq!(inst.steps[1].compensation, CompensationStatus::NotStarted);
+    assert_eq!(inst.steps[1].forward.status, StepStatus::Skipped);
+    assert_eq!(inst.steps[1].compensation.status, StepStatus::Pending);
     assert_eq!(
         step_timeline(&rig.store, skipped, "gift").await,
         ["step_skipped"]
@@ -476,7 +476,7 @@ async fn abort_rolls_back_before_the_pivot_and_is_refused_from_it_on() {
             "comp:reserve#1"
         ]
     );
-    assert_eq!(inst.steps[1].status, StepStatus::TimedOut);
+    assert_eq!(inst.steps[1].forward.status, StepStatus::TimedOut);
     assert!(
         inst.failure.unwrap().reason.contains("customer cancelled"),
         "abort reason kept"
@@ -677,7 +677,7 @@ async fn example_subscription_signup_is_started_by_its_trigger() {
             "cmd:send_welcome_email#1"
         ]
     );
-    assert_eq!(inst.steps[2].status, StepStatus::Skipped);
+    assert_eq!(inst.steps[2].forward.status, StepStatus::Skipped);
     let out = inst.output.unwrap();
     assert_eq!(out["account_id"], "acc-basic");
     assert!(out["subscription_id"].is_string(), "{out}");

@@ -411,8 +411,8 @@ async fn stale_reply_is_recorded_and_ignored() {
     );
     let inst = saga(&rig.store, id).await;
     assert_eq!(inst.status, SagaStatus::Running);
-    assert_eq!(inst.steps[0].status, StepStatus::Running);
-    assert_eq!(inst.steps[0].attempt, 2);
+    assert_eq!(inst.steps[0].forward.status, StepStatus::Running);
+    assert_eq!(inst.steps[0].forward.attempt, 2);
     assert_eq!(inst.steps[0].reply, None);
 
     rig.send(&reply(

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::definition::Diagnostic;
-use crate::engine::{Instance, SagaStatus};
+use crate::engine::{Instance, SagaStatus, StepStatus};
 use crate::store::HistoryRow;
 
 /// Status of a saga.
@@ -20,8 +20,10 @@ pub enum Status {
     Compensating,
     Completed,
     Compensated,
-    /// Waiting for an operator (`retry` or `abort`).
+    /// Waiting for an operator: `retry`, `resolve-step` or `terminate`.
     Failed,
+    /// Ended by an operator; nothing more is sent.
+    Terminated,
 }
 
 impl From<SagaStatus> for Status {
@@ -32,6 +34,7 @@ impl From<SagaStatus> for Status {
             SagaStatus::Completed => Status::Completed,
             SagaStatus::Compensated => Status::Compensated,
             SagaStatus::Failed => Status::Failed,
+            SagaStatus::Terminated => Status::Terminated,
         }
     }
 }
@@ -44,6 +47,7 @@ impl Status {
             Status::Completed => "completed",
             Status::Compensated => "compensated",
             Status::Failed => "failed",
+            Status::Terminated => "terminated",
         }
     }
 }
@@ -127,7 +131,7 @@ pub struct StepView {
     /// Option: `oneOf: [null, any]` would make a `null` match twice and be invalid.
     pub reply: Json,
     pub error: Option<String>,
-    /// not_started, running, waiting_retry, compensated or failed.
+    /// not_started, running, waiting_retry, compensated, failed or timed_out.
     pub compensation: String,
     pub compensation_attempt: u32,
     pub compensation_error: Option<String>,
@@ -195,6 +199,15 @@ pub struct SagaDetail {
     pub timeline: Vec<TimelineEntry>,
 }
 
+/// A compensation's state in the words the API has always used for it.
+fn compensation_text(status: StepStatus) -> String {
+    match status {
+        StepStatus::Pending => "not_started".into(),
+        StepStatus::Succeeded => "compensated".into(),
+        other => text(&other),
+    }
+}
+
 fn text<T: Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(Json::String(s)) => s,
@@ -217,13 +230,13 @@ impl SagaDetail {
             .zip(step_names)
             .map(|(s, name)| StepView {
                 name,
-                status: text(&s.status),
-                attempt: s.attempt,
+                status: text(&s.forward.status),
+                attempt: s.forward.attempt,
                 reply: s.reply.clone().unwrap_or(Json::Null),
-                error: s.error.clone(),
-                compensation: text(&s.compensation),
-                compensation_attempt: s.comp_attempt,
-                compensation_error: s.comp_error.clone(),
+                error: s.forward.error.clone(),
+                compensation: compensation_text(s.compensation.status),
+                compensation_attempt: s.compensation.attempt,
+                compensation_error: s.compensation.error.clone(),
             })
             .collect();
         SagaDetail {

@@ -79,6 +79,7 @@ pub enum LifecycleKind {
     Compensating,
     Compensated,
     Failed,
+    Terminated,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +115,11 @@ pub enum HistoryKind {
     TimerIgnored,
     OperatorAbort,
     OperatorRetry,
+    /// A reply to an attempt whose outcome was unknown (it timed out, was superseded,
+    /// or an operator resolved it): `detail.effect` says what it changed.
+    LateReply,
+    OperatorResolve,
+    Terminated,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -65,10 +65,37 @@ pub enum Event {
         reason: String,
         actor: String,
     },
-    /// An operator asks to redrive failed steps or failed compensations.
+    /// An operator asks to go again: redrive the failed steps or compensations of a
+    /// `failed` saga, or send at once the attempts waiting out a backoff.
     Retry {
         actor: String,
     },
+    /// An operator settles a step's command or compensation in place of its participant.
+    Resolve {
+        step: String,
+        phase: Phase,
+        /// The attempt the operator means; refused when another one is current, so a
+        /// repeated request is not applied twice.
+        attempt: Option<u32>,
+        outcome: Resolution,
+        reason: String,
+        actor: String,
+    },
+    /// An operator ends the saga where it stands; nothing more is sent.
+    Terminate {
+        reason: String,
+        actor: String,
+    },
+}
+
+/// What an operator says an attempt did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Resolution {
+    /// As a success reply with this payload.
+    Succeeded { payload: Json },
+    /// As a failure reply that must not be retried.
+    Failed,
 }
 
 /// Everything from outside that a transition may depend on. Passing these in (rather

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use uuid::Uuid;
 
+use super::event::Phase;
 use crate::definition::Definition;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,6 +19,8 @@ pub enum SagaStatus {
     Completed,
     /// Every step whose command went out has been compensated. Terminal.
     Compensated,
+    /// Ended by an operator; nothing more is sent. Terminal.
+    Terminated,
     /// Stopped, waiting for an operator: compensations exhausted (rollback incomplete),
     /// a step after the pivot exhausted its retries, or the pivot's outcome is unknown.
     Failed,
@@ -25,7 +28,10 @@ pub enum SagaStatus {
 
 impl SagaStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, SagaStatus::Completed | SagaStatus::Compensated)
+        matches!(
+            self,
+            SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Terminated
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -35,87 +41,214 @@ impl SagaStatus {
             SagaStatus::Completed => "completed",
             SagaStatus::Compensated => "compensated",
             SagaStatus::Failed => "failed",
+            SagaStatus::Terminated => "terminated",
         }
     }
 }
 
-/// Forward progress of one step.
+/// Where a step's command, or its compensation, stands. Both directions run the same
+/// attempt machine (`engine::attempt`), so they share one set of states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
-    /// Its stage has not been reached.
+    /// Not reached yet (a compensation: not started).
     Pending,
-    /// Its `when:` condition was false.
+    /// Its `when:` condition was false (commands only).
     Skipped,
-    /// Command `attempt` is out; waiting for its reply or timeout.
+    /// Attempt `attempt` is out; waiting for its reply or timeout.
     Running,
     /// Attempt `attempt` failed; attempt `attempt + 1` is due on a timer.
     WaitingRetry,
+    /// A success reply (for a compensation: compensated).
     Succeeded,
-    /// A failure reply (or a template error before anything was sent).
+    /// A failure reply, a template error before anything was sent, or an operator's word.
     Failed,
-    /// The last attempt timed out: the outcome is unknown.
+    /// The last attempt timed out: the outcome is unknown until a late reply or an operator.
     TimedOut,
 }
 
 impl StepStatus {
-    /// Settled: nothing more will happen to this step without an operator.
+    /// Settled: nothing more will happen to this step without an operator or a late reply.
     pub fn is_settled(self) -> bool {
         matches!(
             self,
             StepStatus::Skipped | StepStatus::Succeeded | StepStatus::Failed | StepStatus::TimedOut
         )
     }
+
+    /// In flight: a reply or a timer is awaited.
+    pub fn is_active(self) -> bool {
+        matches!(self, StepStatus::Running | StepStatus::WaitingRetry)
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CompensationStatus {
-    NotStarted,
-    Running,
-    WaitingRetry,
-    Compensated,
-    /// Exhausted or refused; the saga waits for an operator.
-    Failed,
-}
-
+/// The attempts of one direction of one step: its command, or its compensation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepState {
+pub struct Track {
     pub status: StepStatus,
-    /// Number of the latest forward attempt whose command was emitted (0: none ever).
+    /// Number of the latest attempt whose message was emitted (0: none ever).
     pub attempt: u32,
     /// First attempt of the current retry budget (an operator retry starts a new budget).
     pub budget_start: u32,
-    /// Payload of the success reply.
+    pub error: Option<String>,
+    /// Attempts that went out and have no answer yet although they are no longer
+    /// current (timed out, superseded, or cut short). A reply to one is late news, not
+    /// a duplicate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown: Vec<u32>,
+    /// Attempts an operator resolved before their participant answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manual: Vec<u32>,
+}
+
+impl Track {
+    fn new() -> Self {
+        Track {
+            status: StepStatus::Pending,
+            attempt: 0,
+            budget_start: 1,
+            error: None,
+            unknown: Vec::new(),
+            manual: Vec::new(),
+        }
+    }
+
+    /// Whether attempt `n` went out and its participant's answer is still to come.
+    pub fn awaits_answer(&self, n: u32) -> bool {
+        (self.status == StepStatus::Running && self.attempt == n)
+            || self.unknown.contains(&n)
+            || self.manual.contains(&n)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StepStateWire")]
+pub struct StepState {
+    pub forward: Track,
+    pub compensation: Track,
+    /// Payload of the success reply (or of an operator's resolution).
     pub reply: Option<Json>,
     /// Position in the order in which steps settled; compensation runs in reverse of it.
     pub settled_seq: Option<u64>,
-    pub error: Option<String>,
-    pub compensation: CompensationStatus,
-    pub comp_attempt: u32,
-    pub comp_budget_start: u32,
-    pub comp_error: Option<String>,
 }
 
 impl StepState {
     fn new() -> Self {
         StepState {
-            status: StepStatus::Pending,
-            attempt: 0,
-            budget_start: 1,
+            forward: Track::new(),
+            compensation: Track::new(),
             reply: None,
             settled_seq: None,
-            error: None,
-            compensation: CompensationStatus::NotStarted,
-            comp_attempt: 0,
-            comp_budget_start: 1,
-            comp_error: None,
         }
     }
 
     /// Whether any command for this step ever went out (so it may have had effects).
     pub fn command_sent(&self) -> bool {
-        self.attempt > 0
+        self.forward.attempt > 0
+    }
+
+    pub fn track(&self, phase: Phase) -> &Track {
+        match phase {
+            Phase::Command => &self.forward,
+            Phase::Compensation => &self.compensation,
+        }
+    }
+
+    pub fn track_mut(&mut self, phase: Phase) -> &mut Track {
+        match phase {
+            Phase::Command => &mut self.forward,
+            Phase::Compensation => &mut self.compensation,
+        }
+    }
+}
+
+/// Stored states written before the two directions shared one attempt machine had
+/// paired `comp_*` fields; they are read as they were meant.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StepStateWire {
+    Current {
+        forward: Track,
+        compensation: Track,
+        reply: Option<Json>,
+        settled_seq: Option<u64>,
+    },
+    Legacy {
+        status: StepStatus,
+        attempt: u32,
+        budget_start: u32,
+        reply: Option<Json>,
+        settled_seq: Option<u64>,
+        error: Option<String>,
+        compensation: LegacyCompensation,
+        comp_attempt: u32,
+        comp_budget_start: u32,
+        comp_error: Option<String>,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum LegacyCompensation {
+    NotStarted,
+    Running,
+    WaitingRetry,
+    Compensated,
+    Failed,
+}
+
+impl From<StepStateWire> for StepState {
+    fn from(wire: StepStateWire) -> Self {
+        match wire {
+            StepStateWire::Current {
+                forward,
+                compensation,
+                reply,
+                settled_seq,
+            } => StepState {
+                forward,
+                compensation,
+                reply,
+                settled_seq,
+            },
+            StepStateWire::Legacy {
+                status,
+                attempt,
+                budget_start,
+                reply,
+                settled_seq,
+                error,
+                compensation,
+                comp_attempt,
+                comp_budget_start,
+                comp_error,
+            } => StepState {
+                forward: Track {
+                    status,
+                    attempt,
+                    budget_start,
+                    error,
+                    unknown: Vec::new(),
+                    manual: Vec::new(),
+                },
+                compensation: Track {
+                    status: match compensation {
+                        LegacyCompensation::NotStarted => StepStatus::Pending,
+                        LegacyCompensation::Running => StepStatus::Running,
+                        LegacyCompensation::WaitingRetry => StepStatus::WaitingRetry,
+                        LegacyCompensation::Compensated => StepStatus::Succeeded,
+                        LegacyCompensation::Failed => StepStatus::Failed,
+                    },
+                    attempt: comp_attempt,
+                    budget_start: comp_budget_start,
+                    error: comp_error,
+                    unknown: Vec::new(),
+                    manual: Vec::new(),
+                },
+                reply,
+                settled_seq,
+            },
+        }
     }
 }
 
@@ -189,21 +322,18 @@ impl Instance {
     /// True once the pivot step has succeeded: from then on the saga only goes forward.
     pub fn past_pivot(&self, def: &Definition) -> bool {
         def.pivot
-            .is_some_and(|p| self.steps[p].status == StepStatus::Succeeded)
+            .is_some_and(|p| self.steps[p].forward.status == StepStatus::Succeeded)
     }
 
     /// Names of the steps currently in flight (forward or compensating).
     pub fn current_steps(&self, def: &Definition) -> Vec<String> {
+        if self.status.is_terminal() {
+            return Vec::new();
+        }
         self.steps
             .iter()
             .zip(&def.steps)
-            .filter(|(s, _)| {
-                matches!(s.status, StepStatus::Running | StepStatus::WaitingRetry)
-                    || matches!(
-                        s.compensation,
-                        CompensationStatus::Running | CompensationStatus::WaitingRetry
-                    )
-            })
+            .filter(|(s, _)| s.forward.status.is_active() || s.compensation.status.is_active())
             .map(|(_, d)| d.name.clone())
             .collect()
     }

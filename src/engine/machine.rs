@@ -112,10 +112,15 @@ impl<'a> Machine<'a> {
         self.inst.steps[step].settled_seq = Some(self.inst.seq);
     }
 
-    /// A uniform number in [0, 1) for the jitter of one (step, attempt), derived from the
-    /// event's seed so the same event always gives the same delay.
-    pub fn jitter(&self, step: usize, attempt: u32) -> f64 {
-        let mixed = splitmix64(self.env.random ^ ((step as u64) << 32) ^ u64::from(attempt));
+    /// A uniform number in [0, 1) for the jitter of one (step, phase, attempt), derived
+    /// from the event's seed so the same event always gives the same delay.
+    pub fn jitter(&self, step: usize, phase: Phase, attempt: u32) -> f64 {
+        let direction = match phase {
+            Phase::Command => 0,
+            Phase::Compensation => 1u64 << 31,
+        };
+        let mixed =
+            splitmix64(self.env.random ^ ((step as u64) << 32) ^ direction ^ u64::from(attempt));
         (mixed >> 11) as f64 / (1u64 << 53) as f64
     }
 

@@ -6,19 +6,19 @@
 //! what lets the runtime replay a transition after a crash and lets tests drive any
 //! interleaving of replies, timeouts and operator actions.
 
+mod attempt;
 mod compensate;
 pub mod effect;
 pub mod event;
 mod forward;
 pub mod instance;
+mod late;
 mod machine;
 mod operator;
 
 pub use effect::{Effect, HistoryEntry, HistoryKind, Lifecycle, LifecycleKind, Outgoing, Timer};
-pub use event::{Env, Event, Phase, Rejection, Reply};
-pub use instance::{
-    CompensationStatus, Failure, FailurePhase, Instance, SagaStatus, StepState, StepStatus,
-};
+pub use event::{Env, Event, Phase, Rejection, Reply, Resolution};
+pub use instance::{Failure, FailurePhase, Instance, SagaStatus, StepState, StepStatus, Track};
 pub use machine::command_id;
 
 use crate::definition::Definition;
@@ -58,7 +58,7 @@ pub fn apply(
                 || instance
                     .steps
                     .iter()
-                    .any(|s| s.status != StepStatus::Pending);
+                    .any(|s| s.forward.status != StepStatus::Pending);
             if started {
                 return Err(Rejection::AlreadyStarted);
             }
@@ -80,36 +80,34 @@ pub fn apply(
                     got: reply.topic,
                 });
             }
-            match reply.phase {
-                Phase::Command => m.on_command_reply(idx, reply),
-                Phase::Compensation => m.on_compensation_reply(idx, reply),
-            }
+            m.on_reply(idx, reply);
         }
         Event::StepTimeout {
             step,
             phase,
             attempt,
         } => {
-            let idx = step_index(&step)?;
-            match phase {
-                Phase::Command => m.on_command_timeout(idx, attempt),
-                Phase::Compensation => m.on_compensation_timeout(idx, attempt),
-            }
+            m.on_timeout(step_index(&step)?, phase, attempt);
         }
         Event::RetryDue {
             step,
             phase,
             attempt,
         } => {
-            let idx = step_index(&step)?;
-            match phase {
-                Phase::Command => m.on_command_retry_due(idx, attempt),
-                Phase::Compensation => m.on_compensation_retry_due(idx, attempt),
-            }
+            m.on_retry_due(step_index(&step)?, phase, attempt);
         }
         Event::Deadline => m.on_deadline(),
         Event::Abort { reason, actor } => m.on_abort(reason, actor)?,
         Event::Retry { actor } => m.on_retry(actor)?,
+        Event::Resolve {
+            step,
+            phase,
+            attempt,
+            outcome,
+            reason,
+            actor,
+        } => m.on_resolve(step_index(&step)?, phase, attempt, outcome, reason, actor)?,
+        Event::Terminate { reason, actor } => m.on_terminate(reason, actor)?,
     }
     let mut next = m.inst;
     if next != *instance {

@@ -101,7 +101,7 @@ pub async fn versions_of(
     let rows = sqlx::query(
         "SELECT s.version, count(*) AS n, min(d.first_seen) AS first_seen \
          FROM sagas s JOIN definition_snapshots d ON d.name = s.definition AND d.version = s.version \
-         WHERE s.definition = $1 AND s.status NOT IN ('completed', 'compensated') \
+         WHERE s.definition = $1 AND s.status NOT IN ('completed', 'compensated', 'terminated') \
          GROUP BY s.version ORDER BY min(d.first_seen) DESC, s.version",
     )
     .bind(name)

@@ -43,7 +43,7 @@ pub async fn load_snapshot(
 
 /// Definition versions that sagas which are not finished still run on.
 pub const VERSIONS_IN_USE: &str = "SELECT DISTINCT definition, version FROM sagas \
-     WHERE status NOT IN ('completed', 'compensated')";
+     WHERE status NOT IN ('completed', 'compensated', 'terminated')";
 
 pub async fn versions_in_use(pool: &PgPool) -> Result<Vec<(String, String)>, StoreError> {
     let rows = sqlx::query(VERSIONS_IN_USE).fetch_all(pool).await?;
@@ -427,7 +427,7 @@ pub async fn count_by_status(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreE
 /// Sagas not in a terminal state, by status (reads the partial `sagas_unfinished`
 /// index, unlike `count_by_status`, so it stays cheap however many sagas have finished).
 pub const COUNT_UNFINISHED: &str = "SELECT status, count(*) FROM sagas \
-     WHERE status NOT IN ('completed', 'compensated') GROUP BY status";
+     WHERE status NOT IN ('completed', 'compensated', 'terminated') GROUP BY status";
 
 pub async fn count_unfinished(pool: &PgPool) -> Result<Vec<(String, i64)>, StoreError> {
     let rows = sqlx::query(COUNT_UNFINISHED).fetch_all(pool).await?;
@@ -452,7 +452,7 @@ pub async fn reply_key(pool: &PgPool, candidate: &[u8]) -> Result<Vec<u8>, Store
 /// `= ANY(ARRAY(…))` rather than `IN (…)`: the ids are fetched first and deleted by
 /// primary key, where `IN` lets the planner join against the whole table.
 pub const DELETE_FINISHED: &str = "DELETE FROM sagas WHERE id = ANY(ARRAY( \
-     SELECT id FROM sagas WHERE status IN ('completed', 'compensated') AND updated_at < $1 \
+     SELECT id FROM sagas WHERE status IN ('completed', 'compensated', 'terminated') AND updated_at < $1 \
      ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
 
 pub async fn delete_finished_sagas(

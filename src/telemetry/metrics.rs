@@ -15,6 +15,7 @@ pub const SAGAS_STARTED: &str = "sagaflow_sagas_started_total";
 pub const SAGAS_COMPLETED: &str = "sagaflow_sagas_completed_total";
 pub const SAGAS_COMPENSATED: &str = "sagaflow_sagas_compensated_total";
 pub const SAGAS_FAILED: &str = "sagaflow_sagas_failed_total";
+pub const SAGAS_TERMINATED: &str = "sagaflow_sagas_terminated_total";
 pub const SAGA_DURATION: &str = "sagaflow_saga_duration_seconds";
 pub const STEP_DURATION: &str = "sagaflow_step_duration_seconds";
 pub const SAGAS_IN_FLIGHT: &str = "sagaflow_sagas_in_flight";
@@ -93,6 +94,10 @@ fn describe() {
         SAGAS_FAILED,
         "Sagas that stopped and wait for an operator, by definition and phase."
     );
+    describe_counter!(
+        SAGAS_TERMINATED,
+        "Sagas an operator terminated, by definition."
+    );
     describe_histogram!(
         SAGA_DURATION,
         Unit::Seconds,
@@ -142,12 +147,13 @@ pub fn saga_started(definition: &str) {
     counter!(SAGAS_STARTED, "definition" => definition.to_owned()).increment(1);
 }
 
-/// A saga reached `status` (completed, compensated or failed) after `age`.
+/// A saga reached `status` (completed, compensated, failed or terminated) after `age`.
 pub fn saga_ended(definition: &str, status: &str, age: Duration) {
     let name = match status {
         "completed" => SAGAS_COMPLETED,
         "compensated" => SAGAS_COMPENSATED,
         "failed" => SAGAS_FAILED,
+        "terminated" => SAGAS_TERMINATED,
         _ => return,
     };
     counter!(name, "definition" => definition.to_owned()).increment(1);

@@ -74,6 +74,8 @@ pub fn event_span(
         Event::Deadline => ("deadline", None),
         Event::Abort { .. } => ("operator abort", None),
         Event::Retry { .. } => ("operator retry", None),
+        Event::Resolve { step, .. } => ("operator resolve", Some(step.as_str())),
+        Event::Terminate { .. } => ("operator terminate", None),
     };
     spans::saga_event(saga_cx.as_ref(), saga, name, step)
 }
@@ -155,7 +157,10 @@ impl Observations {
         if after != before
             && matches!(
                 after,
-                SagaStatus::Completed | SagaStatus::Compensated | SagaStatus::Failed
+                SagaStatus::Completed
+                    | SagaStatus::Compensated
+                    | SagaStatus::Failed
+                    | SagaStatus::Terminated
             )
         {
             let age = (now - t.instance.created_at).to_std().unwrap_or_default();

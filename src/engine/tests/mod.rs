@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod fixtures;
+mod late_and_manual;
 mod model;
 mod rules;

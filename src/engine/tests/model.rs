@@ -9,9 +9,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::fixtures::{ORDER, TRIP, definition, t0};
-use crate::definition::Definition;
+use crate::definition::{Definition, ReplyClass};
 use crate::engine::{
-    CompensationStatus, Effect, Env, Event, Instance, Outgoing, Phase, Reply, SagaStatus,
+    Effect, Env, Event, HistoryKind, Instance, Outgoing, Phase, Reply, Resolution, SagaStatus,
     StepStatus, Timer, apply,
 };
 
@@ -32,6 +32,14 @@ enum Action {
     },
     Abort,
     Retry,
+    /// An operator settles the `pick`-th step's command (or compensation) by hand.
+    Resolve {
+        pick: usize,
+        compensation: bool,
+        succeed: bool,
+        pinned: bool,
+    },
+    Terminate,
 }
 
 fn action() -> impl Strategy<Value = Action> {
@@ -41,6 +49,10 @@ fn action() -> impl Strategy<Value = Action> {
         3 => any::<usize>().prop_map(|pick| Action::FireTimer { pick }),
         1 => Just(Action::Abort),
         1 => Just(Action::Retry),
+        1 => (any::<usize>(), any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(pick, compensation, succeed, pinned)| Action::Resolve { pick, compensation, succeed, pinned }
+        ),
+        1 => Just(Action::Terminate),
     ]
 }
 
@@ -60,6 +72,8 @@ struct World {
     settled_at_compensation: HashMap<String, Option<u64>>,
     pivot_succeeded_at: Option<usize>,
     compensations_after_pivot: usize,
+    /// (step, phase, attempt) of every attempt a reply of a declared type has reached.
+    answered: HashSet<(String, Phase, u32)>,
 }
 
 impl World {
@@ -79,6 +93,7 @@ impl World {
             settled_at_compensation: HashMap::new(),
             pivot_succeeded_at: None,
             compensations_after_pivot: 0,
+            answered: HashSet::new(),
         };
         w.apply(Event::Start);
         w
@@ -90,11 +105,24 @@ impl World {
             now: self.now,
             random: self.seed,
         };
+        let event_copy = event.clone();
         let first = apply(&self.inst, &self.def, event.clone(), env);
         let again = apply(&self.inst, &self.def, event, env);
         // Invariant 5: same inputs, same outputs.
         assert_eq!(first, again, "apply is not deterministic");
         let Ok(t) = first else { return };
+        if self.inst.status == SagaStatus::Terminated {
+            // Invariant 6: a terminated saga emits nothing more and stays terminated.
+            assert_eq!(t.instance.status, SagaStatus::Terminated);
+            assert!(
+                t.effects.iter().all(|e| matches!(e, Effect::Record(_))),
+                "a terminated saga acted: {:?}",
+                t.effects
+            );
+        }
+        if let Event::Reply(r) = &event_copy {
+            self.check_duplicates(r, &t.effects);
+        }
         self.inst = t.instance;
         for effect in t.effects {
             match effect {
@@ -131,10 +159,77 @@ impl World {
             }
         }
         if let Some(p) = self.def.pivot
-            && self.inst.steps[p].status == StepStatus::Succeeded
+            && self.inst.steps[p].forward.status == StepStatus::Succeeded
             && self.pivot_succeeded_at.is_none()
         {
             self.pivot_succeeded_at = Some(self.sent.len());
+        }
+    }
+
+    /// Invariant 7: "duplicate" is kept for attempts that already had their answer, so
+    /// no late reply is ever recorded as one.
+    fn check_duplicates(&mut self, r: &Reply, effects: &[Effect]) {
+        let id = (r.step.clone(), r.phase, r.attempt);
+        for e in effects {
+            if let Effect::Record(h) = e
+                && h.kind == HistoryKind::ReplyIgnored
+                && h.detail["why"]
+                    .as_str()
+                    .is_some_and(|w| w.starts_with("duplicate"))
+            {
+                assert!(
+                    self.answered.contains(&id),
+                    "a first reply to {id:?} was recorded as a duplicate"
+                );
+            }
+        }
+        let idx = self.index(&r.step);
+        let declared = match r.phase {
+            Phase::Command => &self.def.steps[idx].reply,
+            Phase::Compensation => {
+                &self.def.steps[idx]
+                    .compensation
+                    .as_ref()
+                    .expect("compensation")
+                    .reply
+            }
+        };
+        if declared.classify(&r.reply_type) != ReplyClass::Undeclared {
+            self.answered.insert(id);
+        }
+    }
+
+    fn resolve(&mut self, pick: usize, compensation: bool, succeed: bool, pinned: bool) {
+        let idx = pick % self.def.steps.len();
+        let phase = if compensation {
+            Phase::Compensation
+        } else {
+            Phase::Command
+        };
+        let event = Event::Resolve {
+            step: self.def.steps[idx].name.clone(),
+            phase,
+            attempt: pinned.then(|| self.inst.steps[idx].track(phase).attempt),
+            outcome: if succeed {
+                Resolution::Succeeded {
+                    payload: json!({"id": "by hand"}),
+                }
+            } else {
+                Resolution::Failed
+            },
+            reason: "test".into(),
+            actor: "prop".into(),
+        };
+        let env = Env {
+            now: self.now,
+            random: self.seed,
+        };
+        let accepted = apply(&self.inst, &self.def, event.clone(), env).is_ok();
+        self.apply(event.clone());
+        if accepted && pinned {
+            // Invariant 8: the same resolution, sent again, is refused: it applies once.
+            let again = apply(&self.inst, &self.def, event, env);
+            assert!(again.is_err(), "a repeated resolution was applied again");
         }
     }
 
@@ -220,6 +315,16 @@ impl World {
             Action::Retry => self.apply(Event::Retry {
                 actor: "prop".into(),
             }),
+            Action::Resolve {
+                pick,
+                compensation,
+                succeed,
+                pinned,
+            } => self.resolve(pick, compensation, succeed, pinned),
+            Action::Terminate => self.apply(Event::Terminate {
+                reason: "test".into(),
+                actor: "prop".into(),
+            }),
             _ => {}
         }
     }
@@ -232,14 +337,8 @@ impl World {
                 return;
             }
             let awaited = self.sent.iter().find(|o| {
-                let st = &self.inst.steps[self.index(&o.step)];
-                match o.phase {
-                    Phase::Command => st.status == StepStatus::Running && st.attempt == o.attempt,
-                    Phase::Compensation => {
-                        st.compensation == CompensationStatus::Running
-                            && st.comp_attempt == o.attempt
-                    }
-                }
+                let t = self.inst.steps[self.index(&o.step)].track(o.phase);
+                t.status == StepStatus::Running && t.attempt == o.attempt
             });
             if let Some(o) = awaited.cloned() {
                 let reply = self.reply_to(&o, 0);
@@ -274,7 +373,7 @@ impl World {
         for step in &self.compensation_order {
             let st = &self.inst.steps[self.index(step)];
             assert!(st.command_sent(), "{step} compensated but never sent");
-            assert_ne!(st.status, StepStatus::Skipped);
+            assert_ne!(st.forward.status, StepStatus::Skipped);
         }
         // Invariant 2b: in reverse order of settling.
         let seqs: Vec<_> = self
@@ -293,8 +392,8 @@ impl World {
                 let undoable = self.def.steps[i].compensation.is_some();
                 if st.command_sent() && undoable {
                     assert_eq!(
-                        st.compensation,
-                        CompensationStatus::Compensated,
+                        st.compensation.status,
+                        StepStatus::Succeeded,
                         "{} not compensated",
                         self.def.steps[i].name
                     );

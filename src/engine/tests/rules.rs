@@ -4,7 +4,8 @@ use serde_json::json;
 
 use super::fixtures::{Driver, ORDER, TRIP};
 use crate::engine::{
-    Effect, Event, FailurePhase, LifecycleKind, Phase, Rejection, SagaStatus, StepStatus, Timer,
+    Effect, Event, FailurePhase, LifecycleKind, Phase, Rejection, Resolution, SagaStatus,
+    StepStatus, Timer,
 };
 
 fn order() -> Driver {
@@ -82,7 +83,7 @@ fn failure_compensates_completed_steps_in_reverse_order_including_the_failed_one
 fn retryable_failure_waits_for_backoff_then_sends_the_next_attempt() {
     let mut d = order();
     d.reply("reserve", 1, "busy", json!({}));
-    assert_eq!(d.inst.steps[0].status, StepStatus::WaitingRetry);
+    assert_eq!(d.inst.steps[0].forward.status, StepStatus::WaitingRetry);
     let due = d.last.iter().find_map(|e| match e {
         Effect::ScheduleTimer {
             timer: Timer::RetryDue { attempt: 2, .. },
@@ -98,7 +99,7 @@ fn retryable_failure_waits_for_backoff_then_sends_the_next_attempt() {
     d.retry_due("reserve", Phase::Command, 2);
     assert_eq!(d.last_sent(), ["cmd:reserve#2"]);
     d.reply("reserve", 2, "reserved", json!({"id": 1}));
-    assert_eq!(d.inst.steps[0].status, StepStatus::Succeeded);
+    assert_eq!(d.inst.steps[0].forward.status, StepStatus::Succeeded);
 }
 
 #[test]
@@ -107,7 +108,7 @@ fn timeout_is_retried_then_exhausted_as_unknown_outcome_and_compensated() {
     d.timeout("reserve", Phase::Command, 1);
     d.retry_due("reserve", Phase::Command, 2);
     d.timeout("reserve", Phase::Command, 2);
-    assert_eq!(d.inst.steps[0].status, StepStatus::TimedOut);
+    assert_eq!(d.inst.steps[0].forward.status, StepStatus::TimedOut);
     assert_eq!(d.inst.status, SagaStatus::Compensating);
     assert_eq!(d.last_sent(), ["comp:reserve#1"]);
     // The compensation renders even without a reply, thanks to `default(none)`.
@@ -197,11 +198,25 @@ fn pivot_with_unknown_outcome_waits_for_an_operator() {
     d.timeout("capture", Phase::Command, 2);
     assert_eq!(d.inst.status, SagaStatus::Failed);
     assert!(!d.all_sent().iter().any(|s| s.starts_with("comp:")));
-    // The operator decides it did not happen: abort rolls back.
-    d.apply(Event::Abort {
+    // Abort would gamble on the unknown; the refusal names what works.
+    let refused = d.try_apply(Event::Abort {
         reason: "bank says no capture".into(),
         actor: "ops".into(),
     });
+    let Err(Rejection::NotAllowed { reason, .. }) = refused else {
+        panic!("abort of an unknown pivot: {refused:?}")
+    };
+    assert!(reason.contains("resolve-step (`capture`)"), "{reason}");
+    // The operator learns it did not happen: resolving it as failed rolls back.
+    d.apply(Event::Resolve {
+        step: "capture".into(),
+        phase: Phase::Command,
+        attempt: Some(2),
+        outcome: Resolution::Failed,
+        reason: "bank says no capture".into(),
+        actor: "ops".into(),
+    });
+    assert_eq!(d.inst.status, SagaStatus::Compensating);
     assert_eq!(d.last_sent(), ["comp:authorize#1"]);
 }
 
@@ -304,7 +319,7 @@ fn conditional_step_is_skipped_and_never_compensated() {
     let mut d = Driver::start(TRIP, json!({"car": false}));
     d.reply("prepare", 1, "prepared", json!({}));
     assert_eq!(d.last_sent(), ["cmd:flight#1", "cmd:hotel#1"]);
-    assert_eq!(d.inst.steps[3].status, StepStatus::Skipped);
+    assert_eq!(d.inst.steps[3].forward.status, StepStatus::Skipped);
     d.reply("flight", 1, "booked", json!({"no": "F1"}));
     d.reply("hotel", 1, "booked", json!({}));
     assert_eq!(d.last_sent(), ["cmd:confirm#1"]);
@@ -342,7 +357,7 @@ fn a_step_whose_template_cannot_render_fails_without_sending() {
     d.reply("reserve", 1, "reserved", json!({"id": 1}));
     // `input.amount` is missing: authorize is never sent, reserve is compensated.
     assert_eq!(d.last_sent(), ["comp:reserve#1"]);
-    assert_eq!(d.inst.steps[1].attempt, 0);
+    assert_eq!(d.inst.steps[1].forward.attempt, 0);
 }
 
 #[test]
