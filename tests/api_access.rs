@@ -174,3 +174,66 @@ async fn tokens_scopes_401_and_403() {
         403
     );
 }
+
+/// Every operation of the OpenAPI document, called with no token and with tokens of
+/// each single scope, answers as the scope it declares says: 401 without a token, 403
+/// with a token lacking that scope, and neither with one holding it.
+#[tokio::test]
+async fn every_operation_answers_by_the_scope_its_document_declares() {
+    let mut settings = ApiSettings::default();
+    settings.auth.enabled = true;
+    settings.auth.tokens = vec![
+        token("reader", "read", &[Scope::Read]),
+        token("starter", "write", &[Scope::Write]),
+        token("oncall", "admin", &[Scope::Admin]),
+    ];
+    let app = app_with(settings).await;
+    let doc = serde_json::to_value(sagaflow::api::openapi_doc()).unwrap();
+    let saga = uuid::Uuid::new_v4().to_string();
+    let mut checked = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        let path = template
+            .replace("{saga}", &saga)
+            .replace("{name}", "order-fulfilment")
+            .replace("{step}", "reserve_stock");
+        for (method, op) in item.as_object().unwrap() {
+            let security = op["security"]
+                .as_array()
+                .expect("every operation declares security");
+            let optional = security.iter().any(|s| s.as_object().unwrap().is_empty());
+            let scope = security
+                .iter()
+                .find_map(|s| s["bearer"][0].as_str())
+                .unwrap();
+            let body = op.get("requestBody").map(|_| json!({}));
+            let method = method.to_uppercase();
+            let call = |token: Option<&'static str>| app.call(&method, &path, body.clone(), token);
+            let none = call(None).await.status;
+            if optional {
+                assert!(
+                    ![401, 403].contains(&none),
+                    "{method} {template}: probe gave {none}"
+                );
+                checked += 1;
+                continue;
+            }
+            assert_eq!(none, 401, "{method} {template} without a token");
+            for held in ["read", "write", "admin"] {
+                let status = call(Some(held)).await.status;
+                if held == scope {
+                    assert!(
+                        ![401, 403].contains(&status),
+                        "{method} {template} with `{held}`: {status}"
+                    );
+                } else {
+                    assert_eq!(
+                        status, 403,
+                        "{method} {template} declares `{scope}`, `{held}` passed"
+                    );
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 13, "only {checked} operations walked");
+}

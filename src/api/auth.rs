@@ -3,6 +3,7 @@
 //! neither the config nor the timing of a refusal gives a token away. Tokens are never
 //! logged; the token's *name* is, and it is the actor recorded for operator actions.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -33,6 +34,7 @@ pub struct Auth {
     enabled: bool,
     protect_health: bool,
     tokens: Vec<Token>,
+    routes: HashMap<(Method, String), Need>,
 }
 
 fn decode_hex(s: &str) -> Option<[u8; 32]> {
@@ -47,8 +49,9 @@ fn decode_hex(s: &str) -> Option<[u8; 32]> {
 }
 
 impl Auth {
-    pub fn new(settings: &AuthSettings) -> Auth {
+    pub fn new(settings: &AuthSettings, doc: &utoipa::openapi::OpenApi) -> Auth {
         Auth {
+            routes: route_needs(doc),
             enabled: settings.enabled,
             protect_health: settings.protect_health,
             // Settings::check has verified the hashes; a bad one could never match anyway.
@@ -71,6 +74,7 @@ impl Auth {
             enabled: false,
             protect_health: false,
             tokens: Vec::new(),
+            routes: HashMap::new(),
         }
     }
 
@@ -88,26 +92,79 @@ impl Auth {
             .checked_sub(1)
             .and_then(|i| self.tokens.get(i))
     }
+}
 
-    /// The scope a request needs, or `None` for open endpoints.
-    fn required(&self, method: &Method, path: &str) -> Option<Scope> {
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// No token (the OpenAPI document and its viewer).
+    Open,
+    /// A probe: open unless `api.auth.protect_health`, then a `health` (or `read`) token.
+    Probe,
+    Scope(Scope),
+    /// A documented operation that declares no scope: refused, whatever the token.
+    Undeclared,
+}
+
+/// Each documented operation's need, read from its `security` in the OpenAPI
+/// document: the scope is declared once, with the route, and a route that declares
+/// none is refused rather than falling back to some default.
+pub fn route_needs(doc: &utoipa::openapi::OpenApi) -> HashMap<(Method, String), Need> {
+    let mut needs = HashMap::new();
+    let paths = serde_json::to_value(doc).unwrap_or_default();
+    let Some(paths) = paths.get("paths").and_then(|p| p.as_object()) else {
+        return needs;
+    };
+    for (path, item) in paths {
+        let Some(item) = item.as_object() else {
+            continue;
+        };
+        for (method, op) in item {
+            let Ok(method) = Method::from_bytes(method.to_ascii_uppercase().as_bytes()) else {
+                continue;
+            };
+            needs.insert((method, path.clone()), declared_need(op));
+        }
+    }
+    needs
+}
+
+fn declared_need(op: &serde_json::Value) -> Need {
+    let Some(requirements) = op.get("security").and_then(|s| s.as_array()) else {
+        return Need::Undeclared;
+    };
+    // `security((), ("bearer" = [..]))`: a token is optional, which is what probes are.
+    if requirements
+        .iter()
+        .any(|r| r.as_object().is_some_and(|o| o.is_empty()))
+    {
+        return Need::Probe;
+    }
+    requirements
+        .iter()
+        .filter_map(|r| r.get("bearer")?.as_array()?.first()?.as_str())
+        .find_map(|s| serde_json::from_value::<Scope>(serde_json::json!(s)).ok())
+        .map_or(Need::Undeclared, Need::Scope)
+}
+
+impl Auth {
+    /// The need of a request to `path` (a route template when one matched).
+    pub fn need(&self, method: &Method, path: &str) -> Need {
+        let method = if method == Method::HEAD {
+            &Method::GET
+        } else {
+            method
+        };
+        if let Some(need) = self.routes.get(&(method.clone(), path.to_owned())) {
+            return *need;
+        }
         match path {
-            "/openapi.json" => return None,
-            "/healthz" | "/readyz" | "/metrics" => {
-                return self.protect_health.then_some(Scope::Health);
-            }
-            p if p == "/docs" || p.starts_with("/docs/") => return None,
-            _ => {}
+            "/openapi.json" => Need::Open,
+            p if p == "/docs" || p.starts_with("/docs/") => Need::Open,
+            "/metrics" => Need::Probe,
+            // Unknown routes need a token too, so they reveal nothing.
+            _ => Need::Scope(Scope::Read),
         }
-        if method == Method::GET || method == Method::HEAD {
-            return Some(Scope::Read);
-        }
-        Some(match path {
-            "/v1/sagas/{saga}" => Scope::Write,
-            "/v1/sagas/{saga}/abort" | "/v1/sagas/{saga}/retry" => Scope::Admin,
-            // Validation changes nothing: CI jobs holding only `read` may use it.
-            _ => Scope::Read,
-        })
     }
 }
 
@@ -134,8 +191,17 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| req.uri().path().to_owned());
-    let Some(scope) = auth.required(req.method(), &path) else {
-        return next.run(req).await;
+    let scope = match auth.need(req.method(), &path) {
+        Need::Open => return next.run(req).await,
+        Need::Probe if !auth.protect_health => return next.run(req).await,
+        Need::Probe => Scope::Health,
+        Need::Scope(scope) => scope,
+        Need::Undeclared => {
+            tracing::error!(%path, "a documented route declares no scope; refused");
+            return Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+                .detail("this route declares no scope")
+                .into_response();
+        }
     };
     let presented = req
         .headers()
@@ -198,26 +264,69 @@ mod tests {
 
     #[test]
     fn lookup_finds_each_of_several_tokens_and_nothing_else() {
-        let auth = Auth::new(&AuthSettings {
-            enabled: true,
-            allow_unauthenticated: false,
-            protect_health: false,
-            tokens: vec![
-                TokenSettings {
-                    name: "old".into(),
-                    sha256: hex("s1"),
-                    scopes: vec![Scope::Read],
-                },
-                TokenSettings {
-                    name: "new".into(),
-                    sha256: hex("s2"),
-                    scopes: vec![Scope::Read],
-                },
-            ],
-        });
+        let auth = Auth::new(
+            &AuthSettings {
+                enabled: true,
+                allow_unauthenticated: false,
+                protect_health: false,
+                tokens: vec![
+                    TokenSettings {
+                        name: "old".into(),
+                        sha256: hex("s1"),
+                        scopes: vec![Scope::Read],
+                    },
+                    TokenSettings {
+                        name: "new".into(),
+                        sha256: hex("s2"),
+                        scopes: vec![Scope::Read],
+                    },
+                ],
+            },
+            &crate::api::openapi_doc(),
+        );
         assert_eq!(auth.lookup("s1").map(|t| t.name.as_str()), Some("old"));
         assert_eq!(auth.lookup("s2").map(|t| t.name.as_str()), Some("new"));
         assert!(auth.lookup("s3").is_none());
         assert!(auth.lookup("").is_none());
+    }
+}
+
+#[cfg(test)]
+mod needs {
+    use super::*;
+
+    #[test]
+    fn every_documented_operation_declares_its_scope() {
+        let needs = route_needs(&crate::api::openapi_doc());
+        assert!(needs.len() >= 13, "{needs:?}");
+        for ((method, path), need) in &needs {
+            assert_ne!(*need, Need::Undeclared, "{method} {path} declares no scope");
+            if method != Method::GET && !path.ends_with("/validate") {
+                assert!(
+                    matches!(need, Need::Scope(Scope::Write | Scope::Admin)),
+                    "{method} {path} changes state with {need:?}"
+                );
+            }
+        }
+        let admin = needs.get(&(Method::POST, "/v1/sagas/{saga}/terminate".into()));
+        assert_eq!(admin, Some(&Need::Scope(Scope::Admin)));
+        let probe = needs.get(&(Method::GET, "/readyz".into()));
+        assert_eq!(probe, Some(&Need::Probe));
+    }
+
+    #[test]
+    fn an_operation_without_security_is_refused_not_defaulted() {
+        assert_eq!(
+            declared_need(&serde_json::json!({"operationId": "x"})),
+            Need::Undeclared
+        );
+        assert_eq!(
+            declared_need(&serde_json::json!({"security": [{"bearer": ["nonsense"]}]})),
+            Need::Undeclared
+        );
+        assert_eq!(
+            declared_need(&serde_json::json!({"security": [{"bearer": ["admin"]}]})),
+            Need::Scope(Scope::Admin)
+        );
     }
 }

@@ -11,6 +11,7 @@ mod health;
 mod list;
 pub mod model;
 pub mod openapi;
+mod operator;
 pub mod problem;
 mod sagas;
 pub mod server;
@@ -70,8 +71,10 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list::list))
         // One path, two meanings by method: see docs/api.md ("Paths") for why.
         .routes(routes!(sagas::start, sagas::get))
-        .routes(routes!(sagas::abort))
-        .routes(routes!(sagas::retry))
+        .routes(routes!(operator::abort))
+        .routes(routes!(operator::retry))
+        .routes(routes!(operator::terminate))
+        .routes(routes!(operator::resolve))
         .routes(routes!(definitions::list))
         .routes(routes!(definitions::validate))
         .routes(routes!(definitions::get))
@@ -91,7 +94,7 @@ pub fn openapi_doc() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = documented();
     let settings = state.settings.clone();
-    let auth = Arc::new(auth::Auth::new(&settings.auth));
+    let auth = Arc::new(auth::Auth::new(&settings.auth, &doc));
     routes
         // Server spans per route (named by the route template), continuing the caller's
         // traceparent; a route layer, so the routes below make no spans.

@@ -272,6 +272,49 @@ pub struct AbortBody {
     pub reason: String,
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "refund and courier booked by hand, ticket OPS-123"}))]
+pub struct TerminateBody {
+    /// Why; kept in the timeline with the actor.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub reason: String,
+}
+
+/// What the operator says the attempt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ResolveOutcome {
+    /// As a success reply carrying `payload`.
+    Succeeded,
+    /// As a failure reply that is not retried.
+    Failed,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"outcome": "succeeded", "payload": {"tracking": "1Z999"},
+    "reason": "courier confirmed by phone", "attempt": 9}))]
+pub struct ResolveBody {
+    pub outcome: ResolveOutcome,
+    /// Resolve the step's compensation rather than its command.
+    #[serde(default)]
+    pub compensation: bool,
+    /// The reply payload, for `succeeded` (later steps' templates see it as
+    /// `steps.<name>.reply`); `{}` when absent.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub payload: Option<Json>,
+    /// Why; kept in the timeline with the actor.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub reason: String,
+    /// The attempt meant (see the saga's `steps[].attempt`); refused once another is
+    /// current, so sending the same request twice resolves it once.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub attempt: Option<u32>,
+}
+
 /// The saga's status after an operator action.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"id": "0190f3c2-7d2e-7c1a-9b9e-3f6f1d2a8b10", "status": "compensating"}))]

@@ -1,23 +1,19 @@
 //! Starting, reading and repairing sagas.
 
-use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
-use super::auth::Caller;
-use super::model::{AbortBody, ActionResult, SagaDetail, StartBody, Started, Status};
+use super::model::{SagaDetail, StartBody, Started, Status};
 use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
-use crate::engine::{Event, Rejection};
-use crate::runtime::transition::{Applied, Item, StartOutcome, StartRequest};
+use crate::runtime::transition::{StartOutcome, StartRequest};
 use crate::store;
 
 use crate::runtime::intake::{MAX_KEY_LEN, nul_path};
 
-fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
@@ -220,106 +216,4 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) ->
         StatusCode::OK,
         &SagaDetail::new(inst, row.revision, names, current, history),
     )
-}
-
-/// Abort: compensate now.
-///
-/// Allowed while running forward before the pivot (and while the pivot is not in
-/// flight); a no-op when already compensating or compensated; refused (409, saying
-/// why) once completed, past the pivot, or when a compensation failed (use retry).
-/// Recorded in the timeline with the token's name as actor.
-#[utoipa::path(
-    post, path = "/v1/sagas/{saga}/abort", tag = "operator", operation_id = "abort_saga",
-    params(("saga" = Uuid, Path, description = "Saga id")),
-    request_body(content = Option<AbortBody>, description = "Optional; the reason is kept in the timeline"),
-    responses(
-        (status = 200, description = "Aborted (or already rolling back)", body = ActionResult),
-        (status = 400, description = "Malformed body", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not allowed in the saga's state; `detail` says why", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]))
-)]
-pub async fn abort(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<Uuid>,
-    body: Bytes,
-) -> Response {
-    // The body is optional (absent, empty or `null`), so it is read by hand rather
-    // than with a JSON extractor.
-    let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
-        AbortBody::default()
-    } else {
-        match serde_json::from_slice::<Option<AbortBody>>(&body) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => return Problem::bad_request(format!("invalid body: {e}")).into_response(),
-        }
-    };
-    let event = Event::Abort {
-        reason: body.reason,
-        actor: caller.name,
-    };
-    operate(&state, id, event).await
-}
-
-/// Retry: redrive from the failure point.
-///
-/// Allowed when the saga is `failed`: a forward step after the pivot exhausted its
-/// retries, or compensations are exhausted. Each retry starts a fresh retry budget.
-/// Recorded in the timeline with the token's name as actor.
-#[utoipa::path(
-    post, path = "/v1/sagas/{saga}/retry", tag = "operator", operation_id = "retry_saga",
-    params(("saga" = Uuid, Path, description = "Saga id")),
-    responses(
-        (status = 200, description = "Redriven", body = ActionResult),
-        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Nothing to retry; `detail` says why", body = Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = ["admin"]))
-)]
-pub async fn retry(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    ApiPath(id): ApiPath<Uuid>,
-) -> Response {
-    operate(&state, id, Event::Retry { actor: caller.name }).await
-}
-
-async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
-    let item = Item {
-        saga_id: id,
-        event,
-        message_id: None,
-        timer: None,
-    };
-    let committed = state
-        .applier
-        .apply_reporting(std::slice::from_ref(&item), &[None], false)
-        .await;
-    // Answered from what the transaction committed, never from a read after it.
-    match committed.map(|mut c| (c.applied.pop(), c.statuses.remove(&id))) {
-        Ok((Some(Applied::Changed | Applied::Unchanged), Some(status))) => json(
-            StatusCode::OK,
-            &ActionResult {
-                id,
-                status: status.into(),
-            },
-        ),
-        Ok((Some(Applied::UnknownSaga), _)) => {
-            Problem::not_found(&format!("no saga {id}")).into_response()
-        }
-        Ok((Some(Applied::Rejected(Rejection::NotAllowed { action, reason })), _)) => Problem::new(
-            StatusCode::CONFLICT,
-            "not-allowed",
-            &format!("{action} is not allowed now"),
-        )
-        .detail(reason)
-        .into_response(),
-        Ok(other) => {
-            tracing::error!(?other, "unexpected operator outcome");
-            Problem::internal().into_response()
-        }
-        Err(e) => internal(&e),
-    }
 }
