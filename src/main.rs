@@ -86,6 +86,10 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API as YAML (committed as openapi/openapi.yaml).
     Openapi,
+    /// Operate on sagas through the REST API: list, show, abort, retry, terminate,
+    /// resolve-step, bulk. Exit codes: 0 done, 1 refused, 2 usage, 3 not found,
+    /// 4 denied, 5 API unavailable, 6 bulk partly refused.
+    Sagas(sagaflow::ctl::SagasArgs),
     /// Run a saga through the engine with scripted participants and print what it sends.
     Simulate {
         file: PathBuf,
@@ -300,6 +304,12 @@ fn healthcheck(addr: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Sagas(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(sagaflow::ctl::run(args)))
+        }
         Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. } => {
             Ok(ExitCode::FAILURE)
         }

@@ -375,7 +375,7 @@ async fn duplicate_reply_is_applied_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn stale_reply_is_recorded_and_ignored() {
+async fn a_late_reply_to_a_timed_out_attempt_settles_the_step() {
     let rig = Rig::start().await;
     let id = rig.start_saga("fast-manual", json!({"n": 2})).await;
     // Nobody answers attempt 1: it times out after 1 s and attempt 2 goes out.
@@ -383,7 +383,7 @@ async fn stale_reply_is_recorded_and_ignored() {
         (sent(&rig.store, id).await == ["cmd:manual#1", "cmd:manual#2"]).then_some(())
     })
     .await;
-    // Attempt 2 now has 1 s before it times out in turn.
+    // Attempt 1's answer arrives while attempt 2 is out: it is news, not a duplicate.
     rig.send(&reply(
         &rig.settings,
         id,
@@ -391,30 +391,27 @@ async fn stale_reply_is_recorded_and_ignored() {
         1,
         "fast.manual_done",
         "late-1",
-        json!({"ticket": "stale"}),
+        json!({"ticket": "late"}),
     ))
     .await;
-    let ignored = eventually("the stale reply to be recorded", WAIT, || async {
+    let late = eventually("the late reply to be recorded", WAIT, || async {
         timeline(&rig.store, id)
             .await
             .into_iter()
-            .find(|h| h.kind == "reply_ignored")
+            .find(|h| h.kind == "late_reply")
     })
     .await;
-    assert_eq!(ignored.step.as_deref(), Some("manual"));
-    assert_eq!(ignored.attempt, Some(1));
-    assert_eq!(ignored.detail["message_id"], "late-1");
-    assert!(
-        ignored.detail["why"].as_str().unwrap().starts_with("stale"),
-        "{}",
-        ignored.detail
-    );
-    let inst = saga(&rig.store, id).await;
-    assert_eq!(inst.status, SagaStatus::Running);
-    assert_eq!(inst.steps[0].forward.status, StepStatus::Running);
-    assert_eq!(inst.steps[0].forward.attempt, 2);
-    assert_eq!(inst.steps[0].reply, None);
+    assert_eq!(late.attempt, Some(1));
+    assert_eq!(late.detail["message_id"], "late-1");
+    assert_eq!(late.detail["effect"], "settled: the step succeeded");
+    let inst = eventually("manual to succeed", WAIT, || async {
+        let inst = saga(&rig.store, id).await;
+        (inst.steps[0].forward.status == StepStatus::Succeeded).then_some(inst)
+    })
+    .await;
+    assert_eq!(inst.steps[0].reply, Some(json!({"ticket": "late"})));
 
+    // Attempt 2's own answer, later still, changes nothing and is not a duplicate either.
     rig.send(&reply(
         &rig.settings,
         id,
@@ -425,22 +422,32 @@ async fn stale_reply_is_recorded_and_ignored() {
         json!({"ticket": "fresh"}),
     ))
     .await;
-    let inst = wait_status(&rig.store, id, SagaStatus::Completed, WAIT).await;
-    assert_eq!(inst.output, Some(json!({"first": {"ticket": "fresh"}})));
-    assert_eq!(
-        step_timeline(&rig.store, id, "manual").await,
-        [
-            "command_sent#1",
-            "timed_out#1",
-            "retry_scheduled#2",
-            "command_sent#2",
-            "reply_ignored#1",
-            "reply_received#2",
-            "step_succeeded"
-        ]
+    eventually("attempt 2's answer to be recorded", WAIT, || async {
+        let kinds = step_timeline(&rig.store, id, "manual").await;
+        (kinds
+            == [
+                "command_sent#1",
+                "timed_out#1",
+                "retry_scheduled#2",
+                "command_sent#2",
+                "late_reply#1",
+                "step_succeeded",
+                "late_reply#2",
+            ])
+        .then_some(())
+    })
+    .await;
+    let inst = saga(&rig.store, id).await;
+    assert_eq!(inst.steps[0].reply, Some(json!({"ticket": "late"})));
+    assert!(
+        timeline(&rig.store, id)
+            .await
+            .iter()
+            .all(|h| h.kind != "reply_ignored"),
+        "no reply was set aside"
     );
     assert_eq!(
-        sent(&rig.store, id).await,
+        sent(&rig.store, id).await[..3],
         ["cmd:manual#1", "cmd:manual#2", "cmd:follow_up#1"]
     );
     rig.stop().await;

@@ -47,10 +47,15 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
+        Rig::with(|_| {}).await
+    }
+
+    async fn with(configure: impl FnOnce(&mut sagaflow::config::Settings)) -> Rig {
         log_init();
         let db = TestDb::new().await;
         let broker = Broker::shared();
-        let settings = settings(&db, &broker, &repo_path("tests/sagas-fast"));
+        let mut settings = settings(&db, &broker, &repo_path("tests/sagas-fast"));
+        configure(&mut settings);
         let svc = InProcess::start(settings.clone()).await;
         let defs = load_defs(&settings.runtime.sagas_dir);
         let p = participants(&settings, defs, Arc::new(decide));
@@ -76,16 +81,21 @@ impl Rig {
     }
 
     async fn start_saga(&self, name: &str) -> Uuid {
-        start_saga(&self.svc.url(""), name, json!({"order_id": name})).await
+        self.start_named(name, name).await
     }
 
     async fn order(&self, order: &str) -> Uuid {
-        start_saga(
-            &self.svc.url(""),
-            "fast-operator",
-            json!({"order_id": order}),
-        )
-        .await
+        self.start_named("fast-operator", order).await
+    }
+
+    async fn start_named(&self, name: &str, order: &str) -> Uuid {
+        let body = json!({ "input": {"order_id": order} });
+        let url = self.svc.url(&format!("/v1/sagas/{name}"));
+        let auth = [("Authorization", "Bearer w-secret")];
+        let (status, text) = http("POST", &url, Some(&body), &auth).await.unwrap();
+        assert_eq!(status, 201, "{text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        v["id"].as_str().unwrap().parse().unwrap()
     }
 
     async fn post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -238,5 +248,112 @@ async fn every_dead_end_has_a_way_out() {
         !unfinished.iter().any(|(s, _)| s == "failed"),
         "{unfinished:?}"
     );
+    rig.stop().await;
+}
+
+/// Runs `sagaflow sagas …` against the rig's service: exit code, stdout, stderr.
+async fn cli(rig: &Rig, token: &str, args: &[&str]) -> (i32, String, String) {
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .arg("sagas")
+        .args(args)
+        .env("SAGAFLOW_API_URL", rig.svc.url(""))
+        .env("SAGAFLOW_API_TOKEN", token)
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        o.status.code().unwrap_or(-1),
+        text(&o.stdout),
+        text(&o.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_cli_finds_and_closes_a_failed_saga() {
+    let rig = Rig::with(|s| {
+        s.api.auth.enabled = true;
+        s.api.auth.tokens = vec![
+            token("starter", "w-secret", &[sagaflow::config::Scope::Write]),
+            token("reader", "r-secret", &[sagaflow::config::Scope::Read]),
+            token(
+                "oncall",
+                "a-secret",
+                &[
+                    sagaflow::config::Scope::Read,
+                    sagaflow::config::Scope::Admin,
+                ],
+            ),
+        ];
+    })
+    .await;
+    let closed = rig.order("closed").await;
+    wait_status(&rig.store, closed, SagaStatus::Failed, WAIT).await;
+    let id = closed.to_string();
+
+    let (code, out, err) = cli(
+        &rig,
+        "r-secret",
+        &["list", "--status", "failed", "-o", "json"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str(), "{out}");
+    let (code, out, _) = cli(&rig, "r-secret", &["show", &id]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("failure     forward at ship"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("ship") && l.contains("failed")),
+        "{out}"
+    );
+
+    // A read token may not act (4); abort is refused and says what works (1).
+    let (code, _, err) = cli(&rig, "r-secret", &["terminate", &id, "--reason", "x"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = cli(&rig, "a-secret", &["abort", &id]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("terminate"), "{err}");
+
+    let filter = ["--definition", "fast-operator", "--status", "failed"];
+    let mut dry = vec!["bulk", "terminate", "--dry-run", "-o", "json"];
+    dry.extend(filter);
+    let (code, out, err) = cli(&rig, "a-secret", &dry).await;
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["matched"].as_i64(), r["results"][0]["outcome"].as_str()),
+        (Some(1), Some("would_act")),
+        "{out}"
+    );
+    assert_eq!(saga(&rig.store, closed).await.status, SagaStatus::Failed);
+
+    let mut act = vec!["bulk", "terminate", "--reason", "refunded by hand (OPS-9)"];
+    act.extend(filter);
+    let (code, out, err) = cli(&rig, "a-secret", &act).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("matched 1  acted 1  refused 0"), "{out}");
+    let inst = saga(&rig.store, closed).await;
+    assert_eq!(inst.status, SagaStatus::Terminated);
+    let entry = timeline(&rig.store, closed)
+        .await
+        .into_iter()
+        .find(|h| h.kind == "terminated")
+        .unwrap();
+    assert_eq!(entry.detail["actor"], "oncall");
+
+    // Once finished, terminating again is refused; unknown sagas and dead URLs have
+    // their own codes.
+    let (code, _, _) = cli(&rig, "a-secret", &["terminate", &id, "--reason", "again"]).await;
+    assert_eq!(code, 1);
+    let (code, _, _) = cli(&rig, "a-secret", &["show", &Uuid::new_v4().to_string()]).await;
+    assert_eq!(code, 3);
+    let dead = tokio::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+        .args(["sagas", "list", "--api-url", "http://127.0.0.1:9"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(dead.status.code(), Some(5));
     rig.stop().await;
 }

@@ -5,6 +5,7 @@
 //! authentication → body size limit → routes.
 
 pub mod auth;
+mod bulk;
 mod definitions;
 mod hardening;
 mod health;
@@ -75,6 +76,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(operator::retry))
         .routes(routes!(operator::terminate))
         .routes(routes!(operator::resolve))
+        .routes(routes!(bulk::bulk))
         .routes(routes!(definitions::list))
         .routes(routes!(definitions::validate))
         .routes(routes!(definitions::get))

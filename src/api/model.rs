@@ -315,6 +315,76 @@ pub struct ResolveBody {
     pub attempt: Option<u32>,
 }
 
+/// Which sagas a bulk action applies to: the list endpoint's filters.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkFilter {
+    pub definition: Option<String>,
+    pub status: Option<Status>,
+    pub key: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub updated_before: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"filter": {"definition": "order-fulfilment", "status": "failed"},
+    "reason": "courier outage, handled by hand (OPS-42)", "dry_run": true, "limit": 100}))]
+pub struct BulkBody {
+    /// Empty: every saga.
+    #[serde(default)]
+    pub filter: BulkFilter,
+    /// Kept in each saga's timeline; required to terminate.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub reason: String,
+    /// Count and sample the matching sagas; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Act on at most this many sagas in this call.
+    #[schema(minimum = 1, maximum = 1000, default = 100)]
+    pub limit: Option<u32>,
+}
+
+/// What a bulk action did to one saga.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkItem {
+    pub id: Uuid,
+    /// applied, unchanged (nothing to do), refused, failed, or would_act (dry run).
+    pub outcome: String,
+    /// The saga's status afterwards.
+    pub status: Option<Status>,
+    /// Why it was refused (the same text a single action's 409 gives).
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RefusalCount {
+    pub reason: String,
+    pub count: u32,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BulkResult {
+    pub action: String,
+    pub dry_run: bool,
+    /// Sagas matching the filter in all (counted up to 100,000).
+    pub matched: i64,
+    /// `matched` stopped at its cap.
+    pub matched_capped: bool,
+    pub applied: u32,
+    pub unchanged: u32,
+    pub refused: u32,
+    /// Each distinct refusal reason, with how many sagas got it.
+    pub refusals: Vec<RefusalCount>,
+    /// One entry per saga acted on, newest first (a dry run: a sample).
+    pub results: Vec<BulkItem>,
+    /// More sagas matched than this call acted on: call again.
+    pub more: bool,
+}
+
 /// The saga's status after an operator action.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"id": "0190f3c2-7d2e-7c1a-9b9e-3f6f1d2a8b10", "status": "compensating"}))]

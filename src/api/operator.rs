@@ -15,14 +15,14 @@ use super::auth::Caller;
 use super::model::{AbortBody, ActionResult, ResolveBody, ResolveOutcome, TerminateBody};
 use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
 use super::sagas::json;
-use crate::engine::{Event, Phase, Rejection, Resolution};
+use crate::engine::{Event, Phase, Rejection, Resolution, SagaStatus};
 use crate::runtime::intake::nul_path;
-use crate::runtime::transition::{Applied, Item};
+use crate::runtime::transition::{Applied, ApplyError, Item};
 
 /// Longest reason kept in a timeline entry.
 pub const MAX_REASON_CHARS: usize = 1024;
 
-fn invalid(path: &str, message: &str) -> Response {
+pub(super) fn invalid(path: &str, message: &str) -> Response {
     Problem::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid-body",
@@ -36,17 +36,17 @@ fn invalid(path: &str, message: &str) -> Response {
 }
 
 /// A reason is stored as given: bounded, and without U+0000 (PostgreSQL refuses it).
-fn check_reason(reason: &str) -> Result<(), Response> {
+pub(super) fn reason_problem(reason: &str) -> Option<Response> {
     if reason.chars().count() > MAX_REASON_CHARS {
-        return Err(invalid(
+        return Some(invalid(
             "/reason",
             &format!("at most {MAX_REASON_CHARS} characters"),
         ));
     }
     if reason.contains('\0') {
-        return Err(invalid("/reason", "text cannot contain U+0000"));
+        return Some(invalid("/reason", "text cannot contain U+0000"));
     }
-    Ok(())
+    None
 }
 
 /// Abort: compensate now.
@@ -83,7 +83,7 @@ pub async fn abort(
             Err(e) => return Problem::bad_request(format!("invalid body: {e}")).into_response(),
         }
     };
-    if let Err(res) = check_reason(&body.reason) {
+    if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
     let event = Event::Abort {
@@ -143,7 +143,7 @@ pub async fn terminate(
     if body.reason.trim().is_empty() {
         return invalid("/reason", "say why the saga is terminated");
     }
-    if let Err(res) = check_reason(&body.reason) {
+    if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
     let event = Event::Terminate {
@@ -184,7 +184,7 @@ pub async fn resolve(
     if body.reason.trim().is_empty() {
         return invalid("/reason", "say why the step is resolved by hand");
     }
-    if let Err(res) = check_reason(&body.reason) {
+    if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
     let outcome = match body.outcome {
@@ -219,34 +219,45 @@ pub async fn resolve(
     operate(&state, id, event).await
 }
 
-async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
+/// Applies one operator event to one saga in its own transaction: what happened, and
+/// the status the transaction committed (never read again after the commit).
+pub(super) async fn apply_one(
+    state: &AppState,
+    id: Uuid,
+    event: Event,
+) -> Result<(Applied, Option<SagaStatus>), ApplyError> {
     let item = Item {
         saga_id: id,
         event,
         message_id: None,
         timer: None,
     };
-    let committed = state
+    let mut committed = state
         .applier
         .apply_reporting(std::slice::from_ref(&item), &[None], false)
-        .await;
+        .await?;
+    let applied = committed.applied.pop().unwrap_or(Applied::UnknownSaga);
+    Ok((applied, committed.statuses.remove(&id)))
+}
+
+async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
     // Answered from what the transaction committed, never from a read after it.
-    match committed.map(|mut c| (c.applied.pop(), c.statuses.remove(&id))) {
-        Ok((Some(Applied::Changed | Applied::Unchanged), Some(status))) => json(
+    match apply_one(state, id, event).await {
+        Ok((Applied::Changed | Applied::Unchanged, Some(status))) => json(
             StatusCode::OK,
             &ActionResult {
                 id,
                 status: status.into(),
             },
         ),
-        Ok((Some(Applied::UnknownSaga), _)) => {
+        Ok((Applied::UnknownSaga, _)) => {
             Problem::not_found(&format!("no saga {id}")).into_response()
         }
-        Ok((Some(Applied::Rejected(Rejection::UnknownStep(step))), _)) => Problem::not_found(
-            &format!("saga {id} runs on a definition version without a step `{step}`"),
-        )
+        Ok((Applied::Rejected(Rejection::UnknownStep(step)), _)) => Problem::not_found(&format!(
+            "saga {id} runs on a definition version without a step `{step}`"
+        ))
         .into_response(),
-        Ok((Some(Applied::Rejected(Rejection::NotAllowed { action, reason })), _)) => Problem::new(
+        Ok((Applied::Rejected(Rejection::NotAllowed { action, reason }), _)) => Problem::new(
             StatusCode::CONFLICT,
             "not-allowed",
             &format!("{action} is not allowed now"),

@@ -61,6 +61,13 @@ pub fn list_query(f: &SagaFilter, limit: i64) -> QueryBuilder<'static, Postgres>
     let mut q = QueryBuilder::new(
         "SELECT id, definition, version, status, business_key, created_at, updated_at FROM sagas WHERE true",
     );
+    push_filters(&mut q, f);
+    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+        .push_bind(limit);
+    q
+}
+
+fn push_filters(q: &mut QueryBuilder<'static, Postgres>, f: &SagaFilter) {
     if let Some(v) = &f.definition {
         q.push(" AND definition = ").push_bind(v.clone());
     }
@@ -88,9 +95,15 @@ pub fn list_query(f: &SagaFilter, limit: i64) -> QueryBuilder<'static, Postgres>
             .push_bind(id)
             .push(")");
     }
-    q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-        .push_bind(limit);
-    q
+}
+
+/// How many sagas match `f`, counting no further than `cap` (a count over millions of
+/// rows would be a scan of them all).
+pub async fn count_sagas(pool: &PgPool, f: &SagaFilter, cap: i64) -> Result<i64, StoreError> {
+    let mut q = QueryBuilder::new("SELECT count(*) FROM (SELECT 1 FROM sagas WHERE true");
+    push_filters(&mut q, f);
+    q.push(" LIMIT ").push_bind(cap).push(") AS matched");
+    Ok(q.build().fetch_one(pool).await?.get(0))
 }
 
 /// Versions of `name` that unfinished sagas run on: (version, count, first seen).

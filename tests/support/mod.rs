@@ -816,3 +816,22 @@ pub fn header(m: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> 
         .find(|(k, _)| k == name)
         .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
 }
+
+/// An API token named `name` whose secret is `secret`, as `api.auth.tokens` lists it.
+#[allow(dead_code)]
+pub fn token(
+    name: &str,
+    secret: &str,
+    scopes: &[sagaflow::config::Scope],
+) -> sagaflow::config::TokenSettings {
+    use sha2::Digest;
+    let sha256 = sha2::Sha256::digest(secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    sagaflow::config::TokenSettings {
+        name: name.into(),
+        sha256,
+        scopes: scopes.to_vec(),
+    }
+}
