@@ -300,3 +300,66 @@ async fn list_filters_and_pages_without_gaps_or_repeats() {
         .await;
     assert_eq!(earlier.body["items"].as_array().unwrap().len(), 5);
 }
+
+/// A saga with 10,000 timeline entries: its detail carries the latest 100, and the
+/// timeline endpoint pages through all of them in order, none twice.
+#[tokio::test]
+async fn a_long_timeline_is_paged_not_sent_whole() {
+    let app = app().await;
+    let started = app.start("order-fulfilment", order("long-1")).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let store = app.db.store().await;
+    sqlx::query(
+        "INSERT INTO saga_history (saga_id, at, kind, detail) \
+         SELECT $1::uuid, now(), 'timer_ignored', jsonb_build_object('n', n) \
+         FROM generate_series(1, 10000) AS n",
+    )
+    .bind(uuid::Uuid::parse_str(&id).unwrap())
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let total = sagaflow::store::history(&store.pool, id.parse().unwrap())
+        .await
+        .unwrap()
+        .len();
+    assert!(total > 10_000, "{total}");
+
+    let detail = app
+        .call("GET", &format!("/v1/sagas/{id}"), None, None)
+        .await;
+    assert_eq!(detail.body["timeline"].as_array().unwrap().len(), 100);
+    assert_eq!(detail.body["timeline_complete"], false);
+    assert_eq!(detail.body["timeline"][99]["detail"]["n"], 10000);
+
+    let mut seen = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .call(
+                "GET",
+                &format!("/v1/sagas/{id}/timeline?after={after}&limit=1000"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(page.status, 200, "{}", page.text);
+        let items = page.body["items"].as_array().unwrap();
+        assert!(items.len() <= 1000);
+        seen.extend(items.iter().map(|e| e["seq"].as_i64().unwrap()));
+        match page.body["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), total);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order, none twice");
+    let r = app
+        .call(
+            "GET",
+            &format!("/v1/sagas/{id}/timeline?limit=0"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400);
+}

@@ -72,6 +72,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(list::list))
         // One path, two meanings by method: see docs/api.md ("Paths") for why.
         .routes(routes!(sagas::start, sagas::get))
+        .routes(routes!(sagas::timeline))
         .routes(routes!(operator::abort))
         .routes(routes!(operator::retry))
         .routes(routes!(operator::terminate))

@@ -149,6 +149,8 @@ pub struct FailureView {
 /// operator action (whose `detail.actor` says who).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TimelineEntry {
+    /// Position in the timeline: pass the last one seen as `after` for the next page.
+    pub seq: i64,
     pub at: DateTime<Utc>,
     pub kind: String,
     pub step: Option<String>,
@@ -163,6 +165,7 @@ pub struct TimelineEntry {
 impl From<HistoryRow> for TimelineEntry {
     fn from(h: HistoryRow) -> TimelineEntry {
         TimelineEntry {
+            seq: h.seq,
             at: h.at,
             kind: h.kind,
             step: h.step,
@@ -172,6 +175,29 @@ impl From<HistoryRow> for TimelineEntry {
             detail: h.detail,
         }
     }
+}
+
+/// Timeline entries a saga's detail carries (the latest ones).
+pub const TIMELINE_IN_DETAIL: usize = 100;
+
+/// One page of a saga's timeline, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TimelinePage {
+    pub items: Vec<TimelineEntry>,
+    /// Pass as `after` for the next page; `null` on the last page.
+    pub next_after: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TimelineParams {
+    /// Entries after this `seq` (0 or absent: from the start).
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 200)]
+    pub limit: Option<u32>,
 }
 
 /// Everything about one saga.
@@ -195,8 +221,11 @@ pub struct SagaDetail {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deadline_at: Option<DateTime<Utc>>,
-    /// Oldest first.
+    /// The latest entries (at most 100), oldest first; the whole timeline is paged by
+    /// `GET /v1/sagas/{saga}/timeline`.
     pub timeline: Vec<TimelineEntry>,
+    /// False when earlier entries exist than those in `timeline`.
+    pub timeline_complete: bool,
 }
 
 /// A compensation's state in the words the API has always used for it.
@@ -258,6 +287,7 @@ impl SagaDetail {
             created_at: inst.created_at,
             updated_at: inst.updated_at,
             deadline_at: inst.deadline_at,
+            timeline_complete: timeline.len() < TIMELINE_IN_DETAIL,
             timeline: timeline.into_iter().map(Into::into).collect(),
         }
     }

@@ -6,8 +6,10 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
-use super::model::{SagaDetail, StartBody, Started, Status};
-use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
+use super::model::{
+    SagaDetail, StartBody, Started, Status, TIMELINE_IN_DETAIL, TimelinePage, TimelineParams,
+};
+use super::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem, internal};
 use crate::runtime::transition::{StartOutcome, StartRequest};
 use crate::store;
 
@@ -176,7 +178,7 @@ pub async fn start(
     res
 }
 
-/// Inspect a saga: state, steps and the full timeline.
+/// Inspect a saga: state, steps and the latest timeline entries.
 #[utoipa::path(
     get, path = "/v1/sagas/{saga}", tag = "sagas", operation_id = "get_saga",
     params(("saga" = Uuid, Path, description = "Saga id")),
@@ -196,7 +198,8 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) ->
         Ok(None) => return Problem::not_found(&format!("no saga {id}")).into_response(),
         Err(e) => return internal(&e),
     };
-    let history = match store::history(pool, id).await {
+    let latest = store::HistoryPage::Latest;
+    let history = match store::history_page(pool, id, latest, TIMELINE_IN_DETAIL as i64).await {
         Ok(h) => h,
         Err(e) => return internal(&e),
     };
@@ -215,5 +218,53 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) ->
     json(
         StatusCode::OK,
         &SagaDetail::new(inst, row.revision, names, current, history),
+    )
+}
+
+/// Page through a saga's timeline, oldest first.
+#[utoipa::path(
+    get, path = "/v1/sagas/{saga}/timeline", tag = "sagas", operation_id = "get_timeline",
+    params(("saga" = Uuid, Path, description = "Saga id"), TimelineParams),
+    responses(
+        (status = 200, description = "One page of the timeline", body = TimelinePage),
+        (status = 400, description = "Invalid `after` or `limit`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn timeline(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(p): ApiQuery<TimelineParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Problem::bad_request("limit must be between 1 and 1000").into_response();
+    }
+    let after = p.after.unwrap_or(0);
+    if after < 0 {
+        return Problem::bad_request("after must be 0 or more").into_response();
+    }
+    let pool = &state.applier.store.pool;
+    match store::get_saga(pool, id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return Problem::not_found(&format!("no saga {id}")).into_response(),
+        Err(e) => return internal(&e),
+    }
+    // One extra row tells whether another page exists.
+    let page = store::HistoryPage::After(after);
+    let mut rows = match store::history_page(pool, id, page, i64::from(limit) + 1).await {
+        Ok(rows) => rows,
+        Err(e) => return internal(&e),
+    };
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_after = more.then(|| rows.last().map(|r| r.seq)).flatten();
+    json(
+        StatusCode::OK,
+        &TimelinePage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_after,
+        },
     )
 }

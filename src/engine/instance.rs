@@ -338,3 +338,29 @@ impl Instance {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_stored_before_the_shared_attempt_machine_still_load() {
+        let legacy = serde_json::json!({
+            "status": "timed_out", "attempt": 2, "budget_start": 1, "reply": null,
+            "settled_seq": 3, "error": "no reply", "compensation": "compensated",
+            "comp_attempt": 1, "comp_budget_start": 1, "comp_error": null
+        });
+        let st: StepState = serde_json::from_value(legacy).expect("legacy shape loads");
+        assert_eq!(st.forward.status, StepStatus::TimedOut);
+        assert_eq!(st.forward.attempt, 2);
+        assert_eq!(st.forward.error.as_deref(), Some("no reply"));
+        assert_eq!(st.compensation.status, StepStatus::Succeeded);
+        assert_eq!(st.compensation.attempt, 1);
+        assert_eq!(st.settled_seq, Some(3));
+        // And the current shape round-trips.
+        let again: StepState =
+            serde_json::from_value(serde_json::to_value(&st).expect("serializes"))
+                .expect("current shape loads");
+        assert_eq!(again, st);
+    }
+}

@@ -386,6 +386,8 @@ pub async fn get_saga(pool: &PgPool, id: Uuid) -> Result<Option<SagaRow>, StoreE
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct HistoryRow {
+    /// Position in the saga's timeline (increasing; not contiguous).
+    pub seq: i64,
     pub at: DateTime<Utc>,
     pub kind: String,
     pub step: Option<String>,
@@ -396,15 +398,49 @@ pub struct HistoryRow {
 }
 
 pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<HistoryRow>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT at, kind, step, phase, attempt, command_id, detail FROM saga_history WHERE saga_id = $1 ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
+    history_page(pool, id, HistoryPage::After(0), i64::MAX).await
+}
+
+/// Which part of a timeline to read; rows always come back oldest first.
+#[derive(Debug, Clone, Copy)]
+pub enum HistoryPage {
+    /// The first `limit` rows after position `seq`.
+    After(i64),
+    /// The last `limit` rows.
+    Latest,
+}
+
+/// Up to `limit` rows of one saga's timeline (served by `saga_history_saga`).
+pub async fn history_page(
+    pool: &PgPool,
+    id: Uuid,
+    page: HistoryPage,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, StoreError> {
+    const COLUMNS: &str =
+        "SELECT id, at, kind, step, phase, attempt, command_id, detail FROM saga_history";
+    let query = match page {
+        HistoryPage::After(_) => {
+            format!("{COLUMNS} WHERE saga_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+        }
+        HistoryPage::Latest => {
+            format!("{COLUMNS} WHERE saga_id = $1 AND id > $2 ORDER BY id DESC LIMIT $3")
+        }
+    };
+    let after = match page {
+        HistoryPage::After(seq) => seq,
+        HistoryPage::Latest => 0,
+    };
+    let rows = sqlx::query(&query)
+        .bind(id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    let mut rows: Vec<HistoryRow> = rows
         .into_iter()
         .map(|r| HistoryRow {
+            seq: r.get("id"),
             at: r.get("at"),
             kind: r.get("kind"),
             step: r.get("step"),
@@ -413,7 +449,11 @@ pub async fn history(pool: &PgPool, id: Uuid) -> Result<Vec<HistoryRow>, StoreEr
             command_id: r.get("command_id"),
             detail: r.get("detail"),
         })
-        .collect())
+        .collect();
+    if matches!(page, HistoryPage::Latest) {
+        rows.reverse();
+    }
+    Ok(rows)
 }
 
 /// Count of sagas by status (for tests, readiness and metrics).

@@ -20,7 +20,7 @@ use tower::ServiceExt;
 
 pub struct App {
     pub router: Router,
-    _db: TestDb,
+    pub db: TestDb,
 }
 
 pub fn token(name: &str, secret: &str, scopes: &[Scope]) -> TokenSettings {
@@ -63,7 +63,7 @@ pub async fn app_with(settings: ApiSettings) -> App {
         Arc::new(Health::default()),
         settings,
     ));
-    App { router, _db: db }
+    App { router, db }
 }
 
 pub async fn app() -> App {
