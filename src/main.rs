@@ -89,7 +89,7 @@ enum Command {
     /// Operate on sagas through the REST API: list, show, abort, retry, terminate,
     /// resolve-step, bulk. Exit codes: 0 done, 1 refused, 2 usage, 3 not found,
     /// 4 denied, 5 API unavailable, 6 bulk partly refused.
-    Sagas(sagaflow::ctl::SagasArgs),
+    Sagas(Box<sagaflow::ctl::SagasArgs>),
     /// Run a saga through the engine with scripted participants and print what it sends.
     Simulate {
         file: PathBuf,
@@ -308,7 +308,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            Ok(runtime.block_on(sagaflow::ctl::run(args)))
+            Ok(runtime.block_on(sagaflow::ctl::run(*args)))
         }
         Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. } => {
             Ok(ExitCode::FAILURE)

@@ -363,3 +363,73 @@ async fn a_long_timeline_is_paged_not_sent_whole() {
         .await;
     assert_eq!(r.status, 400);
 }
+
+/// Search by step, failure text, key prefix and a field of the input, with counts.
+#[tokio::test]
+async fn search_filters_find_sagas_by_step_failure_key_prefix_and_input() {
+    let app = app().await;
+    let mut ids = Vec::new();
+    for (n, customer) in ["c-1", "c-2", "c-2"].iter().enumerate() {
+        let mut input = order(&format!("s-{n}"));
+        input["customer_id"] = json!(customer);
+        let body = json!({ "input": input, "key": format!("shop-7/order-{n}") });
+        let r = app
+            .call("POST", "/v1/sagas/order-fulfilment", Some(body), None)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.body["id"].as_str().unwrap().to_owned());
+    }
+    let abort = json!({"reason": "customer phoned: wrong address"});
+    let r = app
+        .call(
+            "POST",
+            &format!("/v1/sagas/{}/abort", ids[0]),
+            Some(abort),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+
+    let app = &app;
+    let found = |query: &'static str| async move {
+        let r = app
+            .call("GET", &format!("/v1/sagas?{query}"), None, None)
+            .await;
+        assert_eq!(r.status, 200, "{query}: {}", r.text);
+        let mut ids: Vec<String> = r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        (ids, r.body["counts"].clone())
+    };
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    let (by_input, _) = found("input_path=/customer_id&input_value=c-2").await;
+    assert_eq!(by_input, sorted(vec![ids[1].clone(), ids[2].clone()]));
+    let (by_prefix, _) = found("key_prefix=shop-7/order-&definition=order-fulfilment").await;
+    assert_eq!(by_prefix.len(), 3);
+    let (by_failure, _) = found("failure=WRONG%20ADDRESS").await;
+    assert_eq!(by_failure, vec![ids[0].clone()]);
+    // Not started by a broker here: each saga is at its first step.
+    let (by_step, counts) = found("step=reserve_stock&with_counts=true").await;
+    assert_eq!(by_step.len(), 3);
+    assert_eq!(counts["counts"], json!({"compensating": 1, "running": 2}));
+    assert_eq!(counts["capped"], false);
+    // Wildcards in a filter are taken literally.
+    let (none, _) = found("key_prefix=%25").await;
+    assert!(none.is_empty());
+    let r = app
+        .call(
+            "GET",
+            "/v1/sagas?input_path=customer_id&input_value=x",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

@@ -16,14 +16,13 @@ use super::model::{BulkBody, BulkItem, BulkResult, RefusalCount};
 use super::operator::{apply_one, invalid, reason_problem};
 use super::problem::{ApiJson, ApiPath, Problem, internal};
 use super::sagas::json;
+use super::search::{COUNT_CAP, Search};
 use crate::engine::Event;
 use crate::runtime::transition::Applied;
-use crate::store::{self, SagaFilter};
+use crate::store;
 
 const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
-/// `matched` counts no further than this.
-const COUNT_CAP: i64 = 100_000;
 /// Sagas listed by a dry run.
 const SAMPLE: i64 = 20;
 
@@ -64,23 +63,25 @@ pub async fn bulk(
     if action == "terminate" && body.reason.trim().is_empty() && !body.dry_run {
         return invalid("/reason", "say why the sagas are terminated");
     }
-    let f = body.filter;
-    if [&f.definition, &f.key]
-        .into_iter()
-        .flatten()
-        .any(|t| t.contains('\0'))
-    {
-        return invalid("/filter", "text cannot contain U+0000");
-    }
-    let filter = SagaFilter {
-        definition: f.definition,
-        status: f.status.map(|s| s.as_str().to_owned()),
-        key: f.key,
+    let f = &body.filter;
+    let search = Search {
+        definition: f.definition.as_deref(),
+        status: f.status.map(|s| s.as_str()),
+        key: f.key.as_deref(),
         created_after: f.created_after,
         created_before: f.created_before,
         updated_after: f.updated_after,
         updated_before: f.updated_before,
-        after: None,
+        step: f.step.as_deref(),
+        failure: f.failure.as_deref(),
+        key_prefix: f.key_prefix.as_deref(),
+        input_path: f.input_path.as_deref(),
+        input_value: f.input_value.as_deref(),
+    };
+    let filter = match search.filter() {
+        Ok(Some(f)) => f,
+        Ok(None) => return invalid("/filter", "text cannot contain U+0000"),
+        Err(e) => return invalid("/filter", &e),
     };
     let pool = &state.applier.store.pool;
     let matched = match store::count_sagas(pool, &filter, COUNT_CAP).await {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::model::{ListParams, SagaPage, SagaSummary, Status};
 use super::problem::{ApiQuery, Problem, internal};
+use super::search::{Search, status_counts};
 use crate::messaging::reply_token::ReplyKeys;
 use crate::store::{self, SagaFilter};
 
@@ -43,27 +44,10 @@ pub fn decode_cursor(keys: &ReplyKeys, query: &str, cursor: &str) -> Option<(Dat
 
 const CURSOR: &str = "list-cursor";
 
-/// The filters of a list query, in a fixed form: a cursor is valid only for them.
-fn query_of(p: &ListParams) -> String {
-    let time = |t: &Option<DateTime<Utc>>| {
-        t.map(|t| t.timestamp_micros().to_string())
-            .unwrap_or_default()
-    };
-    format!(
-        "{:?}|{:?}|{:?}|{}|{}|{}|{}",
-        p.definition,
-        p.status.map(|s| s.as_str()),
-        p.key,
-        time(&p.created_after),
-        time(&p.created_before),
-        time(&p.updated_after),
-        time(&p.updated_before),
-    )
-}
-
 /// List sagas, newest first.
 ///
-/// Filters combine with AND; time bounds are exclusive. Ordering is by creation
+/// Filters combine with AND; time bounds are exclusive. Each is served by an index
+/// (docs/benchmarks.md, "List filters at 1,000,000 sagas"). Ordering is by creation
 /// time then id (descending), so pages are stable while new sagas arrive: follow
 /// `next_cursor` until it is `null`.
 #[utoipa::path(
@@ -81,22 +65,24 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
         return Problem::bad_request(format!("limit must be between 1 and {MAX_LIMIT}"))
             .into_response();
     }
-    // PostgreSQL text cannot hold U+0000, so no saga can match such a filter.
-    if [&p.definition, &p.key]
-        .into_iter()
-        .flatten()
-        .any(|t| t.contains('\0'))
-    {
-        return axum::Json(SagaPage {
-            items: Vec::new(),
-            next_cursor: None,
-        })
-        .into_response();
-    }
+    let search = Search::of_list(&p);
+    let mut filter = match search.filter() {
+        Ok(Some(f)) => f,
+        // PostgreSQL text cannot hold U+0000, so no saga can match such a filter.
+        Ok(None) => {
+            return axum::Json(SagaPage {
+                items: Vec::new(),
+                next_cursor: None,
+                counts: None,
+            })
+            .into_response();
+        }
+        Err(e) => return Problem::bad_request(e).into_response(),
+    };
     let keys = state.applier.settings.reply_keys.clone();
-    let query = query_of(&p);
+    let query = search.fingerprint();
     // An empty cursor is the first page (clients may send `cursor=` unconditionally).
-    let after = match p
+    filter.after = match p
         .cursor
         .as_deref()
         .filter(|c| !c.is_empty())
@@ -108,15 +94,17 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
             return Problem::bad_request("cursor is not one this API returned").into_response();
         }
     };
-    let filter = SagaFilter {
-        definition: p.definition,
-        status: p.status.map(|s| s.as_str().to_owned()),
-        key: p.key,
-        created_after: p.created_after,
-        created_before: p.created_before,
-        updated_after: p.updated_after,
-        updated_before: p.updated_before,
-        after,
+    let counts = if p.with_counts == Some(true) {
+        let all = SagaFilter {
+            after: None,
+            ..filter.clone()
+        };
+        match status_counts(&state, &all).await {
+            Ok(c) => Some(c),
+            Err(e) => return internal(&e),
+        }
+    } else {
+        None
     };
     // One extra row tells whether another page exists.
     let mut rows =
@@ -145,7 +133,12 @@ pub async fn list(State(state): State<AppState>, ApiQuery(p): ApiQuery<ListParam
             updated_at: r.updated_at,
         })
         .collect();
-    axum::Json(SagaPage { items, next_cursor }).into_response()
+    axum::Json(SagaPage {
+        items,
+        next_cursor,
+        counts,
+    })
+    .into_response()
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod openapi;
 mod operator;
 pub mod problem;
 mod sagas;
+mod search;
 pub mod server;
 
 use std::sync::Arc;

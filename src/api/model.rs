@@ -95,6 +95,9 @@ pub struct SagaPage {
     pub items: Vec<SagaSummary>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
+    /// With `with_counts=true`: every saga the filters match (not only this page), by status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counts: Option<StatusCounts>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -111,6 +114,19 @@ pub struct ListParams {
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
+    /// Only sagas at this step: where a `failed` saga stopped, else the first step in flight.
+    pub step: Option<String>,
+    /// Only sagas whose failure reason contains this text (case-insensitive).
+    pub failure: Option<String>,
+    /// Only sagas whose business key starts with this.
+    pub key_prefix: Option<String>,
+    /// With `input_value`: only sagas whose input has this value at this JSON pointer.
+    #[param(example = "/customer_id")]
+    pub input_path: Option<String>,
+    /// The value at `input_path`: JSON (`42`, `true`, `"x"`), or else taken as a string.
+    pub input_value: Option<String>,
+    /// Also count every matching saga by status (`counts` in the answer).
+    pub with_counts: Option<bool>,
     /// Opaque cursor from `next_cursor` of the previous page (empty: first page).
     #[param(pattern = "^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
@@ -356,6 +372,20 @@ pub struct BulkFilter {
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
+    pub step: Option<String>,
+    pub failure: Option<String>,
+    pub key_prefix: Option<String>,
+    pub input_path: Option<String>,
+    pub input_value: Option<String>,
+}
+
+/// How many sagas match a filter, by status.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"counts": {"failed": 12, "running": 340}, "capped": false}))]
+pub struct StatusCounts {
+    pub counts: std::collections::BTreeMap<String, i64>,
+    /// Counting stopped at 100,000 sagas: the counts are a lower bound.
+    pub capped: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

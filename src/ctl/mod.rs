@@ -65,6 +65,20 @@ pub struct Filter {
     /// RFC 3339 instant.
     #[arg(long)]
     pub updated_before: Option<String>,
+    /// The step the saga is at (where it stopped, or the first in flight).
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Text in the failure reason (case-insensitive).
+    #[arg(long)]
+    pub failure: Option<String>,
+    /// Business keys starting with this.
+    #[arg(long)]
+    pub key_prefix: Option<String>,
+    /// JSON pointer into the input, with --input-value: `/customer_id`.
+    #[arg(long, requires = "input_value")]
+    pub input_path: Option<String>,
+    #[arg(long, requires = "input_path")]
+    pub input_value: Option<String>,
 }
 
 impl Filter {
@@ -75,6 +89,11 @@ impl Filter {
             ("key", &self.key),
             ("updated_after", &self.updated_after),
             ("updated_before", &self.updated_before),
+            ("step", &self.step),
+            ("failure", &self.failure),
+            ("key_prefix", &self.key_prefix),
+            ("input_path", &self.input_path),
+            ("input_value", &self.input_value),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

@@ -325,6 +325,15 @@ impl Instance {
             .is_some_and(|p| self.steps[p].forward.status == StepStatus::Succeeded)
     }
 
+    /// The step an operator looks for this saga by: where it stopped when `failed`,
+    /// else the first step in flight; none once finished.
+    pub fn spotlight_step(&self, def: &Definition) -> Option<String> {
+        if self.status == SagaStatus::Failed {
+            return self.failure.as_ref().and_then(|f| f.step.clone());
+        }
+        self.current_steps(def).into_iter().next()
+    }
+
     /// Names of the steps currently in flight (forward or compensating).
     pub fn current_steps(&self, def: &Definition) -> Vec<String> {
         if self.status.is_terminal() {

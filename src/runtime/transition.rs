@@ -307,7 +307,7 @@ impl Applier {
                     observed.transition(inst.status, &t, now);
                     self.stage(&mut batch, &def, &t, Some(&span.context), now);
                     if changed {
-                        batch.update_saga(&t.instance);
+                        batch.update_saga(&t.instance, t.instance.spotlight_step(&def));
                     }
                     *inst = t.instance;
                     results[n] = Some(if changed {
@@ -480,7 +480,8 @@ impl Applier {
             }
             Err(other) => return Ok(StartOutcome::Rejected(other)),
         };
-        match store::insert_saga(tx, &t.instance, &hash, Some(&span.stored())).await? {
+        let step = t.instance.spotlight_step(def);
+        match store::insert_saga(tx, &t.instance, &hash, Some(&span.stored()), step).await? {
             Inserted::Existing { id, input_hash } if input_hash == hash => {
                 return Ok(StartOutcome::Existing(id));
             }

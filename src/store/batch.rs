@@ -17,6 +17,8 @@ pub struct WriteBatch {
     /// The engine's Instance as JSON text: serialized once, cast to jsonb by PostgreSQL.
     saga_state: Vec<String>,
     saga_updated: Vec<DateTime<Utc>>,
+    saga_step: Vec<Option<String>>,
+    saga_reason: Vec<Option<String>>,
 
     hist_saga: Vec<Uuid>,
     hist_at: Vec<DateTime<Utc>>,
@@ -68,17 +70,24 @@ impl WriteBatch {
         self.out_saga.len()
     }
 
-    pub fn update_saga(&mut self, inst: &Instance) {
+    /// `step` is the saga's [`spotlight_step`](Instance::spotlight_step), kept in a
+    /// column of its own for search.
+    pub fn update_saga(&mut self, inst: &Instance, step: Option<String>) {
+        let reason = inst.failure.as_ref().map(|f| f.reason.clone());
         if let Some(i) = self.saga_ids.iter().position(|id| *id == inst.id) {
             self.saga_status[i] = inst.status.as_str().to_owned();
             self.saga_state[i] = state_text(inst);
             self.saga_updated[i] = inst.updated_at;
+            self.saga_step[i] = step;
+            self.saga_reason[i] = reason;
             return;
         }
         self.saga_ids.push(inst.id);
         self.saga_status.push(inst.status.as_str().to_owned());
         self.saga_state.push(state_text(inst));
         self.saga_updated.push(inst.updated_at);
+        self.saga_step.push(step);
+        self.saga_reason.push(reason);
     }
 
     pub fn history(&mut self, saga: Uuid, h: &HistoryEntry) {
@@ -131,14 +140,17 @@ impl WriteBatch {
         if !self.saga_ids.is_empty() {
             sqlx::query(
                 "UPDATE sagas s SET status = u.status, state = u.state::jsonb, updated_at = u.updated_at, \
-                 revision = s.revision + 1 \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[]) AS u(id, status, state, updated_at) \
+                 current_step = u.step, failure_reason = u.reason, revision = s.revision + 1 \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+                 AS u(id, status, state, updated_at, step, reason) \
                  WHERE s.id = u.id",
             )
             .bind(&self.saga_ids)
             .bind(&self.saga_status)
             .bind(&self.saga_state)
             .bind(&self.saga_updated)
+            .bind(&self.saga_step)
+            .bind(&self.saga_reason)
             .execute(&mut **tx)
             .await?;
         }

@@ -16,6 +16,14 @@ pub struct SagaFilter {
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
+    /// The step the saga is at (`sagas.current_step`: where it stopped, or the first in flight).
+    pub step: Option<String>,
+    /// Text anywhere in the failure reason, case-insensitive.
+    pub failure: Option<String>,
+    pub key_prefix: Option<String>,
+    /// The input contains this JSON (`{"customer": {"id": "c-1"}}` for
+    /// `/customer/id` = `"c-1"`).
+    pub input_contains: Option<serde_json::Value>,
     /// Keyset position: only sagas strictly after it in the list order.
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
@@ -77,6 +85,23 @@ fn push_filters(q: &mut QueryBuilder<'static, Postgres>, f: &SagaFilter) {
     if let Some(v) = &f.key {
         q.push(" AND business_key = ").push_bind(v.clone());
     }
+    if let Some(v) = &f.step {
+        q.push(" AND current_step = ").push_bind(v.clone());
+    }
+    if let Some(v) = &f.failure {
+        q.push(" AND failure_reason ILIKE ")
+            .push_bind(format!("%{}%", like_escape(v)));
+    }
+    if let Some(v) = &f.key_prefix {
+        // `text_pattern_ops` serves LIKE 'prefix%' whatever the database's collation.
+        q.push(" AND business_key LIKE ")
+            .push_bind(format!("{}%", like_escape(v)));
+    }
+    if let Some(v) = &f.input_contains {
+        q.push(" AND id IN (SELECT saga_id FROM saga_inputs WHERE input @> ")
+            .push_bind(v.clone())
+            .push(")");
+    }
     let times = [
         (" AND created_at > ", f.created_after),
         (" AND created_at < ", f.created_before),
@@ -95,6 +120,29 @@ fn push_filters(q: &mut QueryBuilder<'static, Postgres>, f: &SagaFilter) {
             .push_bind(id)
             .push(")");
     }
+}
+
+/// `%`, `_` and `\` taken literally in a LIKE pattern (`\` is the default escape).
+fn like_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+/// Matching sagas by status, counting no further than `cap` rows in all.
+pub async fn count_by_status_where(
+    pool: &PgPool,
+    f: &SagaFilter,
+    cap: i64,
+) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut q =
+        QueryBuilder::new("SELECT status, count(*) FROM (SELECT status FROM sagas WHERE true");
+    push_filters(&mut q, f);
+    q.push(" LIMIT ")
+        .push_bind(cap)
+        .push(") AS matched GROUP BY status ORDER BY status");
+    let rows = q.build().fetch_all(pool).await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// How many sagas match `f`, counting no further than `cap` (a count over millions of

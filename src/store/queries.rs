@@ -65,11 +65,13 @@ pub async fn insert_saga(
     inst: &Instance,
     input_hash: &str,
     trace_context: Option<&str>,
+    step: Option<String>,
 ) -> Result<Inserted, StoreError> {
     let state = serde_json::to_value(inst).unwrap_or(Json::Null);
     let row = sqlx::query(
-        "INSERT INTO sagas (id, definition, version, status, business_key, input_hash, state, trace_context, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+        "INSERT INTO sagas (id, definition, version, status, business_key, input_hash, state, trace_context, \
+         created_at, updated_at, current_step, failure_reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) \
          ON CONFLICT (definition, business_key) WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
     )
     .bind(inst.id)
@@ -81,9 +83,16 @@ pub async fn insert_saga(
     .bind(state)
     .bind(trace_context)
     .bind(inst.created_at)
+    .bind(step)
+    .bind(inst.failure.as_ref().map(|f| f.reason.clone()))
     .fetch_optional(&mut **tx)
     .await?;
     if row.is_some() {
+        sqlx::query("INSERT INTO saga_inputs (saga_id, input) VALUES ($1, $2)")
+            .bind(inst.id)
+            .bind(&inst.input)
+            .execute(&mut **tx)
+            .await?;
         return Ok(Inserted::New);
     }
     let existing =
