@@ -433,3 +433,82 @@ async fn search_filters_find_sagas_by_step_failure_key_prefix_and_input() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
 }
+
+/// The YAML and chart of a version no file holds any more, and a saga's own chart.
+#[tokio::test]
+async fn pinned_versions_stay_visible_and_a_saga_has_its_own_chart() {
+    let app = app().await;
+    let started = app.start("order-fulfilment", order("chart-1")).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let saga = app
+        .call("GET", &format!("/v1/sagas/{id}"), None, None)
+        .await;
+    let version = saga.body["version"].as_str().unwrap().to_owned();
+
+    let v = app
+        .call(
+            "GET",
+            &format!("/v1/definitions/order-fulfilment/versions/{version}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(v.status, 200, "{}", v.text);
+    assert_eq!(v.body["current"], true);
+    assert!(
+        v.body["source"]
+            .as_str()
+            .unwrap()
+            .contains("name: order-fulfilment")
+    );
+
+    // A version whose file is gone: only its snapshot is left.
+    let old = "name: retired\nsteps:\n  - name: only\n    command: {topic: t, type: t.do}\n    reply: {success: [t.done]}\n    compensation: none\n";
+    let store = app.db.store().await;
+    sqlx::query("INSERT INTO definition_snapshots (name, version, source, file) VALUES ('retired', 'v-old', $1, 'sagas/retired.yaml')")
+        .bind(old)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let v = app
+        .call("GET", "/v1/definitions/retired/versions/v-old", None, None)
+        .await;
+    assert_eq!(
+        (v.status, v.body["source"].as_str()),
+        (200, Some(old)),
+        "{}",
+        v.text
+    );
+    assert_eq!(v.body["current"], false);
+    let g = app
+        .call(
+            "GET",
+            "/v1/definitions/retired/versions/v-old/graph",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(g.status, 200, "{}", g.text);
+    assert!(g.text.contains("s_only"), "{}", g.text);
+    let missing = app
+        .call(
+            "GET",
+            "/v1/definitions/retired/versions/nope/graph",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, 404);
+
+    // No broker here: the first step is in flight.
+    let g = app
+        .call("GET", &format!("/v1/sagas/{id}/graph"), None, None)
+        .await;
+    assert_eq!(g.status, 200, "{}", g.text);
+    assert!(
+        g.text.contains("class s_reserve_stock current"),
+        "{}",
+        g.text
+    );
+    assert!(g.text.contains("classDef succeeded"), "{}", g.text);
+}

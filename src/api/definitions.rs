@@ -9,6 +9,7 @@ use super::AppState;
 use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
 use super::problem::{ApiPath, Problem, internal};
 use crate::definition::{self, Definition, ParseLimits};
+use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::store;
 
 /// Stack of a validation thread. Parsing recurses once per level of YAML nesting; at
@@ -178,4 +179,49 @@ pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
         errors,
     })
     .into_response()
+}
+
+/// Reload the definitions from `sagas/` on the replica that answers.
+///
+/// Everything is checked first; if any file is invalid, a topic would have two roles,
+/// or the new set reads a topic this replica does not consume (that needs a restart),
+/// nothing changes. Running sagas keep their pinned versions. Each replica reloads on
+/// its own: send SIGHUP to every pod (or call this on each).
+#[utoipa::path(
+    post, path = "/v1/definitions/reload", tag = "definitions", operation_id = "reload_definitions",
+    responses(
+        (status = 200, description = "Reloaded: what changed", body = ReloadReport),
+        (status = 409, description = "New topics to consume: restart instead", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid definitions or topic conflicts; nothing changed (`detail` lists each)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "This process cannot reload", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn reload(State(state): State<AppState>) -> Response {
+    let Some(reloader) = &state.reloader else {
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Reload unavailable",
+        )
+        .detail("this process has no definitions directory to reload")
+        .into_response();
+    };
+    match reloader.reload().await {
+        Ok(report) => axum::Json(report).into_response(),
+        Err(e @ ReloadError::NewTopics(_)) => {
+            Problem::new(StatusCode::CONFLICT, "restart-needed", "Restart needed")
+                .detail(e.to_string())
+                .into_response()
+        }
+        Err(ReloadError::Store(e)) => internal(&e),
+        Err(ReloadError::Interrupted) => Problem::internal().into_response(),
+        Err(e) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-definitions",
+            "Definitions not reloaded",
+        )
+        .detail(e.to_string())
+        .into_response(),
+    }
 }

@@ -13,6 +13,7 @@ mod list;
 pub mod model;
 pub mod openapi;
 mod operator;
+mod pinned;
 pub mod problem;
 mod sagas;
 mod search;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub settings: Arc<ApiSettings>,
     /// Slots for definition validations (`api.max_concurrent_validations`).
     pub validations: Arc<tokio::sync::Semaphore>,
+    /// Reloads `sagas/` (absent where nothing can be reloaded, e.g. handler tests).
+    pub reloader: Option<Arc<crate::runtime::reload::Reloader>>,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
                 settings.max_concurrent_validations.max(1),
             )),
             settings: Arc::new(settings),
+            reloader: None,
         }
     }
 }
@@ -81,8 +85,12 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(bulk::bulk))
         .routes(routes!(definitions::list))
         .routes(routes!(definitions::validate))
+        .routes(routes!(definitions::reload))
         .routes(routes!(definitions::get))
         .routes(routes!(definitions::graph))
+        .routes(routes!(pinned::version))
+        .routes(routes!(pinned::version_graph))
+        .routes(routes!(pinned::saga_graph))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .split_for_parts();

@@ -484,6 +484,20 @@ pub struct DefinitionDetail {
     pub versions_in_use: Vec<VersionInUse>,
 }
 
+/// One stored version of a definition, as it was loaded.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefinitionVersion {
+    pub name: String,
+    /// Content hash of `source`.
+    pub version: String,
+    /// The file it was loaded from.
+    pub file: String,
+    /// Whether new sagas start on this version.
+    pub current: bool,
+    /// The YAML source.
+    pub source: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"mermaid": "flowchart TD\n  start --> reserve"}))]
 pub struct Graph {

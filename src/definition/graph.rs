@@ -104,6 +104,40 @@ pub fn mermaid(def: &Definition) -> String {
     out.0
 }
 
+/// What one step of a running saga has done, for [`mermaid_marked`]: a class for its
+/// command node and one for its compensation node (`None`: not reached).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mark {
+    pub command: Option<&'static str>,
+    pub compensation: Option<&'static str>,
+}
+
+/// The definition's chart with each step coloured by what it did in one saga:
+/// `succeeded`, `failed`, `unknown` (timed out), `current` (in flight), `skipped`,
+/// and for compensations `compensated`, `failed`, `current`. `marks` is in step order.
+pub fn mermaid_marked(def: &Definition, marks: &[Mark]) -> String {
+    let mut out = Chart(mermaid(def));
+    for (step, mark) in def.steps.iter().zip(marks) {
+        if let Some(class) = mark.command {
+            out.line(format!("class {} {class}", step_id(&step.name)));
+        }
+        if let (Some(class), true) = (mark.compensation, step.compensation.is_some()) {
+            out.line(format!("class {} {class}", compensation_id(&step.name)));
+        }
+    }
+    for (class, style) in [
+        ("succeeded", "fill:#bbf7d0,stroke:#15803d"),
+        ("compensated", "fill:#bfdbfe,stroke:#1d4ed8"),
+        ("failed", "fill:#fecaca,stroke:#b91c1c"),
+        ("unknown", "fill:#fed7aa,stroke:#c2410c"),
+        ("current", "fill:#e0e7ff,stroke:#4338ca,stroke-width:3px"),
+        ("skipped", "fill:#f3f4f6,stroke:#9ca3af,color:#6b7280"),
+    ] {
+        out.line(format!("classDef {class} {style}"));
+    }
+    out.0
+}
+
 /// Chart text, indented the way Mermaid's own examples are.
 struct Chart(String);
 

@@ -3,6 +3,7 @@
 pub mod dev;
 pub mod intake;
 pub mod registry;
+pub mod reload;
 pub mod retention;
 pub mod service;
 pub mod supervise;

@@ -7,9 +7,12 @@ use std::sync::{Arc, RwLock};
 use crate::definition::{Definition, parse_definition};
 use crate::store::{self, Store, StoreError};
 
+type Current = Arc<HashMap<String, Arc<Definition>>>;
+
 #[derive(Debug, Default)]
 pub struct Registry {
-    current: HashMap<String, Arc<Definition>>,
+    /// Swapped whole by a reload, so every reader sees one consistent set.
+    current: RwLock<Current>,
     versions: RwLock<HashMap<(String, String), Arc<Definition>>>,
 }
 
@@ -33,26 +36,58 @@ impl Registry {
             current.insert(def.name.clone(), def);
         }
         Registry {
-            current,
+            current: RwLock::new(Arc::new(current)),
             versions: RwLock::new(versions),
+        }
+    }
+
+    fn snapshot(&self) -> Current {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// A registry with `defs` as the current set and every version this one knows.
+    pub fn with_current(&self, defs: Vec<Definition>) -> Registry {
+        let next = Registry::new(defs);
+        if let (Ok(mut theirs), Ok(ours)) = (next.versions.write(), self.versions.read()) {
+            for (k, v) in ours.iter() {
+                theirs.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        next
+    }
+
+    /// Makes `next`'s current set this registry's (a reload that passed its checks).
+    pub fn adopt(&self, next: &Registry) {
+        let current = next.snapshot();
+        if let Ok(mut versions) = self.versions.write() {
+            for def in current.values() {
+                versions.insert((def.name.clone(), def.version.clone()), def.clone());
+            }
+        }
+        match self.current.write() {
+            Ok(mut c) => *c = current,
+            Err(poisoned) => *poisoned.into_inner() = current,
         }
     }
 
     /// Stores a snapshot of every current definition so sagas started on it can be
     /// resumed by any replica, whatever its `sagas/` directory holds later.
     pub async fn persist(&self, store: &Store) -> Result<(), StoreError> {
-        for def in self.current.values() {
+        for def in self.snapshot().values() {
             store::save_snapshot(&store.pool, def).await?;
         }
         Ok(())
     }
 
     pub fn current(&self, name: &str) -> Option<Arc<Definition>> {
-        self.current.get(name).cloned()
+        self.snapshot().get(name).cloned()
     }
 
     pub fn all_current(&self) -> Vec<Arc<Definition>> {
-        let mut all: Vec<_> = self.current.values().cloned().collect();
+        let mut all: Vec<_> = self.snapshot().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
     }
@@ -88,7 +123,7 @@ impl Registry {
     /// Topics the consumer must read: every reply topic and trigger topic in use.
     pub fn inbound_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
-            .current
+            .snapshot()
             .values()
             .flat_map(|d| {
                 std::iter::once(d.reply_topic.clone())
@@ -109,17 +144,15 @@ impl Registry {
     /// dead-letter topic or the lifecycle topic, and a trigger on the dead-letter topic.
     /// Each problem as a sentence.
     pub fn topic_conflicts(&self, dead_letter: &str, lifecycle: &str) -> Vec<String> {
-        let mut replies: Vec<(String, String)> = self
-            .current
+        let current = self.snapshot();
+        let mut replies: Vec<(String, String)> = current
             .values()
             .map(|d| (d.reply_topic.clone(), format!("`{}`", d.name)))
             .collect();
         if let Ok(v) = self.versions.read() {
-            let older = v.values().filter(|d| {
-                self.current
-                    .get(&d.name)
-                    .is_none_or(|c| c.version != d.version)
-            });
+            let older = v
+                .values()
+                .filter(|d| current.get(&d.name).is_none_or(|c| c.version != d.version));
             replies.extend(older.map(|d| {
                 (
                     d.reply_topic.clone(),
@@ -153,13 +186,13 @@ impl Registry {
     /// Whether some current definition is triggered from `topic`: such a topic is
     /// never read for replies.
     pub fn is_trigger_topic(&self, topic: &str) -> bool {
-        self.current
+        self.snapshot()
             .values()
             .any(|d| d.trigger.as_ref().is_some_and(|t| t.topic == topic))
     }
 
     pub fn triggered_by(&self, topic: &str, event_type: &str) -> Vec<Arc<Definition>> {
-        self.current
+        self.snapshot()
             .values()
             .filter(|d| {
                 d.trigger

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::registry::Registry;
+use super::reload::Reloader;
 use super::retention::{self, RetentionSettings};
 use super::supervise::supervised;
 use super::timers::{self, TimerSettings};
@@ -145,6 +146,30 @@ pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Reloads the definitions on every SIGHUP until `cancel`; the outcome goes to the log.
+async fn reload_on_sighup(reloader: Arc<Reloader>, cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the API instead");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        match reloader.reload().await {
+            Ok(report) => tracing::info!(?report, "SIGHUP: definitions reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: reload refused; the loaded definitions are unchanged")
+            }
+        }
+    }
 }
 
 /// Runs the service until `cancel`; sends the bound HTTP address on `bound` once ready.
@@ -292,11 +317,18 @@ pub async fn run(
         addr: settings.http.listen.clone(),
         source,
     })?;
-    let app = api::router(AppState::new(
-        applier.clone(),
-        health.clone(),
-        settings.api.clone(),
+    let reloader = Arc::new(Reloader::new(
+        registry.clone(),
+        store.clone(),
+        settings.runtime.sagas_dir.clone(),
+        topics.clone(),
+        settings.kafka.dead_letter_topic.clone(),
+        settings.kafka.lifecycle_topic.clone(),
     ));
+    tokio::spawn(reload_on_sighup(reloader.clone(), cancel.clone()));
+    let mut state = AppState::new(applier.clone(), health.clone(), settings.api.clone());
+    state.reloader = Some(reloader);
+    let app = api::router(state);
     tasks.spawn(watch(
         "http",
         Box::pin(api::server::serve(
