@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod bulk;
+mod dead_letters;
 mod definitions;
 mod hardening;
 mod health;
@@ -83,6 +84,10 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(operator::terminate))
         .routes(routes!(operator::resolve))
         .routes(routes!(bulk::bulk))
+        .routes(routes!(dead_letters::list))
+        .routes(routes!(dead_letters::get))
+        .routes(routes!(dead_letters::redrive))
+        .routes(routes!(dead_letters::discard))
         .routes(routes!(definitions::list))
         .routes(routes!(definitions::validate))
         .routes(routes!(definitions::reload))

@@ -541,3 +541,73 @@ pub struct Readiness {
     /// Number of definitions loaded.
     pub definitions: usize,
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterParams {
+    /// open, redriven or discarded.
+    pub status: Option<String>,
+    /// Why, in one word: undecodable, invalid, unroutable, unauthenticated, unknown_saga,
+    /// unknown_step, wrong_topic, trigger_rejected, apply_failed.
+    pub kind: Option<String>,
+    pub source_topic: Option<String>,
+    pub saga_id: Option<Uuid>,
+    /// Only dead letters older than this id (pass `next_before` for the next page).
+    pub before: Option<i64>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u32>,
+}
+
+/// A message that could not be applied.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterSummary {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    /// The full reason (also the `dlq-reason` header on the dead-letter topic).
+    pub reason: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub saga_id: Option<Uuid>,
+    /// open, redriven or discarded.
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    pub items: Vec<DeadLetterSummary>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub summary: DeadLetterSummary,
+    pub key: String,
+    /// `[[name, value], …]` as consumed.
+    pub headers: Json,
+    /// The payload as text when it is UTF-8.
+    pub payload: Option<String>,
+    /// The payload in base64 when it is not UTF-8.
+    pub payload_base64: Option<String>,
+    /// False when the message held bytes that could not be kept exactly: it can only
+    /// be discarded.
+    pub redrivable: bool,
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// The token name that redrove or discarded it.
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "definition order-fulfilment v3 loaded, OPS-51"}))]
+pub struct DeadLetterAction {
+    /// Kept with the dead letter.
+    #[serde(default)]
+    #[schema(max_length = 1024)]
+    pub reason: String,
+}

@@ -23,6 +23,7 @@ use crate::runtime::intake;
 use crate::runtime::transition::{
     Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
 };
+use crate::store;
 use crate::telemetry::{self, metrics, saga::InboundTrace};
 
 #[derive(Debug, Clone)]
@@ -194,6 +195,8 @@ pub enum ConsumeError {
     Apply(#[from] ApplyError),
     #[error("dead-letter publish failed")]
     DeadLetter(#[source] rdkafka::error::KafkaError),
+    #[error("recording a dead letter failed")]
+    Record(#[source] crate::store::StoreError),
 }
 
 enum Route {
@@ -233,6 +236,7 @@ async fn process(
                 .map(|r| ("trigger_rejected", r)),
         };
         if let Some((kind, reason)) = reason {
+            keep_dead_letter(applier, m, kind, &reason).await?;
             dead_letter(dlq, settings, m, &reason).await?;
             metrics::dead_lettered(kind);
         }
@@ -427,6 +431,35 @@ async fn trigger(
         }
     }
     Ok((!problems.is_empty()).then(|| format!("trigger rejected: {}", problems.join("; "))))
+}
+
+/// Keeps the dead letter in PostgreSQL for operators (list, redrive, discard), before
+/// its offset can be stored: a crash in between records it again, which is a no-op.
+async fn keep_dead_letter(
+    applier: &Applier,
+    m: &OwnedMessage,
+    kind: &str,
+    reason: &str,
+) -> Result<(), ConsumeError> {
+    let headers = kafka::headers_of(m);
+    let saga_id = headers
+        .iter()
+        .find(|(k, _)| k == "ce_sagaid")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
+    let record = store::NewDeadLetter {
+        kind: kind.to_owned(),
+        reason: reason.to_owned(),
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        saga_id,
+    };
+    store::record_dead_letter(&applier.store.pool, &record)
+        .await
+        .map_err(ConsumeError::Record)
 }
 
 async fn dead_letter(

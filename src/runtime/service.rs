@@ -404,6 +404,9 @@ pub async fn refresh_metrics_once(store: &Store, max_connections: u32) {
     if let Ok(rows) = store::outbox_backlog(&store.pool).await {
         metrics::outbox_backlog(rows);
     }
+    if let Ok(open) = store::count_open_dead_letters(&store.pool).await {
+        metrics::dead_letters_open(open);
+    }
     metrics::db_pool(store.pool.size(), store.pool.num_idle(), max_connections);
     metrics::upkeep();
 }

@@ -3,10 +3,12 @@
 //! transition's state, history, messages and timers commit together or not at all.
 
 mod batch;
+mod dead_letters;
 mod listing;
 mod queries;
 
 pub use batch::WriteBatch;
+pub use dead_letters::*;
 pub use listing::*;
 pub use queries::*;
 

@@ -24,6 +24,7 @@ pub const OUTBOX_PUBLISHED: &str = "sagaflow_outbox_published_total";
 pub const PUBLISH_LATENCY: &str = "sagaflow_outbox_publish_latency_seconds";
 pub const CONSUMER_LAG: &str = "sagaflow_consumer_lag";
 pub const DEAD_LETTERED: &str = "sagaflow_dead_lettered_total";
+pub const DEAD_LETTERS_OPEN: &str = "sagaflow_dead_letters_open";
 pub const RETENTION_DELETED: &str = "sagaflow_retention_deleted_total";
 pub const OUTBOX_PARKED: &str = "sagaflow_outbox_parked_total";
 pub const MESSAGES_IGNORED: &str = "sagaflow_messages_ignored_total";
@@ -127,6 +128,10 @@ fn describe() {
         DEAD_LETTERED,
         "Messages sent to the dead-letter topic, by reason kind."
     );
+    describe_gauge!(
+        DEAD_LETTERS_OPEN,
+        "Dead letters neither redriven nor discarded (GET /v1/dead-letters?status=open)."
+    );
     describe_histogram!(
         TIMER_LAG,
         Unit::Seconds,
@@ -173,6 +178,10 @@ pub fn step_settled(definition: &str, step: &str, outcome: &str, took: Duration)
 
 pub fn sagas_in_flight(status: &str, count: i64) {
     gauge!(SAGAS_IN_FLIGHT, "status" => status.to_owned()).set(count as f64);
+}
+
+pub fn dead_letters_open(count: i64) {
+    gauge!(DEAD_LETTERS_OPEN).set(count as f64);
 }
 
 pub fn outbox_backlog(rows: i64) {

@@ -1,0 +1,222 @@
+//! Dead letters an operator can act on: list, inspect, redrive after a fix, discard.
+//! Each action is recorded on the dead letter (who, when, why).
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::AppState;
+use super::auth::Caller;
+use super::model::{
+    DeadLetterAction, DeadLetterDetail, DeadLetterPage, DeadLetterParams, DeadLetterSummary,
+};
+use super::operator::{invalid, reason_problem};
+use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
+use super::sagas::json;
+use crate::store::{self, DeadLetterFilter, DeadLetterRow, Resolved};
+
+fn summary(d: &DeadLetterRow) -> DeadLetterSummary {
+    DeadLetterSummary {
+        id: d.id,
+        at: d.at,
+        kind: d.kind.clone(),
+        reason: d.reason.clone(),
+        source_topic: d.source_topic.clone(),
+        source_partition: d.source_partition,
+        source_offset: d.source_offset,
+        saga_id: d.saga_id,
+        status: d.status.clone(),
+    }
+}
+
+/// List dead letters, newest first.
+#[utoipa::path(
+    get, path = "/v1/dead-letters", tag = "operator", operation_id = "list_dead_letters",
+    params(DeadLetterParams),
+    responses(
+        (status = 200, description = "One page", body = DeadLetterPage),
+        (status = 400, description = "Invalid filter or limit", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<DeadLetterParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Problem::bad_request("limit must be between 1 and 500").into_response();
+    }
+    let texts = [&p.status, &p.kind, &p.source_topic];
+    if texts.iter().any(|t| {
+        t.as_ref()
+            .is_some_and(|t| t.contains('\0') || t.len() > 256)
+    }) {
+        return Problem::bad_request("filters are text of at most 256 bytes, without U+0000")
+            .into_response();
+    }
+    let filter = DeadLetterFilter {
+        status: p.status,
+        kind: p.kind,
+        source_topic: p.source_topic,
+        saga_id: p.saga_id,
+        before_id: p.before,
+    };
+    let pool = &state.applier.store.pool;
+    let mut rows = match store::list_dead_letters(pool, &filter, i64::from(limit) + 1).await {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_before = more.then(|| rows.last().map(|r| r.id)).flatten();
+    json(
+        StatusCode::OK,
+        &DeadLetterPage {
+            items: rows.iter().map(summary).collect(),
+            next_before,
+        },
+    )
+}
+
+/// One dead letter with its key, headers and payload.
+#[utoipa::path(
+    get, path = "/v1/dead-letters/{id}", tag = "operator", operation_id = "get_dead_letter",
+    params(("id" = i64, Path, description = "Dead letter id")),
+    responses(
+        (status = 200, description = "The dead letter", body = DeadLetterDetail),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Response {
+    match store::get_dead_letter(&state.applier.store.pool, id).await {
+        Ok(Some(d)) => {
+            let (payload, payload_base64) = match std::str::from_utf8(&d.payload) {
+                Ok(text) => (Some(text.to_owned()), None),
+                Err(_) => (None, Some(STANDARD.encode(&d.payload))),
+            };
+            json(
+                StatusCode::OK,
+                &DeadLetterDetail {
+                    summary: summary(&d),
+                    key: d.key,
+                    headers: d.headers,
+                    payload,
+                    payload_base64,
+                    redrivable: d.redrivable,
+                    resolved_at: d.resolved_at,
+                    resolved_by: d.resolved_by,
+                    resolution: d.resolution,
+                },
+            )
+        }
+        Ok(None) => Problem::not_found(&format!("no dead letter {id}")).into_response(),
+        Err(e) => internal(&e),
+    }
+}
+
+/// Redrive: send the original message to its source topic again, once.
+///
+/// For after a fix (a definition loaded, a saga repaired): the message goes through
+/// the outbox and is read back like any other, so its outcome is in the saga's
+/// timeline, and a message that fails again is dead-lettered again as a new entry.
+#[utoipa::path(
+    post, path = "/v1/dead-letters/{id}/redrive", tag = "operator", operation_id = "redrive_dead_letter",
+    params(("id" = i64, Path, description = "Dead letter id")),
+    request_body(content = Option<DeadLetterAction>, description = "Optional; the reason is kept"),
+    responses(
+        (status = 200, description = "Queued for publishing", body = DeadLetterSummary),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Redriven or discarded already, or not kept exactly", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Reason too long or not storable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn redrive(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let reason = match optional_reason(&body) {
+        Ok(r) => r,
+        Err(res) => return res,
+    };
+    let pool = &state.applier.store.pool;
+    let outcome = store::redrive_dead_letter(pool, id, &caller.name, &reason).await;
+    answer(&state, id, outcome).await
+}
+
+/// Discard: close a dead letter that needs no redrive, with a reason.
+#[utoipa::path(
+    post, path = "/v1/dead-letters/{id}/discard", tag = "operator", operation_id = "discard_dead_letter",
+    params(("id" = i64, Path, description = "Dead letter id")),
+    request_body = DeadLetterAction,
+    responses(
+        (status = 200, description = "Discarded", body = DeadLetterSummary),
+        (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Redriven or discarded already", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason, or one too long or not storable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn discard(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<DeadLetterAction>,
+) -> Response {
+    if body.reason.trim().is_empty() {
+        return invalid("/reason", "say why the message is discarded");
+    }
+    if let Some(res) = reason_problem(&body.reason) {
+        return res;
+    }
+    let pool = &state.applier.store.pool;
+    let outcome = store::discard_dead_letter(pool, id, &caller.name, &body.reason).await;
+    answer(&state, id, outcome).await
+}
+
+fn optional_reason(body: &[u8]) -> Result<String, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(String::new());
+    }
+    let parsed = serde_json::from_slice::<Option<DeadLetterAction>>(body)
+        .map_err(|e| Problem::bad_request(format!("invalid body: {e}")).into_response())?;
+    let reason = parsed.map(|b| b.reason).unwrap_or_default();
+    match reason_problem(&reason) {
+        Some(res) => Err(res),
+        None => Ok(reason),
+    }
+}
+
+async fn answer(
+    state: &AppState,
+    id: i64,
+    outcome: Result<Resolved, store::StoreError>,
+) -> Response {
+    let conflict = |detail: String| {
+        Problem::new(StatusCode::CONFLICT, "not-allowed", "Not allowed now")
+            .detail(detail)
+            .into_response()
+    };
+    match outcome {
+        Ok(Resolved::Done) => match store::get_dead_letter(&state.applier.store.pool, id).await {
+            Ok(Some(d)) => json(StatusCode::OK, &summary(&d)),
+            Ok(None) => Problem::not_found(&format!("no dead letter {id}")).into_response(),
+            Err(e) => internal(&e),
+        },
+        Ok(Resolved::NotFound) => {
+            Problem::not_found(&format!("no dead letter {id}")).into_response()
+        }
+        Ok(Resolved::NotOpen(status)) => conflict(format!("dead letter {id} is {status} already")),
+        Ok(Resolved::NotRedrivable) => conflict(format!(
+            "dead letter {id} held bytes that could not be kept exactly (U+0000 or invalid UTF-8); discard it"
+        )),
+        Err(e) => internal(&e),
+    }
+}
