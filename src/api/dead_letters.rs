@@ -144,7 +144,7 @@ pub async fn redrive(
 ) -> Response {
     let reason = match optional_reason(&body) {
         Ok(r) => r,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     let pool = &state.applier.store.pool;
     let outcome = store::redrive_dead_letter(pool, id, &caller.name, &reason).await;
@@ -181,15 +181,16 @@ pub async fn discard(
     answer(&state, id, outcome).await
 }
 
-fn optional_reason(body: &[u8]) -> Result<String, Response> {
+fn optional_reason(body: &[u8]) -> Result<String, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(String::new());
     }
-    let parsed = serde_json::from_slice::<Option<DeadLetterAction>>(body)
-        .map_err(|e| Problem::bad_request(format!("invalid body: {e}")).into_response())?;
+    let parsed = serde_json::from_slice::<Option<DeadLetterAction>>(body).map_err(|e| {
+        Box::new(Problem::bad_request(format!("invalid body: {e}")).into_response())
+    })?;
     let reason = parsed.map(|b| b.reason).unwrap_or_default();
     match reason_problem(&reason) {
-        Some(res) => Err(res),
+        Some(res) => Err(Box::new(res)),
         None => Ok(reason),
     }
 }
