@@ -90,6 +90,9 @@ enum Command {
     /// resolve-step, bulk. Exit codes: 0 done, 1 refused, 2 usage, 3 not found,
     /// 4 denied, 5 API unavailable, 6 bulk partly refused.
     Sagas(Box<sagaflow::ctl::SagasArgs>),
+    /// Messages that could not be applied, through the REST API: list, show, redrive,
+    /// discard. Same flags and exit codes as `sagas`.
+    DeadLetters(Box<sagaflow::ctl::DeadLettersArgs>),
     /// Run a saga through the engine with scripted participants and print what it sends.
     Simulate {
         file: PathBuf,
@@ -309,6 +312,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?;
             Ok(runtime.block_on(sagaflow::ctl::run(*args)))
+        }
+        Command::DeadLetters(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            Ok(runtime.block_on(sagaflow::ctl::run_dead_letters(*args)))
         }
         Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. } => {
             Ok(ExitCode::FAILURE)

@@ -137,6 +137,29 @@ async fn a_dead_letter_fixed_by_a_reload_is_redriven_and_applied_once() {
     assert_eq!(detail["resolved_by"], "anonymous");
     assert_eq!(detail["resolution"], "duplicate of signup-1");
 
+    // The operator CLI sees the same: one discarded, and it cannot be redriven now.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sagaflow"))
+            .arg("dead-letters")
+            .args(args)
+            .env("SAGAFLOW_API_URL", svc.url(""))
+            .output()
+            .unwrap()
+    };
+    let o = cli(&["list", "--status", "discarded", "-o", "json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let page: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(page["items"][0]["id"], newest);
+    let o = cli(&["show", &newest.to_string()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("resolution        duplicate of signup-1"));
+    let o = cli(&["redrive", &newest.to_string()]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // Exactly one saga, and nothing is open or dead-lettered again.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE definition = 'fast-trigger'")
         .fetch_one(&store.pool)

@@ -15,6 +15,23 @@ use client::{Client, ClientError, exit};
 
 #[derive(Debug, Args)]
 pub struct SagasArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: SagasCommand,
+}
+
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(subcommand)]
+    pub command: DeadLettersCommand,
+}
+
+/// Where the API is and how to talk to it.
+#[derive(Debug, Args)]
+pub struct ApiArgs {
     /// Base URL of the API.
     #[arg(
         long,
@@ -38,8 +55,6 @@ pub struct SagasArgs {
     /// `table` for people, `json` (the API's own bodies) for scripts.
     #[arg(long, short, value_enum, default_value = "table", global = true)]
     pub output: Output,
-    #[command(subcommand)]
-    pub command: SagasCommand,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +190,39 @@ pub enum SagasCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DeadLettersCommand {
+    /// List dead letters, newest first.
+    List {
+        /// open, redriven or discarded.
+        #[arg(long, default_value = "open")]
+        status: String,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        source_topic: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Show one dead letter: reason, source, key, headers, payload.
+    Show { id: i64 },
+    /// Send a dead letter back to its source topic (once), after a fix.
+    Redrive {
+        /// One or more dead letter ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Close a dead letter that needs no redrive.
+    Discard {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Outcome {
     Succeeded,
@@ -200,6 +248,29 @@ impl BulkAction {
 
 /// Runs one `sagaflow sagas …` command; the exit code tells a script what happened.
 pub async fn run(args: SagasArgs) -> ExitCode {
+    let output = args.api.output;
+    let command = args.command;
+    with_client(&args.api, |client| async move {
+        execute(&client, command, output).await
+    })
+    .await
+}
+
+/// Runs one `sagaflow dead-letters …` command.
+pub async fn run_dead_letters(args: DeadLettersArgs) -> ExitCode {
+    let output = args.api.output;
+    let command = args.command;
+    with_client(&args.api, |client| async move {
+        dead_letters(&client, command, output).await
+    })
+    .await
+}
+
+async fn with_client<F, Fut>(args: &ApiArgs, f: F) -> ExitCode
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<ExitCode, ClientError>>,
+{
     // reqwest is built without a crypto provider of its own (Cargo.toml says why).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let token = match (&args.token, &args.token_file) {
@@ -220,7 +291,7 @@ pub async fn run(args: SagasArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    match execute(&client, args.command, args.output).await {
+    match f(client).await {
         Ok(code) => code,
         Err(e) => {
             if args.output == Output::Json
@@ -354,4 +425,74 @@ fn segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+async fn dead_letters(
+    client: &Client,
+    command: DeadLettersCommand,
+    output: Output,
+) -> Result<ExitCode, ClientError> {
+    let print = |value: &Json, table: String| match output {
+        Output::Json => println!("{value:#}"),
+        Output::Table => print!("{table}"),
+    };
+    match command {
+        DeadLettersCommand::List {
+            status,
+            kind,
+            source_topic,
+            limit,
+        } => {
+            let mut query = vec![("status", status), ("limit", limit.to_string())];
+            query.extend(kind.map(|k| ("kind", k)));
+            query.extend(source_topic.map(|t| ("source_topic", t)));
+            let page = client.get("v1/dead-letters", &query).await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            print(&page, render::dead_letter_table(&items));
+        }
+        DeadLettersCommand::Show { id } => {
+            let d = client.get(&format!("v1/dead-letters/{id}"), &[]).await?;
+            print(&d, render::dead_letter_detail(&d));
+        }
+        DeadLettersCommand::Redrive { ids, reason } => {
+            return act_on_each(client, &ids, "redrive", &reason, print).await;
+        }
+        DeadLettersCommand::Discard { ids, reason } => {
+            return act_on_each(client, &ids, "discard", &reason, print).await;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Redrives or discards each id; carries on past refusals and exits non-zero if any.
+async fn act_on_each(
+    client: &Client,
+    ids: &[i64],
+    action: &str,
+    reason: &str,
+    print: impl Fn(&Json, String),
+) -> Result<ExitCode, ClientError> {
+    let body = json!({ "reason": reason });
+    let mut worst: Option<ClientError> = None;
+    for id in ids {
+        match client
+            .post(&format!("v1/dead-letters/{id}/{action}"), Some(&body))
+            .await
+        {
+            Ok(r) => print(
+                &r,
+                format!("{id}  {}\n", r["status"].as_str().unwrap_or("?")),
+            ),
+            Err(e @ ClientError::Unreachable { .. }) => return Err(e),
+            Err(e) => {
+                eprintln!("error: {id}: {e}");
+                worst = Some(e);
+            }
+        }
+    }
+    Ok(match (worst, ids.len()) {
+        (None, _) => ExitCode::SUCCESS,
+        (Some(e), 1) => ExitCode::from(e.exit_code()),
+        (Some(_), _) => ExitCode::from(exit::PARTIAL),
+    })
 }

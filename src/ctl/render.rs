@@ -166,6 +166,65 @@ pub fn bulk(r: &Json) -> String {
     out
 }
 
+pub fn dead_letter_table(items: &[Json]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|d| {
+            vec![
+                text(&d["id"]),
+                text(&d["at"]),
+                text(&d["kind"]),
+                text(&d["source_topic"]),
+                text(&d["saga_id"]),
+                text(&d["reason"]).chars().take(70).collect(),
+            ]
+        })
+        .collect();
+    table(&["ID", "AT", "KIND", "TOPIC", "SAGA", "REASON"], &rows)
+}
+
+pub fn dead_letter_detail(d: &Json) -> String {
+    let mut out = String::new();
+    for k in [
+        "id",
+        "at",
+        "status",
+        "kind",
+        "reason",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        "saga_id",
+        "key",
+        "redrivable",
+        "resolved_by",
+        "resolution",
+    ] {
+        out.push_str(&format!("{k:<17} {}\n", text(&d[k]).escape_debug()));
+    }
+    for h in d["headers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        out.push_str(&format!(
+            "header           {}: {}\n",
+            text(&h[0]).escape_debug(),
+            text(&h[1]).escape_debug()
+        ));
+    }
+    let payload = if d["payload"].is_string() {
+        &d["payload"]
+    } else {
+        &d["payload_base64"]
+    };
+    out.push_str(&format!(
+        "payload          {}\n",
+        text(payload).escape_debug()
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
