@@ -512,3 +512,92 @@ async fn pinned_versions_stay_visible_and_a_saga_has_its_own_chart() {
     );
     assert!(g.text.contains("classDef succeeded"), "{}", g.text);
 }
+
+/// Parked outbox rows are listed, put back or dropped through the API, each action in
+/// the saga's timeline with its actor and reason.
+#[tokio::test]
+async fn parked_messages_are_listed_requeued_and_discarded() {
+    let app = app().await;
+    let started = app.start("order-fulfilment", order("parked-1")).await;
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let saga: uuid::Uuid = id.parse().unwrap();
+    let store = app.db.store().await;
+    for (row, topic) in [(9001_i64, "too.large"), (9002, "refused.topic")] {
+        sqlx::query(
+            "INSERT INTO outbox_parked (id, saga_id, topic, key, headers, payload, created_at, reason) \
+             VALUES ($1, $2, $3, 'k', '[[\"ce_type\", \"x\"]]', '\\x00ff', now(), 'MessageSizeTooLarge')",
+        )
+        .bind(row)
+        .bind(saga)
+        .bind(topic)
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    }
+    let page = app.call("GET", "/v1/parked-messages", None, None).await;
+    assert_eq!(page.status, 200, "{}", page.text);
+    assert_eq!(page.body["items"][0]["id"], 9002);
+    assert_eq!(page.body["items"][1]["payload_bytes"], 2);
+
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = 'too.large'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let r = app
+        .call(
+            "POST",
+            "/v1/parked-messages/9001/requeue",
+            Some(json!({"reason": "limit raised"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let after: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox WHERE topic = 'too.large'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(after, before + 1);
+    let r = app
+        .call(
+            "POST",
+            "/v1/parked-messages/9001/requeue",
+            Some(json!({"reason": "again"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 404, "requeued once: {}", r.text);
+    let r = app
+        .call(
+            "POST",
+            "/v1/parked-messages/9002/discard",
+            Some(json!({"reason": ""})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 422);
+    let r = app
+        .call(
+            "POST",
+            "/v1/parked-messages/9002/discard",
+            Some(json!({"reason": "attempt retried since"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+
+    let history = sagaflow::store::history(&store.pool, saga).await.unwrap();
+    let notes: Vec<(&str, &str)> = history
+        .iter()
+        .filter(|h| h.kind.starts_with("message_"))
+        .map(|h| (h.kind.as_str(), h.detail["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            ("message_requeued", "limit raised"),
+            ("message_discarded", "attempt retried since")
+        ]
+    );
+    let page = app.call("GET", "/v1/parked-messages", None, None).await;
+    assert_eq!(page.body["items"], json!([]));
+}

@@ -12,6 +12,7 @@ use super::AppState;
 use super::auth::Caller;
 use super::model::{
     DeadLetterAction, DeadLetterDetail, DeadLetterPage, DeadLetterParams, DeadLetterSummary,
+    ParkedMessage, ParkedPage, ParkedParams,
 };
 use super::operator::{invalid, reason_problem};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
@@ -218,6 +219,115 @@ async fn answer(
         Ok(Resolved::NotRedrivable) => conflict(format!(
             "dead letter {id} held bytes that could not be kept exactly (U+0000 or invalid UTF-8); discard it"
         )),
+        Err(e) => internal(&e),
+    }
+}
+
+/// Commands and lifecycle events the broker refused for good, newest first.
+#[utoipa::path(
+    get, path = "/v1/parked-messages", tag = "operator", operation_id = "list_parked_messages",
+    params(ParkedParams),
+    responses(
+        (status = 200, description = "One page", body = ParkedPage),
+        (status = 400, description = "Invalid limit", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["read"]))
+)]
+pub async fn parked(
+    State(state): State<AppState>,
+    ApiQuery(p): ApiQuery<ParkedParams>,
+) -> Response {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Problem::bad_request("limit must be between 1 and 500").into_response();
+    }
+    let pool = &state.applier.store.pool;
+    let mut rows = match store::list_parked(pool, p.before, i64::from(limit) + 1).await {
+        Ok(r) => r,
+        Err(e) => return internal(&e),
+    };
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_before = more.then(|| rows.last().map(|r| r.id)).flatten();
+    let items = rows
+        .into_iter()
+        .map(|r| ParkedMessage {
+            id: r.id,
+            saga_id: r.saga_id,
+            topic: r.topic,
+            key: r.key,
+            headers: r.headers,
+            payload_bytes: r.payload_bytes,
+            created_at: r.created_at,
+            parked_at: r.parked_at,
+            reason: r.reason,
+        })
+        .collect();
+    json(StatusCode::OK, &ParkedPage { items, next_before })
+}
+
+/// Put a parked message back in the outbox, once its cause is fixed.
+///
+/// Check the saga's timeline first: a command for an attempt that has since been
+/// retried, or for a saga that rolled back, must not be sent late (discard it instead).
+#[utoipa::path(
+    post, path = "/v1/parked-messages/{id}/requeue", tag = "operator", operation_id = "requeue_parked_message",
+    params(("id" = i64, Path, description = "Parked message id")),
+    request_body = DeadLetterAction,
+    responses(
+        (status = 204, description = "Back in the outbox; noted in the saga's timeline"),
+        (status = 404, description = "No such parked message", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Reason too long or not storable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn requeue(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<DeadLetterAction>,
+) -> Response {
+    settle_parked(&state, &caller, id, true, &body.reason).await
+}
+
+/// Drop a parked message for good, with a reason.
+#[utoipa::path(
+    post, path = "/v1/parked-messages/{id}/discard", tag = "operator", operation_id = "discard_parked_message",
+    params(("id" = i64, Path, description = "Parked message id")),
+    request_body = DeadLetterAction,
+    responses(
+        (status = 204, description = "Dropped; noted in the saga's timeline"),
+        (status = 404, description = "No such parked message", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No reason, or one too long or not storable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+pub async fn discard_parked(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<DeadLetterAction>,
+) -> Response {
+    if body.reason.trim().is_empty() {
+        return invalid("/reason", "say why the message is dropped");
+    }
+    settle_parked(&state, &caller, id, false, &body.reason).await
+}
+
+async fn settle_parked(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    requeue: bool,
+    reason: &str,
+) -> Response {
+    if let Some(res) = reason_problem(reason) {
+        return res;
+    }
+    let pool = &state.applier.store.pool;
+    match store::settle_parked(pool, id, requeue, &caller.name, reason).await {
+        Ok(Resolved::Done) => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => Problem::not_found(&format!("no parked message {id}")).into_response(),
         Err(e) => internal(&e),
     }
 }

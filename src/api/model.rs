@@ -611,3 +611,36 @@ pub struct DeadLetterAction {
     #[schema(max_length = 1024)]
     pub reason: String,
 }
+
+/// A command or lifecycle event the broker refused for good, set aside.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkedMessage {
+    pub id: i64,
+    pub saga_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    /// `[[name, value], …]`.
+    pub headers: Json,
+    pub payload_bytes: i64,
+    pub created_at: DateTime<Utc>,
+    pub parked_at: DateTime<Utc>,
+    /// The broker's refusal.
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParkedPage {
+    pub items: Vec<ParkedMessage>,
+    /// Pass as `before` for the next page; `null` on the last page.
+    pub next_before: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ParkedParams {
+    /// Only rows older than this id.
+    pub before: Option<i64>,
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    pub limit: Option<u32>,
+}

@@ -94,6 +94,9 @@ impl Client {
             let problem = json.unwrap_or_else(|| serde_json::json!({ "title": text.trim() }));
             return Err(ClientError::Api { status, problem });
         }
+        if status == StatusCode::NO_CONTENT {
+            return Ok(Json::Null);
+        }
         json.ok_or(ClientError::NotJson(text.chars().take(200).collect()))
     }
 

@@ -221,6 +221,25 @@ pub enum DeadLettersCommand {
         #[arg(long)]
         reason: String,
     },
+    /// List commands and lifecycle events the broker refused for good (parked).
+    Parked {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Put parked messages back in the outbox once the cause is fixed.
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Drop parked messages for good.
+    DropParked {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -455,10 +474,23 @@ async fn dead_letters(
             print(&d, render::dead_letter_detail(&d));
         }
         DeadLettersCommand::Redrive { ids, reason } => {
-            return act_on_each(client, &ids, "redrive", &reason, print).await;
+            return act_on_each(client, &ids, "dead-letters", "redrive", &reason, print).await;
         }
         DeadLettersCommand::Discard { ids, reason } => {
-            return act_on_each(client, &ids, "discard", &reason, print).await;
+            return act_on_each(client, &ids, "dead-letters", "discard", &reason, print).await;
+        }
+        DeadLettersCommand::Parked { limit } => {
+            let page = client
+                .get("v1/parked-messages", &[("limit", limit.to_string())])
+                .await?;
+            let items = page["items"].as_array().cloned().unwrap_or_default();
+            print(&page, render::parked_table(&items));
+        }
+        DeadLettersCommand::Requeue { ids, reason } => {
+            return act_on_each(client, &ids, "parked-messages", "requeue", &reason, print).await;
+        }
+        DeadLettersCommand::DropParked { ids, reason } => {
+            return act_on_each(client, &ids, "parked-messages", "discard", &reason, print).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -468,6 +500,7 @@ async fn dead_letters(
 async fn act_on_each(
     client: &Client,
     ids: &[i64],
+    collection: &str,
     action: &str,
     reason: &str,
     print: impl Fn(&Json, String),
@@ -476,13 +509,13 @@ async fn act_on_each(
     let mut worst: Option<ClientError> = None;
     for id in ids {
         match client
-            .post(&format!("v1/dead-letters/{id}/{action}"), Some(&body))
+            .post(&format!("v1/{collection}/{id}/{action}"), Some(&body))
             .await
         {
-            Ok(r) => print(
-                &r,
-                format!("{id}  {}\n", r["status"].as_str().unwrap_or("?")),
-            ),
+            Ok(r) => {
+                let done = r["status"].as_str().unwrap_or(action).to_owned();
+                print(&r, format!("{id}  {done}\n"));
+            }
             Err(e @ ClientError::Unreachable { .. }) => return Err(e),
             Err(e) => {
                 eprintln!("error: {id}: {e}");

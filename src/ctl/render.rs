@@ -183,6 +183,23 @@ pub fn dead_letter_table(items: &[Json]) -> String {
     table(&["ID", "AT", "KIND", "TOPIC", "SAGA", "REASON"], &rows)
 }
 
+pub fn parked_table(items: &[Json]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|p| {
+            vec![
+                text(&p["id"]),
+                text(&p["parked_at"]),
+                text(&p["topic"]),
+                text(&p["saga_id"]),
+                text(&p["payload_bytes"]),
+                text(&p["reason"]).chars().take(60).collect(),
+            ]
+        })
+        .collect();
+    table(&["ID", "PARKED", "TOPIC", "SAGA", "BYTES", "REASON"], &rows)
+}
+
 pub fn dead_letter_detail(d: &Json) -> String {
     let mut out = String::new();
     for k in [

@@ -106,7 +106,12 @@ impl<'a> Machine<'a> {
             self.ignore_reply(idx, &reply, "unexpected: no such attempt was sent");
             return;
         }
-        if !t.awaits_answer(reply.attempt) {
+        // In a terminated saga an attempt still `running` was cut short: its answer is
+        // awaited only while it is listed as unknown.
+        let cut_short = self.inst.status == SagaStatus::Terminated
+            && !t.unknown.contains(&reply.attempt)
+            && !t.manual.contains(&reply.attempt);
+        if !t.awaits_answer(reply.attempt) || cut_short {
             self.ignore_reply(
                 idx,
                 &reply,

@@ -228,7 +228,13 @@ impl From<StepStateWire> for StepState {
                     attempt,
                     budget_start,
                     error,
-                    unknown: Vec::new(),
+                    // The old shape did not say which attempts timed out; the last one
+                    // did when the step is `timed_out`, so its late reply still counts.
+                    unknown: if status == StepStatus::TimedOut {
+                        vec![attempt]
+                    } else {
+                        Vec::new()
+                    },
                     manual: Vec::new(),
                 },
                 compensation: Track {
@@ -363,6 +369,7 @@ mod tests {
         assert_eq!(st.forward.status, StepStatus::TimedOut);
         assert_eq!(st.forward.attempt, 2);
         assert_eq!(st.forward.error.as_deref(), Some("no reply"));
+        assert_eq!(st.forward.unknown, [2], "its late reply is still news");
         assert_eq!(st.compensation.status, StepStatus::Succeeded);
         assert_eq!(st.compensation.attempt, 1);
         assert_eq!(st.settled_seq, Some(3));

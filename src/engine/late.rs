@@ -111,13 +111,22 @@ impl Machine<'_> {
 
     fn late_failure(&self, idx: usize, phase: Phase) -> Late {
         let t = self.track(idx, phase);
+        // A pivot that failed on its last attempt stopped the saga while an earlier
+        // attempt was unknown: this was the last unknown, so now it can roll back.
+        let pivot_waits = phase == Phase::Command
+            && self.def.pivot == Some(idx)
+            && self.inst.status == SagaStatus::Failed
+            && self.failure_phase() == Some(FailurePhase::Forward);
         match t.status {
             StepStatus::Succeeded => Late::Noted("none: the step had already succeeded"),
             StepStatus::Running | StepStatus::WaitingRetry => {
                 Late::Noted("none: a later attempt decides")
             }
             StepStatus::TimedOut if t.unknown.is_empty() => Late::KnownFailed,
-            StepStatus::TimedOut => Late::Noted("none: other attempts' outcomes are still unknown"),
+            StepStatus::Failed if t.unknown.is_empty() && pivot_waits => Late::KnownFailed,
+            StepStatus::TimedOut | StepStatus::Failed if !t.unknown.is_empty() => {
+                Late::Noted("none: other attempts' outcomes are still unknown")
+            }
             _ => Late::Noted("none: the step had already failed"),
         }
     }

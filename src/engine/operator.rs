@@ -57,6 +57,17 @@ impl Machine<'_> {
         out
     }
 
+    fn abort_possible(&self) -> bool {
+        match self.inst.status {
+            SagaStatus::Running => {
+                !self.inst.past_pivot(self.def)
+                    && self.pivot_in_flight().is_none()
+                    && self.pivot_unknown().is_none()
+            }
+            _ => false,
+        }
+    }
+
     fn retry_possible(&self) -> bool {
         match self.inst.status {
             SagaStatus::Failed => true,
@@ -88,6 +99,9 @@ impl Machine<'_> {
             );
         }
         let mut ways = Vec::new();
+        if except != "abort" && self.abort_possible() {
+            ways.push("abort".to_owned());
+        }
         if except != "retry" && self.retry_possible() {
             ways.push("retry".to_owned());
         }
@@ -266,7 +280,7 @@ impl Machine<'_> {
                 self.stand_down(idx, phase);
             }
         }
-        if self.inst.deadline_at.is_some() && self.inst.status == SagaStatus::Running {
+        if self.inst.deadline_at.is_some() {
             self.cancel(Timer::Deadline);
         }
         self.inst.status = SagaStatus::Terminated;
@@ -320,6 +334,7 @@ impl Machine<'_> {
         let rolling_back =
             phase == Phase::Command && self.inst.status != SagaStatus::Running && !stopped_here;
         let status = t.status;
+        let still_unknown = !t.unknown.is_empty();
         let failing = outcome == Resolution::Failed;
         match status {
             StepStatus::Running | StepStatus::WaitingRetry => {}
@@ -327,11 +342,11 @@ impl Machine<'_> {
                 return Err(refuse(
                     self,
                     format!(
-                        "the saga is rolling back: `{name}` is compensated with the others, so resolve its compensation instead"
+                        "the saga is rolling back: `{name}` is compensated with the others (or has nothing to undo)"
                     ),
                 ));
             }
-            StepStatus::Failed if failing => {
+            StepStatus::Failed if failing && !still_unknown => {
                 return Err(refuse(self, format!("`{name}` has failed already")));
             }
             StepStatus::Failed | StepStatus::TimedOut => {}

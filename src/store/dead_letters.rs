@@ -258,3 +258,101 @@ pub async fn count_open_dead_letters(pool: &PgPool) -> Result<i64, StoreError> {
             .await?,
     )
 }
+
+/// An outbox row the broker refused for good (see `relay.rs`).
+#[derive(Debug, Clone)]
+pub struct ParkedRow {
+    pub id: i64,
+    pub saga_id: Uuid,
+    pub topic: String,
+    pub key: String,
+    pub headers: Json,
+    pub payload_bytes: i64,
+    pub created_at: DateTime<Utc>,
+    pub parked_at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Parked outbox rows, newest first.
+pub async fn list_parked(
+    pool: &PgPool,
+    before_id: Option<i64>,
+    limit: i64,
+) -> Result<Vec<ParkedRow>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT id, saga_id, topic, key, headers, octet_length(payload)::bigint AS bytes, created_at, parked_at, reason \
+         FROM outbox_parked WHERE id < $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(before_id.unwrap_or(i64::MAX))
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ParkedRow {
+            id: r.get("id"),
+            saga_id: r.get("saga_id"),
+            topic: r.get("topic"),
+            key: r.get("key"),
+            headers: r.get("headers"),
+            payload_bytes: r.get("bytes"),
+            created_at: r.get("created_at"),
+            parked_at: r.get("parked_at"),
+            reason: r.get("reason"),
+        })
+        .collect())
+}
+
+/// Moves a parked row back into the outbox (a new id: it goes behind newer rows) or
+/// deletes it, and notes either in its saga's timeline with the actor and reason.
+pub async fn settle_parked(
+    pool: &PgPool,
+    id: i64,
+    requeue: bool,
+    actor: &str,
+    reason: &str,
+) -> Result<Resolved, StoreError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("DELETE FROM outbox_parked WHERE id = $1 RETURNING saga_id, topic, key, headers, payload, created_at")
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(row) = row else {
+        return Ok(Resolved::NotFound);
+    };
+    let saga_id: Uuid = row.get("saga_id");
+    let topic: String = row.get("topic");
+    if requeue {
+        sqlx::query(
+            "INSERT INTO outbox (saga_id, topic, key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(saga_id)
+        .bind(&topic)
+        .bind(row.get::<String, _>("key"))
+        .bind(row.get::<Json, _>("headers"))
+        .bind(row.get::<Vec<u8>, _>("payload"))
+        .bind(row.get::<DateTime<Utc>, _>("created_at"))
+        .execute(&mut *tx)
+        .await?;
+    }
+    let kind = if requeue {
+        "message_requeued"
+    } else {
+        "message_discarded"
+    };
+    sqlx::query(
+        "INSERT INTO saga_history (saga_id, at, kind, detail) SELECT $1, now(), $2, \
+         jsonb_build_object('topic', $3::text, 'outbox_id', $4::bigint, 'actor', $5::text, 'reason', $6::text) \
+         WHERE EXISTS (SELECT 1 FROM sagas WHERE id = $1)",
+    )
+    .bind(saga_id)
+    .bind(kind)
+    .bind(&topic)
+    .bind(id)
+    .bind(actor)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Resolved::Done)
+}

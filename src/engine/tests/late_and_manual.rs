@@ -239,7 +239,7 @@ fn an_operator_resolution_wins_over_a_later_reply_and_applies_once() {
     assert_eq!(d.inst.status, SagaStatus::Compensating);
     let reason = refusal(&mut d, event);
     assert!(
-        reason.contains("compensation instead; use resolve-step (the compensation of `reserve`)"),
+        reason.contains("compensated with the others (or has nothing to undo); use resolve-step (the compensation of `reserve`), or terminate"),
         "{reason}"
     );
     d.reply("reserve", 1, "reserved", json!({}));
@@ -262,7 +262,7 @@ fn resolving_a_failed_compensation_resumes_the_rollback() {
         resolve("authorize", Phase::Command, Resolution::Failed),
     );
     assert!(
-        reason.contains("resolve its compensation instead"),
+        reason.contains("use retry, or resolve-step (the compensation of `authorize`)"),
         "{reason}"
     );
     d.apply(resolve(
@@ -346,4 +346,67 @@ fn a_failed_saga_past_its_pivot_can_be_terminated() {
     });
     assert_eq!(d.inst.status, SagaStatus::Terminated);
     assert_eq!(d.last_sent(), Vec::<String>::new());
+}
+
+#[test]
+fn a_declined_pivot_with_an_unknown_earlier_attempt_can_be_rolled_back() {
+    let mut d = order();
+    d.reply("reserve", 1, "reserved", json!({"id": 1}));
+    d.reply("authorize", 1, "authorized", json!({}));
+    d.timeout("capture", Phase::Command, 1);
+    d.retry_due("capture", Phase::Command, 2);
+    d.reply("capture", 2, "declined", json!({}));
+    assert_eq!(d.inst.status, SagaStatus::Failed);
+    // The operator learns attempt 1 did not capture either: resolving it failed rolls back.
+    let mut resolved = Driver::start(ORDER, json!({"order_id": "o-1", "amount": 10}));
+    resolved.inst = d.inst.clone();
+    resolved.apply(resolve("capture", Phase::Command, Resolution::Failed));
+    assert_eq!(resolved.inst.status, SagaStatus::Compensating);
+    assert_eq!(resolved.last_sent(), ["comp:authorize#1"]);
+    // Or attempt 1's own late failure does the same.
+    d.reply("capture", 1, "declined", json!({}));
+    assert_eq!(
+        history(&d, HistoryKind::LateReply)[0]["effect"],
+        "settled: the outcome is known now, and it is a failure"
+    );
+    assert_eq!(d.inst.status, SagaStatus::Compensating);
+    assert_eq!(d.last_sent(), ["comp:authorize#1"]);
+}
+
+#[test]
+fn a_terminated_saga_takes_each_cut_short_answer_once_and_its_deadline_is_cancelled() {
+    let mut d = Driver::start(super::fixtures::TRIP, json!({"car": false}));
+    d.apply(Event::Terminate {
+        reason: "cancelled by phone".into(),
+        actor: "ops".into(),
+    });
+    assert!(d.last.iter().any(|e| matches!(
+        e,
+        Effect::CancelTimer {
+            timer: Timer::Deadline
+        }
+    )));
+    d.reply("prepare", 1, "prepared", json!({}));
+    assert_eq!(history(&d, HistoryKind::LateReply).len(), 1);
+    d.reply("prepare", 1, "prepared", json!({}));
+    let ignored = history(&d, HistoryKind::ReplyIgnored);
+    assert!(
+        ignored[0]["why"].as_str().unwrap().starts_with("duplicate"),
+        "{ignored:?}"
+    );
+}
+
+#[test]
+fn a_refusal_names_abort_when_abort_works() {
+    let mut d = order();
+    let reason = refusal(
+        &mut d,
+        Event::Retry {
+            actor: "ops".into(),
+        },
+    );
+    assert!(
+        reason.contains("use abort, or resolve-step (`reserve`), or terminate"),
+        "{reason}"
+    );
 }
