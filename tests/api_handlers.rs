@@ -432,6 +432,19 @@ async fn search_filters_find_sagas_by_step_failure_key_prefix_and_input() {
         )
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
+    // Filters no index can serve are refused; one that cannot match answers nothing.
+    for query in [
+        "failure=ab",
+        "input_path=/customer_id&input_value=%7B%7D",
+        "input_path=/a&input_value=%5B%5D",
+    ] {
+        let r = app
+            .call("GET", &format!("/v1/sagas?{query}"), None, None)
+            .await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text);
+    }
+    let (none, _) = found("input_path=/customer_id&input_value=%22%5Cu0000%22").await;
+    assert!(none.is_empty());
 }
 
 /// The YAML and chart of a version no file holds any more, and a saga's own chart.

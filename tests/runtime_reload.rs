@@ -87,6 +87,19 @@ async fn reload_checks_everything_first_and_running_sagas_keep_their_version() {
     assert_eq!(status, 404);
     std::fs::remove_file(dir.join("fast-extra.yaml")).unwrap();
 
+    // Dropping the only definition a trigger topic starts: the consumer would keep
+    // reading it for nothing, so that takes a restart.
+    let trigger = dir.join("fast-trigger.yaml");
+    let kept = std::fs::read_to_string(&trigger).unwrap();
+    std::fs::remove_file(&trigger).unwrap();
+    let (status, problem) = post(&svc, "/v1/definitions/reload").await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("fast.signups"),
+        "{problem}"
+    );
+    std::fs::write(&trigger, kept).unwrap();
+
     // SIGHUP reloads too.
     std::fs::write(&file, format!("{yaml}\n# changed again\n")).unwrap();
     let hup = std::process::Command::new("kill")

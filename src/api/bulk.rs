@@ -17,7 +17,7 @@ use super::operator::{apply_one, invalid, reason_problem};
 use super::problem::{ApiJson, ApiPath, Problem, internal};
 use super::sagas::json;
 use super::search::{COUNT_CAP, Search};
-use crate::engine::Event;
+use crate::engine::{Event, SagaStatus};
 use crate::runtime::transition::Applied;
 use crate::store;
 
@@ -40,7 +40,7 @@ const SAMPLE: i64 = 20;
         (status = 200, description = "What was done to each saga, and a summary", body = BulkResult),
         (status = 400, description = "Malformed body or filter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such action", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Body not applicable (limit, reason)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Body not applicable (limit, reason, filter)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["admin"]))
 )]
@@ -124,7 +124,7 @@ pub async fn bulk(
     let mut refusals: BTreeMap<String, u32> = BTreeMap::new();
     for row in rows {
         let event = event(&action, &body.reason, &caller.name);
-        let item = act(&state, row.id, event).await;
+        let item = act(&state, row.id, event, f.status.map(SagaStatus::from)).await;
         match item.outcome.as_str() {
             "applied" => result.applied += 1,
             "unchanged" => result.unchanged += 1,
@@ -153,14 +153,14 @@ fn event(action: &str, reason: &str, actor: &str) -> Event {
     }
 }
 
-async fn act(state: &AppState, id: Uuid, event: Event) -> BulkItem {
+async fn act(state: &AppState, id: Uuid, event: Event, only_if: Option<SagaStatus>) -> BulkItem {
     let item = |outcome: &str, status, detail| BulkItem {
         id,
         outcome: outcome.into(),
         status,
         detail,
     };
-    match apply_one(state, id, event).await {
+    match apply_one(state, id, event, only_if).await {
         Ok((Applied::Changed, status)) => item("applied", status.map(Into::into), None),
         Ok((Applied::Unchanged, status)) => item("unchanged", status.map(Into::into), None),
         Ok((Applied::Rejected(r), status)) => {

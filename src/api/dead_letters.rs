@@ -19,6 +19,26 @@ use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
 use super::sagas::json;
 use crate::store::{self, DeadLetterFilter, DeadLetterRow, Resolved};
 
+const TOKEN_HEADER: &str = "ce_sagatoken";
+
+/// Headers as shown: a reply token is a credential (with it, anyone who may write the
+/// reply topic can answer the command), so its value is never shown, even to admins.
+fn shown_headers(headers: &serde_json::Value) -> serde_json::Value {
+    let masked = headers
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|h| match h[0].as_str() {
+            Some(name) if name.eq_ignore_ascii_case(TOKEN_HEADER) => {
+                serde_json::json!([name, "***"])
+            }
+            _ => h.clone(),
+        })
+        .collect();
+    serde_json::Value::Array(masked)
+}
+
 fn summary(d: &DeadLetterRow) -> DeadLetterSummary {
     DeadLetterSummary {
         id: d.id,
@@ -105,7 +125,7 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Re
                 &DeadLetterDetail {
                     summary: summary(&d),
                     key: d.key,
-                    headers: d.headers,
+                    headers: shown_headers(&d.headers),
                     payload,
                     payload_base64,
                     redrivable: d.redrivable,
@@ -256,7 +276,7 @@ pub async fn parked(
             saga_id: r.saga_id,
             topic: r.topic,
             key: r.key,
-            headers: r.headers,
+            headers: shown_headers(&r.headers),
             payload_bytes: r.payload_bytes,
             created_at: r.created_at,
             parked_at: r.parked_at,
@@ -329,5 +349,28 @@ async fn settle_parked(
         Ok(Resolved::Done) => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => Problem::not_found(&format!("no parked message {id}")).into_response(),
         Err(e) => internal(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reply_tokens_are_never_shown() {
+        let stored = serde_json::json!([
+            ["ce_type", "x.done"],
+            ["ce_sagatoken", "c2VjcmV0"],
+            ["CE_SAGATOKEN", "c2VjcmV0"]
+        ]);
+        let shown = shown_headers(&stored);
+        assert_eq!(
+            shown,
+            serde_json::json!([
+                ["ce_type", "x.done"],
+                ["ce_sagatoken", "***"],
+                ["CE_SAGATOKEN", "***"]
+            ])
+        );
     }
 }

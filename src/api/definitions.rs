@@ -191,7 +191,7 @@ pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     post, path = "/v1/definitions/reload", tag = "definitions", operation_id = "reload_definitions",
     responses(
         (status = 200, description = "Reloaded: what changed", body = ReloadReport),
-        (status = 409, description = "New topics to consume: restart instead", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Topics to start or stop consuming: restart instead", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid definitions or topic conflicts; nothing changed (`detail` lists each)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "This process cannot reload", body = Problem, content_type = "application/problem+json"),
     ),
@@ -209,7 +209,7 @@ pub async fn reload(State(state): State<AppState>) -> Response {
     };
     match reloader.reload().await {
         Ok(report) => axum::Json(report).into_response(),
-        Err(e @ ReloadError::NewTopics(_)) => {
+        Err(e @ (ReloadError::NewTopics(_) | ReloadError::DroppedTriggers(_))) => {
             Problem::new(StatusCode::CONFLICT, "restart-needed", "Restart needed")
                 .detail(e.to_string())
                 .into_response()

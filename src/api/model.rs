@@ -39,6 +39,19 @@ impl From<SagaStatus> for Status {
     }
 }
 
+impl From<Status> for SagaStatus {
+    fn from(s: Status) -> SagaStatus {
+        match s {
+            Status::Running => SagaStatus::Running,
+            Status::Compensating => SagaStatus::Compensating,
+            Status::Completed => SagaStatus::Completed,
+            Status::Compensated => SagaStatus::Compensated,
+            Status::Failed => SagaStatus::Failed,
+            Status::Terminated => SagaStatus::Terminated,
+        }
+    }
+}
+
 impl Status {
     pub fn as_str(self) -> &'static str {
         match self {

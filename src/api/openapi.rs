@@ -83,6 +83,9 @@ impl Modify for Common {
                     responses
                         .entry("413".into())
                         .or_insert_with(|| problem("Request body too large"));
+                    responses
+                        .entry("400".into())
+                        .or_insert_with(|| problem("Malformed body"));
                 }
                 if json_write {
                     responses
@@ -100,7 +103,10 @@ impl Modify for Common {
 /// Writes other than validation take JSON only (api::hardening::guard_writes).
 fn is_json_write(op: &Operation) -> bool {
     op.operation_id.as_deref() != Some("validate_definition") && op.request_body.is_some()
-        || matches!(op.operation_id.as_deref(), Some("retry_saga"))
+        || matches!(
+            op.operation_id.as_deref(),
+            Some("retry_saga" | "reload_definitions")
+        )
 }
 
 /// The document as YAML (what `openapi/openapi.yaml` holds).

@@ -225,12 +225,14 @@ pub(super) async fn apply_one(
     state: &AppState,
     id: Uuid,
     event: Event,
+    only_if: Option<SagaStatus>,
 ) -> Result<(Applied, Option<SagaStatus>), ApplyError> {
     let item = Item {
         saga_id: id,
         event,
         message_id: None,
         timer: None,
+        only_if,
     };
     let mut committed = state
         .applier
@@ -242,7 +244,7 @@ pub(super) async fn apply_one(
 
 async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
     // Answered from what the transaction committed, never from a read after it.
-    match apply_one(state, id, event).await {
+    match apply_one(state, id, event, None).await {
         Ok((Applied::Changed | Applied::Unchanged, Some(status))) => json(
             StatusCode::OK,
             &ActionResult {

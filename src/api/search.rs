@@ -7,6 +7,7 @@ use serde_json::{Map, Value as Json};
 
 use super::AppState;
 use super::model::{ListParams, StatusCounts};
+use crate::runtime::intake::nul_path;
 use crate::store::{self, SagaFilter};
 
 /// Longest text filter accepted.
@@ -61,16 +62,31 @@ impl<'a> Search<'a> {
             self.failure,
             self.key_prefix,
         ];
-        if texts.iter().flatten().any(|t| t.len() > MAX_TEXT) {
+        let inputs = [self.input_path, self.input_value];
+        if texts
+            .iter()
+            .chain(&inputs)
+            .flatten()
+            .any(|t| t.len() > MAX_TEXT)
+        {
             return Err(format!("text filters hold at most {MAX_TEXT} bytes"));
+        }
+        // Fewer than 3 characters cannot use the trigram index: every failed saga is read.
+        if self
+            .failure
+            .is_some_and(|f| !f.is_empty() && f.chars().count() < 3)
+        {
+            return Err("failure needs at least 3 characters".into());
         }
         let input_contains = match (self.input_path, self.input_value) {
             (None, None) => None,
             (Some(path), Some(value)) => Some(containment(path, value)?),
             _ => return Err("input_path and input_value go together".into()),
         };
-        let all = texts.iter().flatten().chain(self.input_value.iter());
-        if all.clone().any(|t| t.contains('\0')) {
+        let nul_in_input = input_contains
+            .as_ref()
+            .is_some_and(|c| nul_path(c).is_some());
+        if texts.iter().flatten().any(|t| t.contains('\0')) || nul_in_input {
             return Ok(None);
         }
         let own = |t: Option<&str>| t.map(str::to_owned);
@@ -130,6 +146,12 @@ fn containment(path: &str, value: &str) -> Result<Json, String> {
     }
     let mut v: Json =
         serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_owned()));
+    // `{}` or `[]` would match every object or array there: a scan of the whole index.
+    let empty = matches!(&v, Json::Object(m) if m.is_empty())
+        || matches!(&v, Json::Array(a) if a.is_empty());
+    if empty {
+        return Err("input_value cannot be an empty object or array".into());
+    }
     for segment in segments.into_iter().rev() {
         let mut map = Map::new();
         map.insert(segment, v);

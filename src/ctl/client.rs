@@ -35,11 +35,20 @@ fn problem_text(problem: &Json) -> String {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: url::Url,
     token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    // Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -54,6 +63,8 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            // A redirect would turn a POST into a GET and report success for it.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("sagaflow-cli/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|source| ClientError::Unreachable {

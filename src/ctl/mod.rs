@@ -187,6 +187,9 @@ pub enum SagasCommand {
         /// Act on at most this many sagas.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Needed when no filter is given: act on every saga.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -400,7 +403,12 @@ async fn execute(
             reason,
             dry_run,
             limit,
+            all,
         } => {
+            if filter.query().is_empty() && !all && !dry_run {
+                eprintln!("error: no filter given; add --all to act on every saga");
+                return Ok(ExitCode::from(exit::USAGE));
+            }
             let body = json!({
                 "filter": filter.body(),
                 "reason": reason,
@@ -439,11 +447,17 @@ async fn list(client: &Client, filter: &Filter, limit: usize) -> Result<Vec<Json
     Ok(items)
 }
 
-/// A path segment, percent-encoded so an id or a step name cannot change the path.
+/// A path segment, percent-encoded so an id or a step name cannot change the path
+/// (`.` and `..` would be resolved away by URL joining, so they are encoded too).
 fn segment(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes())
+    let encoded = url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
-        .replace('+', "%20")
+        .replace('+', "%20");
+    match encoded.as_str() {
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => encoded,
+    }
 }
 
 async fn dead_letters(

@@ -18,6 +18,7 @@ use crate::runtime::supervise::{Heartbeat, fault};
 
 use super::envelope::{self, InboundEvent, Record};
 use super::{kafka, reply_token};
+use crate::definition::Definition;
 use crate::engine::{Event, Rejection, Reply, command_id};
 use crate::runtime::intake;
 use crate::runtime::transition::{
@@ -201,7 +202,9 @@ pub enum ConsumeError {
 
 enum Route {
     Reply(usize),
-    Trigger(InboundEvent),
+    /// With the definitions it triggers, read once: a reload meanwhile cannot make the
+    /// event start nothing and vanish.
+    Trigger(InboundEvent, Vec<Arc<Definition>>),
     /// Another business event on a trigger topic: not ours, not an error.
     Ignored,
     /// Reason kind (a metric label) and the full reason (a header).
@@ -231,7 +234,7 @@ async fn process(
             Route::Dead(kind, reason) => Some((kind, reason)),
             Route::Ignored => None,
             Route::Reply(i) => reply_rejection(m, &results[i]),
-            Route::Trigger(ev) => trigger(applier, m.topic(), &ev)
+            Route::Trigger(ev, defs) => trigger(applier, &defs, &ev)
                 .await?
                 .map(|r| ("trigger_rejected", r)),
         };
@@ -259,12 +262,9 @@ fn route(
     if let Some(problem) = intake::event_problem(&ev) {
         return Route::Dead("invalid", problem);
     }
-    if !applier
-        .registry
-        .triggered_by(m.topic(), &ev.event_type)
-        .is_empty()
-    {
-        return Route::Trigger(ev);
+    let triggered = applier.registry.triggered_by(m.topic(), &ev.event_type);
+    if !triggered.is_empty() {
+        return Route::Trigger(ev, triggered);
     }
     if applier.registry.is_trigger_topic(m.topic()) {
         // Replies are never read from trigger topics: whoever may publish business
@@ -318,6 +318,8 @@ fn route(
         }),
         message_id: Some(format!("{}|{}", ev.source, ev.id)),
         timer: None,
+
+        only_if: None,
     });
     Route::Reply(items.len() - 1)
 }
@@ -401,12 +403,12 @@ fn reply_rejection(m: &OwnedMessage, outcome: &Outcome) -> Option<(&'static str,
 /// Starts every saga this event triggers; returns a dead-letter reason if it cannot.
 async fn trigger(
     applier: &Applier,
-    topic: &str,
+    defs: &[Arc<Definition>],
     ev: &InboundEvent,
 ) -> Result<Option<String>, ConsumeError> {
     let mut problems = Vec::new();
-    for def in applier.registry.triggered_by(topic, &ev.event_type) {
-        let outcome = match applier.start_from_trigger(&def, ev).await {
+    for def in defs {
+        let outcome = match applier.start_from_trigger(def, ev).await {
             Ok(outcome) => outcome,
             Err(e) if e.is_unstorable() => {
                 problems.push(format!(
@@ -448,7 +450,7 @@ async fn keep_dead_letter(
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok());
     let record = store::NewDeadLetter {
         kind: kind.to_owned(),
-        reason: reason.to_owned(),
+        reason: reason.chars().take(MAX_REASON).collect(),
         topic: m.topic().to_owned(),
         partition: m.partition(),
         offset: m.offset(),
@@ -461,6 +463,9 @@ async fn keep_dead_letter(
         .await
         .map_err(ConsumeError::Record)
 }
+
+/// Longest dead-letter reason kept (characters).
+const MAX_REASON: usize = 2000;
 
 async fn dead_letter(
     dlq: &FutureProducer,
@@ -479,7 +484,11 @@ async fn dead_letter(
         .into_iter()
         .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
         .collect();
-    headers.push(("dlq-reason".into(), reason.to_owned()));
+    // Bounded: a reason quoting a large message must not make its dead letter too large.
+    headers.push((
+        "dlq-reason".into(),
+        reason.chars().take(MAX_REASON).collect(),
+    ));
     headers.push(("dlq-original-topic".into(), m.topic().to_owned()));
     headers.push(("dlq-original-partition".into(), m.partition().to_string()));
     headers.push(("dlq-original-offset".into(), m.offset().to_string()));

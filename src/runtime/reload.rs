@@ -22,6 +22,9 @@ pub enum ReloadError {
     /// The consumer subscribed at start; reading new topics needs a restart.
     #[error("the new set reads topics this replica does not consume ({}); restart to load it", .0.join(", "))]
     NewTopics(Vec<String>),
+    /// The consumer would keep reading these topics for nothing; a restart stops it.
+    #[error("the new set starts no saga from topics this replica reads as trigger topics ({}); restart to load it", .0.join(", "))]
+    DroppedTriggers(Vec<String>),
     #[error("the new set has no definitions; the loaded set is unchanged")]
     Empty,
     #[error("reading the definitions was interrupted")]
@@ -97,13 +100,35 @@ impl Reloader {
         if !conflicts.is_empty() {
             return Err(ReloadError::Conflicts(conflicts));
         }
+        // Only the new current set can bring topics the consumer does not read: every
+        // older version a saga runs on was loaded, and its topic subscribed, at start.
         let unread: Vec<String> = next
-            .inbound_topics()
-            .into_iter()
+            .all_current()
+            .iter()
+            .flat_map(|d| {
+                std::iter::once(d.reply_topic.clone())
+                    .chain(d.trigger.as_ref().map(|t| t.topic.clone()))
+            })
             .filter(|t| !self.subscribed.contains(t))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
             .collect();
         if !unread.is_empty() {
             return Err(ReloadError::NewTopics(unread));
+        }
+        // A trigger topic the consumer keeps reading but no definition is triggered from
+        // any more would dead-letter every event on it.
+        let dropped: Vec<String> = self
+            .registry
+            .all_current()
+            .iter()
+            .filter_map(|d| d.trigger.as_ref().map(|t| t.topic.clone()))
+            .filter(|t| !next.is_trigger_topic(t))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !dropped.is_empty() {
+            return Err(ReloadError::DroppedTriggers(dropped));
         }
         next.persist(&self.store).await?;
         self.registry.adopt(&next);

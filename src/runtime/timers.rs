@@ -157,6 +157,8 @@ pub async fn fire_due(
             event: timer.into_event(),
             message_id: None,
             timer: Some(key),
+
+            only_if: None,
         });
     }
     let results = match applier.apply_traced(&items, &[], true).await {

@@ -52,6 +52,9 @@ pub struct Item {
     pub message_id: Option<String>,
     /// The timer row this event fires (deleted in the same transaction).
     pub timer: Option<String>,
+    /// Apply only if the saga still has this status when locked (a bulk action's filter,
+    /// checked again where it counts); otherwise refused.
+    pub only_if: Option<SagaStatus>,
 }
 
 /// What a committed batch did: per item, and each saga's status after it.
@@ -285,6 +288,17 @@ impl Applier {
                 && !live_timers.contains(&(item.saga_id, t.clone()))
             {
                 results[n] = Some(Applied::TimerGone);
+                continue;
+            }
+            if let Some(want) = item.only_if.filter(|want| *want != inst.status) {
+                results[n] = Some(Applied::Rejected(Rejection::NotAllowed {
+                    action: "bulk",
+                    reason: format!(
+                        "the saga is {} now, no longer {}: it left the filter",
+                        inst.status.as_str(),
+                        want.as_str()
+                    ),
+                }));
                 continue;
             }
             let def = self

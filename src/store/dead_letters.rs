@@ -322,6 +322,12 @@ pub async fn settle_parked(
     };
     let saga_id: Uuid = row.get("saga_id");
     let topic: String = row.get("topic");
+    // Under the saga's lock, as transitions write: timeline ids then follow commit
+    // order, so paging the timeline by id skips nothing.
+    sqlx::query("SELECT 1 FROM sagas WHERE id = $1 FOR UPDATE")
+        .bind(saga_id)
+        .execute(&mut *tx)
+        .await?;
     if requeue {
         sqlx::query(
             "INSERT INTO outbox (saga_id, topic, key, headers, payload, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
