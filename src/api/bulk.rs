@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Caller;
 use super::model::{BulkBody, BulkItem, BulkResult, RefusalCount};
-use super::operator::{apply_one, invalid, reason_problem};
+use super::operator::{apply_one, invalid, reason_problem, storable};
 use super::problem::{ApiJson, ApiPath, Problem, internal};
 use super::sagas::json;
 use super::search::{COUNT_CAP, Search};
@@ -60,9 +60,6 @@ pub async fn bulk(
     if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
-    if action == "terminate" && body.reason.trim().is_empty() && !body.dry_run {
-        return invalid("/reason", "say why the sagas are terminated");
-    }
     let f = &body.filter;
     let search = Search {
         definition: f.definition.as_deref(),
@@ -75,8 +72,7 @@ pub async fn bulk(
         step: f.step.as_deref(),
         failure: f.failure.as_deref(),
         key_prefix: f.key_prefix.as_deref(),
-        input_path: f.input_path.as_deref(),
-        input_value: f.input_value.as_deref(),
+        input: f.input.as_deref(),
     };
     let filter = match search.filter() {
         Ok(Some(f)) => f,
@@ -123,7 +119,11 @@ pub async fn bulk(
     }
     let mut refusals: BTreeMap<String, u32> = BTreeMap::new();
     for row in rows {
-        let event = event(&action, &body.reason, &caller.name);
+        let reason = match body.reason.trim() {
+            "" => "bulk action, no reason given".to_owned(),
+            _ => storable(&body.reason),
+        };
+        let event = event(&action, &reason, &caller.name);
         let item = act(&state, row.id, event, f.status.map(SagaStatus::from)).await;
         match item.outcome.as_str() {
             "applied" => result.applied += 1,

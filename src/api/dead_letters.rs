@@ -12,9 +12,9 @@ use super::AppState;
 use super::auth::Caller;
 use super::model::{
     DeadLetterAction, DeadLetterDetail, DeadLetterPage, DeadLetterParams, DeadLetterSummary,
-    ParkedMessage, ParkedPage, ParkedParams,
+    DiscardBody, ParkedMessage, ParkedPage, ParkedParams,
 };
-use super::operator::{invalid, reason_problem};
+use super::operator::{invalid, reason_problem, storable};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
 use super::sagas::json;
 use crate::store::{self, DeadLetterFilter, DeadLetterRow, Resolved};
@@ -72,12 +72,22 @@ pub async fn list(
         return Problem::bad_request("limit must be between 1 and 500").into_response();
     }
     let texts = [&p.status, &p.kind, &p.source_topic];
-    if texts.iter().any(|t| {
-        t.as_ref()
-            .is_some_and(|t| t.contains('\0') || t.len() > 256)
-    }) {
-        return Problem::bad_request("filters are text of at most 256 bytes, without U+0000")
-            .into_response();
+    if texts
+        .iter()
+        .any(|t| t.as_ref().is_some_and(|t| t.len() > 256))
+    {
+        return Problem::bad_request("filters are text of at most 256 bytes").into_response();
+    }
+    // PostgreSQL text cannot hold U+0000, so nothing can match such a filter.
+    if texts
+        .iter()
+        .any(|t| t.as_ref().is_some_and(|t| t.contains('\0')))
+    {
+        let empty = DeadLetterPage {
+            items: Vec::new(),
+            next_before: None,
+        };
+        return json(StatusCode::OK, &empty);
     }
     let filter = DeadLetterFilter {
         status: p.status,
@@ -168,7 +178,7 @@ pub async fn redrive(
         Err(res) => return *res,
     };
     let pool = &state.applier.store.pool;
-    let outcome = store::redrive_dead_letter(pool, id, &caller.name, &reason).await;
+    let outcome = store::redrive_dead_letter(pool, id, &caller.name, &storable(&reason)).await;
     answer(&state, id, outcome).await
 }
 
@@ -176,7 +186,7 @@ pub async fn redrive(
 #[utoipa::path(
     post, path = "/v1/dead-letters/{id}/discard", tag = "operator", operation_id = "discard_dead_letter",
     params(("id" = i64, Path, description = "Dead letter id")),
-    request_body = DeadLetterAction,
+    request_body = DiscardBody,
     responses(
         (status = 200, description = "Discarded", body = DeadLetterSummary),
         (status = 404, description = "No such dead letter", body = Problem, content_type = "application/problem+json"),
@@ -189,7 +199,7 @@ pub async fn discard(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(body): ApiJson<DeadLetterAction>,
+    ApiJson(body): ApiJson<DiscardBody>,
 ) -> Response {
     if body.reason.trim().is_empty() {
         return invalid("/reason", "say why the message is discarded");
@@ -198,7 +208,7 @@ pub async fn discard(
         return res;
     }
     let pool = &state.applier.store.pool;
-    let outcome = store::discard_dead_letter(pool, id, &caller.name, &body.reason).await;
+    let outcome = store::discard_dead_letter(pool, id, &caller.name, &storable(&body.reason)).await;
     answer(&state, id, outcome).await
 }
 
@@ -314,7 +324,7 @@ pub async fn requeue(
 #[utoipa::path(
     post, path = "/v1/parked-messages/{id}/discard", tag = "operator", operation_id = "discard_parked_message",
     params(("id" = i64, Path, description = "Parked message id")),
-    request_body = DeadLetterAction,
+    request_body = DiscardBody,
     responses(
         (status = 204, description = "Dropped; noted in the saga's timeline"),
         (status = 404, description = "No such parked message", body = Problem, content_type = "application/problem+json"),
@@ -326,7 +336,7 @@ pub async fn discard_parked(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<i64>,
-    ApiJson(body): ApiJson<DeadLetterAction>,
+    ApiJson(body): ApiJson<DiscardBody>,
 ) -> Response {
     if body.reason.trim().is_empty() {
         return invalid("/reason", "say why the message is dropped");
@@ -345,7 +355,7 @@ async fn settle_parked(
         return res;
     }
     let pool = &state.applier.store.pool;
-    match store::settle_parked(pool, id, requeue, &caller.name, reason).await {
+    match store::settle_parked(pool, id, requeue, &caller.name, &storable(reason)).await {
         Ok(Resolved::Done) => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => Problem::not_found(&format!("no parked message {id}")).into_response(),
         Err(e) => internal(&e),

@@ -117,9 +117,11 @@ pub struct SagaPage {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Only sagas of this definition.
+    #[param(max_length = 256)]
     pub definition: Option<String>,
     pub status: Option<Status>,
     /// Only the saga with this business (idempotency) key.
+    #[param(max_length = 256)]
     pub key: Option<String>,
     /// Created strictly after this instant (RFC 3339).
     pub created_after: Option<DateTime<Utc>>,
@@ -128,16 +130,23 @@ pub struct ListParams {
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
     /// Only sagas at this step: where a `failed` saga stopped, else the first step in flight.
+    #[param(max_length = 256)]
     pub step: Option<String>,
     /// Only sagas whose failure reason contains this text (case-insensitive).
+    #[param(min_length = 3, max_length = 256)]
     pub failure: Option<String>,
     /// Only sagas whose business key starts with this.
+    #[param(max_length = 256)]
     pub key_prefix: Option<String>,
-    /// With `input_value`: only sagas whose input has this value at this JSON pointer.
-    #[param(example = "/customer_id")]
-    pub input_path: Option<String>,
-    /// The value at `input_path`: JSON (`42`, `true`, `"x"`), or else taken as a string.
-    pub input_value: Option<String>,
+    /// Only sagas whose input has a value at a JSON pointer: `<pointer>=<value>`, the
+    /// value read as JSON (`42`, `true`, `"x"`) or else as a string; the first `=` ends
+    /// the pointer.
+    #[param(
+        example = "/customer_id=c-42",
+        pattern = r"^(/[^/=]+)+=",
+        max_length = 512
+    )]
+    pub input: Option<String>,
     /// Also count every matching saga by status (`counts` in the answer).
     pub with_counts: Option<bool>,
     /// Opaque cursor from `next_cursor` of the previous page (empty: first page).
@@ -335,8 +344,8 @@ pub struct AbortBody {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "refund and courier booked by hand, ticket OPS-123"}))]
 pub struct TerminateBody {
-    /// Why; kept in the timeline with the actor.
-    #[schema(min_length = 1, max_length = 1024)]
+    /// Why; kept in the timeline with the actor. Not blank.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -359,17 +368,17 @@ pub struct ResolveBody {
     /// Resolve the step's compensation rather than its command.
     #[serde(default)]
     pub compensation: bool,
-    /// The reply payload, for `succeeded` (later steps' templates see it as
-    /// `steps.<name>.reply`); `{}` when absent.
+    /// The reply payload: for `succeeded`, what later steps' templates see as
+    /// `steps.<name>.reply` (`{}` when absent); for `failed`, kept in the timeline.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub payload: Option<Json>,
-    /// Why; kept in the timeline with the actor.
-    #[schema(min_length = 1, max_length = 1024)]
+    /// Why; kept in the timeline with the actor. Not blank.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
     pub reason: String,
     /// The attempt meant (see the saga's `steps[].attempt`); refused once another is
     /// current, so sending the same request twice resolves it once.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1)]
     pub attempt: Option<u32>,
 }
@@ -378,18 +387,24 @@ pub struct ResolveBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
+    #[schema(max_length = 256)]
     pub definition: Option<String>,
     pub status: Option<Status>,
+    #[schema(max_length = 256)]
     pub key: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     pub updated_after: Option<DateTime<Utc>>,
     pub updated_before: Option<DateTime<Utc>>,
+    #[schema(max_length = 256)]
     pub step: Option<String>,
+    #[schema(min_length = 3, max_length = 256)]
     pub failure: Option<String>,
+    #[schema(max_length = 256)]
     pub key_prefix: Option<String>,
-    pub input_path: Option<String>,
-    pub input_value: Option<String>,
+    /// `<JSON pointer>=<value>`, as the list's `input`.
+    #[schema(pattern = r"^(/[^/=]+)+=", max_length = 512)]
+    pub input: Option<String>,
 }
 
 /// How many sagas match a filter, by status.
@@ -409,7 +424,7 @@ pub struct BulkBody {
     /// Empty: every saga.
     #[serde(default)]
     pub filter: BulkFilter,
-    /// Kept in each saga's timeline; required to terminate.
+    /// Kept in each saga's timeline.
     #[serde(default)]
     #[schema(max_length = 1024)]
     pub reason: String,
@@ -417,6 +432,7 @@ pub struct BulkBody {
     #[serde(default)]
     pub dry_run: bool,
     /// Act on at most this many sagas in this call.
+    #[serde(default, deserialize_with = "whole_number")]
     #[schema(minimum = 1, maximum = 1000, default = 100)]
     pub limit: Option<u32>,
 }
@@ -560,10 +576,13 @@ pub struct Readiness {
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterParams {
     /// open, redriven or discarded.
+    #[param(max_length = 256)]
     pub status: Option<String>,
     /// Why, in one word: undecodable, invalid, unroutable, unauthenticated, unknown_saga,
     /// unknown_step, wrong_topic, trigger_rejected, apply_failed.
+    #[param(max_length = 256)]
     pub kind: Option<String>,
+    #[param(max_length = 256)]
     pub source_topic: Option<String>,
     pub saga_id: Option<Uuid>,
     /// Only dead letters older than this id (pass `next_before` for the next page).
@@ -615,6 +634,16 @@ pub struct DeadLetterDetail {
     pub resolution: Option<String>,
 }
 
+/// Why a message is dropped for good.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "duplicate of dead letter 42"}))]
+pub struct DiscardBody {
+    /// Kept with the message (or in its saga's timeline). Not blank.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"\S")]
+    pub reason: String,
+}
+
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"reason": "definition order-fulfilment v3 loaded, OPS-51"}))]
@@ -656,4 +685,28 @@ pub struct ParkedParams {
     pub before: Option<i64>,
     #[param(minimum = 1, maximum = 500, default = 50)]
     pub limit: Option<u32>,
+}
+
+/// An optional whole number, also written `3.0`: JSON Schema's `integer` allows that
+/// form, so a client validating against the document may send it.
+fn whole_number<'de, D>(d: D) -> Result<Option<u32>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(v) = n.as_u64() {
+        return u32::try_from(v).map(Some).map_err(D::Error::custom);
+    }
+    match n.as_f64() {
+        Some(f) if f.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&f) => {
+            Ok(Some(f as u32))
+        }
+        _ => Err(D::Error::custom(format!(
+            "expected a whole number from 0 to {}, found {n}",
+            u32::MAX
+        ))),
+    }
 }

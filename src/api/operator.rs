@@ -16,7 +16,6 @@ use super::model::{AbortBody, ActionResult, ResolveBody, ResolveOutcome, Termina
 use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
 use super::sagas::json;
 use crate::engine::{Event, Phase, Rejection, Resolution, SagaStatus};
-use crate::runtime::intake::nul_path;
 use crate::runtime::transition::{Applied, ApplyError, Item};
 
 /// Longest reason kept in a timeline entry.
@@ -35,7 +34,7 @@ pub(super) fn invalid(path: &str, message: &str) -> Response {
     .into_response()
 }
 
-/// A reason is stored as given: bounded, and without U+0000 (PostgreSQL refuses it).
+/// A reason is stored as given, bounded in length.
 pub(super) fn reason_problem(reason: &str) -> Option<Response> {
     if reason.chars().count() > MAX_REASON_CHARS {
         return Some(invalid(
@@ -43,10 +42,26 @@ pub(super) fn reason_problem(reason: &str) -> Option<Response> {
             &format!("at most {MAX_REASON_CHARS} characters"),
         ));
     }
-    if reason.contains('\0') {
-        return Some(invalid("/reason", "text cannot contain U+0000"));
-    }
     None
+}
+
+/// Text PostgreSQL can store: U+0000, which it cannot, becomes U+FFFD.
+pub(super) fn storable(text: &str) -> String {
+    text.replace('\0', "\u{fffd}")
+}
+
+/// A JSON value PostgreSQL can store: U+0000 in any string or key becomes U+FFFD.
+fn storable_json(v: Json) -> Json {
+    match v {
+        Json::String(s) => Json::String(storable(&s)),
+        Json::Array(items) => Json::Array(items.into_iter().map(storable_json).collect()),
+        Json::Object(map) => Json::Object(
+            map.into_iter()
+                .map(|(k, v)| (storable(&k), storable_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Abort: compensate now.
@@ -87,7 +102,7 @@ pub async fn abort(
         return res;
     }
     let event = Event::Abort {
-        reason: body.reason,
+        reason: storable(&body.reason),
         actor: caller.name,
     };
     operate(&state, id, event).await
@@ -147,7 +162,7 @@ pub async fn terminate(
         return res;
     }
     let event = Event::Terminate {
-        reason: body.reason,
+        reason: storable(&body.reason),
         actor: caller.name,
     };
     operate(&state, id, event).await
@@ -187,22 +202,20 @@ pub async fn resolve(
     if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
+    let payload = body.payload.map(storable_json);
+    if let Some(payload) = &payload {
+        let size = serde_json::to_vec(payload).map(|v| v.len()).unwrap_or(0);
+        if size > state.settings.max_input_bytes {
+            return invalid("/payload", "the payload is larger than api.max_input_bytes");
+        }
+    }
     let outcome = match body.outcome {
-        ResolveOutcome::Succeeded => {
-            let payload = body.payload.unwrap_or(Json::Object(Default::default()));
-            if let Some(path) = nul_path(&payload) {
-                return invalid(&format!("/payload{path}"), "text cannot contain U+0000");
-            }
-            let size = serde_json::to_vec(&payload).map(|v| v.len()).unwrap_or(0);
-            if size > state.settings.max_input_bytes {
-                return invalid("/payload", "the payload is larger than api.max_input_bytes");
-            }
-            Resolution::Succeeded { payload }
-        }
-        ResolveOutcome::Failed if body.payload.is_some() => {
-            return invalid("/payload", "a payload goes with `succeeded` only");
-        }
-        ResolveOutcome::Failed => Resolution::Failed,
+        ResolveOutcome::Succeeded => Resolution::Succeeded {
+            payload: payload.unwrap_or(Json::Object(Default::default())),
+        },
+        // A failure's payload (what the participant said, if the operator has it) is
+        // kept in the timeline.
+        ResolveOutcome::Failed => Resolution::Failed { payload },
     };
     let event = Event::Resolve {
         step,
@@ -213,7 +226,7 @@ pub async fn resolve(
         },
         attempt: body.attempt,
         outcome,
-        reason: body.reason,
+        reason: storable(&body.reason),
         actor: caller.name,
     };
     operate(&state, id, event).await

@@ -30,8 +30,8 @@ pub struct Search<'a> {
     pub step: Option<&'a str>,
     pub failure: Option<&'a str>,
     pub key_prefix: Option<&'a str>,
-    pub input_path: Option<&'a str>,
-    pub input_value: Option<&'a str>,
+    /// `<JSON pointer>=<value>`.
+    pub input: Option<&'a str>,
 }
 
 impl<'a> Search<'a> {
@@ -47,8 +47,7 @@ impl<'a> Search<'a> {
             step: p.step.as_deref(),
             failure: p.failure.as_deref(),
             key_prefix: p.key_prefix.as_deref(),
-            input_path: p.input_path.as_deref(),
-            input_value: p.input_value.as_deref(),
+            input: p.input.as_deref(),
         }
     }
 
@@ -62,26 +61,26 @@ impl<'a> Search<'a> {
             self.failure,
             self.key_prefix,
         ];
-        let inputs = [self.input_path, self.input_value];
-        if texts
-            .iter()
-            .chain(&inputs)
-            .flatten()
-            .any(|t| t.len() > MAX_TEXT)
+        if texts.iter().flatten().any(|t| t.len() > MAX_TEXT)
+            || self.input.is_some_and(|t| t.len() > 2 * MAX_TEXT)
         {
-            return Err(format!("text filters hold at most {MAX_TEXT} bytes"));
+            return Err(format!(
+                "text filters hold at most {MAX_TEXT} bytes (input: {})",
+                2 * MAX_TEXT
+            ));
         }
         // Fewer than 3 characters cannot use the trigram index: every failed saga is read.
-        if self
-            .failure
-            .is_some_and(|f| !f.is_empty() && f.chars().count() < 3)
-        {
+        if self.failure.is_some_and(|f| f.chars().count() < 3) {
             return Err("failure needs at least 3 characters".into());
         }
-        let input_contains = match (self.input_path, self.input_value) {
-            (None, None) => None,
-            (Some(path), Some(value)) => Some(containment(path, value)?),
-            _ => return Err("input_path and input_value go together".into()),
+        let input_contains = match self.input {
+            None => None,
+            Some(input) => {
+                let Some((path, value)) = input.split_once('=') else {
+                    return Err("input is `<JSON pointer>=<value>`, e.g. /customer_id=c-42".into());
+                };
+                Some(containment(path, value)?)
+            }
         };
         let nul_in_input = input_contains
             .as_ref()
@@ -99,7 +98,7 @@ impl<'a> Search<'a> {
             updated_after: self.updated_after,
             updated_before: self.updated_before,
             step: own(self.step),
-            failure: own(self.failure).filter(|f| !f.is_empty()),
+            failure: own(self.failure),
             key_prefix: own(self.key_prefix).filter(|p| !p.is_empty()),
             input_contains,
             after: None,
@@ -113,7 +112,7 @@ impl<'a> Search<'a> {
                 .unwrap_or_default()
         };
         format!(
-            "{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{}|{}|{}|{}|{:?}|{:?}|{:?}|{:?}",
             self.definition,
             self.status,
             self.key,
@@ -124,8 +123,7 @@ impl<'a> Search<'a> {
             self.step,
             self.failure,
             self.key_prefix,
-            self.input_path,
-            self.input_value,
+            self.input,
         )
     }
 }
@@ -133,7 +131,7 @@ impl<'a> Search<'a> {
 /// `{"a": {"b": value}}` for the JSON pointer `/a/b`: what `input @> …` matches.
 fn containment(path: &str, value: &str) -> Result<Json, String> {
     let Some(rest) = path.strip_prefix('/') else {
-        return Err("input_path is a JSON pointer such as /customer/id".into());
+        return Err("input starts with a JSON pointer such as /customer/id".into());
     };
     let segments: Vec<String> = rest
         .split('/')
@@ -141,16 +139,17 @@ fn containment(path: &str, value: &str) -> Result<Json, String> {
         .collect();
     if segments.len() > MAX_DEPTH || segments.iter().any(String::is_empty) {
         return Err(format!(
-            "input_path has 1 to {MAX_DEPTH} non-empty segments"
+            "the input's pointer has 1 to {MAX_DEPTH} non-empty segments"
         ));
     }
     let mut v: Json =
         serde_json::from_str(value).unwrap_or_else(|_| Json::String(value.to_owned()));
-    // `{}` or `[]` would match every object or array there: a scan of the whole index.
+    // `{}` or `[]` as JSON would match every object or array there (a scan of the whole
+    // index): they are taken as the strings they are.
     let empty = matches!(&v, Json::Object(m) if m.is_empty())
         || matches!(&v, Json::Array(a) if a.is_empty());
     if empty {
-        return Err("input_value cannot be an empty object or array".into());
+        v = Json::String(value.to_owned());
     }
     for segment in segments.into_iter().rev() {
         let mut map = Map::new();

@@ -89,11 +89,9 @@ pub struct Filter {
     /// Business keys starting with this.
     #[arg(long)]
     pub key_prefix: Option<String>,
-    /// JSON pointer into the input, with --input-value: `/customer_id`.
-    #[arg(long, requires = "input_value")]
-    pub input_path: Option<String>,
-    #[arg(long, requires = "input_path")]
-    pub input_value: Option<String>,
+    /// A value in the input: `<JSON pointer>=<value>`, e.g. `/customer_id=c-42`.
+    #[arg(long)]
+    pub input: Option<String>,
 }
 
 impl Filter {
@@ -107,8 +105,7 @@ impl Filter {
             ("step", &self.step),
             ("failure", &self.failure),
             ("key_prefix", &self.key_prefix),
-            ("input_path", &self.input_path),
-            ("input_value", &self.input_value),
+            ("input", &self.input),
         ]
         .into_iter()
         .filter_map(|(k, v)| v.clone().map(|v| (k, v)))

@@ -94,8 +94,8 @@ pub enum Event {
 pub enum Resolution {
     /// As a success reply with this payload.
     Succeeded { payload: Json },
-    /// As a failure reply that must not be retried.
-    Failed,
+    /// As a failure reply that must not be retried; the payload, if any, is recorded.
+    Failed { payload: Option<Json> },
 }
 
 /// Everything from outside that a transition may depend on. Passing these in (rather

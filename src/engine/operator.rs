@@ -335,7 +335,7 @@ impl Machine<'_> {
             phase == Phase::Command && self.inst.status != SagaStatus::Running && !stopped_here;
         let status = t.status;
         let still_unknown = !t.unknown.is_empty();
-        let failing = outcome == Resolution::Failed;
+        let failing = matches!(outcome, Resolution::Failed { .. });
         match status {
             StepStatus::Running | StepStatus::WaitingRetry => {}
             StepStatus::Failed | StepStatus::TimedOut if rolling_back => {
@@ -363,8 +363,14 @@ impl Machine<'_> {
         }
         let attempt = self.track(idx, phase).attempt;
         let mut detail = json!({ "actor": actor, "reason": reason, "outcome": if failing { "failed" } else { "succeeded" } });
-        if let Resolution::Succeeded { payload } = &outcome {
-            detail["payload"] = payload.clone();
+        match &outcome {
+            Resolution::Succeeded { payload }
+            | Resolution::Failed {
+                payload: Some(payload),
+            } => {
+                detail["payload"] = payload.clone();
+            }
+            Resolution::Failed { payload: None } => {}
         }
         self.record_attempt(HistoryKind::OperatorResolve, idx, phase, attempt, detail);
         self.stand_down(idx, phase);
@@ -373,7 +379,7 @@ impl Machine<'_> {
         t.manual.extend(unknown);
         match outcome {
             Resolution::Succeeded { payload } => self.succeed_out_of_turn(idx, phase, payload),
-            Resolution::Failed if status.is_active() => {
+            Resolution::Failed { .. } if status.is_active() => {
                 self.settle_failed(
                     idx,
                     phase,
@@ -381,7 +387,7 @@ impl Machine<'_> {
                 );
                 self.after_failure(phase);
             }
-            Resolution::Failed => {
+            Resolution::Failed { .. } => {
                 self.settle_known_failure(
                     idx,
                     phase,

@@ -231,7 +231,7 @@ fn an_operator_resolution_wins_over_a_later_reply_and_applies_once() {
         step: "reserve".into(),
         phase: Phase::Command,
         attempt: Some(1),
-        outcome: Resolution::Failed,
+        outcome: Resolution::Failed { payload: None },
         reason: "no stock, confirmed by phone".into(),
         actor: "ops".into(),
     };
@@ -259,7 +259,11 @@ fn resolving_a_failed_compensation_resumes_the_rollback() {
     assert_eq!(d.inst.status, SagaStatus::Failed);
     let reason = refusal(
         &mut d,
-        resolve("authorize", Phase::Command, Resolution::Failed),
+        resolve(
+            "authorize",
+            Phase::Command,
+            Resolution::Failed { payload: None },
+        ),
     );
     assert!(
         reason.contains("use retry, or resolve-step (the compensation of `authorize`)"),
@@ -360,7 +364,11 @@ fn a_declined_pivot_with_an_unknown_earlier_attempt_can_be_rolled_back() {
     // The operator learns attempt 1 did not capture either: resolving it failed rolls back.
     let mut resolved = Driver::start(ORDER, json!({"order_id": "o-1", "amount": 10}));
     resolved.inst = d.inst.clone();
-    resolved.apply(resolve("capture", Phase::Command, Resolution::Failed));
+    resolved.apply(resolve(
+        "capture",
+        Phase::Command,
+        Resolution::Failed { payload: None },
+    ));
     assert_eq!(resolved.inst.status, SagaStatus::Compensating);
     assert_eq!(resolved.last_sent(), ["comp:authorize#1"]);
     // Or attempt 1's own late failure does the same.

@@ -215,7 +215,7 @@ impl World {
                     payload: json!({"id": "by hand"}),
                 }
             } else {
-                Resolution::Failed
+                Resolution::Failed { payload: None }
             },
             reason: "test".into(),
             actor: "prop".into(),

@@ -212,7 +212,7 @@ fn pivot_with_unknown_outcome_waits_for_an_operator() {
         step: "capture".into(),
         phase: Phase::Command,
         attempt: Some(2),
-        outcome: Resolution::Failed,
+        outcome: Resolution::Failed { payload: None },
         reason: "bank says no capture".into(),
         actor: "ops".into(),
     });
