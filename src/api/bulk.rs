@@ -60,20 +60,7 @@ pub async fn bulk(
     if let Some(res) = reason_problem(&body.reason) {
         return res;
     }
-    let f = &body.filter;
-    let search = Search {
-        definition: f.definition.as_deref(),
-        status: f.status.map(|s| s.as_str()),
-        key: f.key.as_deref(),
-        created_after: f.created_after,
-        created_before: f.created_before,
-        updated_after: f.updated_after,
-        updated_before: f.updated_before,
-        step: f.step.as_deref(),
-        failure: f.failure.as_deref(),
-        key_prefix: f.key_prefix.as_deref(),
-        input: f.input.as_deref(),
-    };
+    let search = Search::of_bulk(&body.filter);
     let filter = match search.filter() {
         Ok(Some(f)) => f,
         Ok(None) => return invalid("/filter", "text cannot contain U+0000"),
@@ -124,7 +111,13 @@ pub async fn bulk(
             _ => storable(&body.reason),
         };
         let event = event(&action, &reason, &caller.name);
-        let item = act(&state, row.id, event, f.status.map(SagaStatus::from)).await;
+        let item = act(
+            &state,
+            row.id,
+            event,
+            body.filter.status.map(SagaStatus::from),
+        )
+        .await;
         match item.outcome.as_str() {
             "applied" => result.applied += 1,
             "unchanged" => result.unchanged += 1,

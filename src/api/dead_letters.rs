@@ -14,7 +14,7 @@ use super::model::{
     DeadLetterAction, DeadLetterDetail, DeadLetterPage, DeadLetterParams, DeadLetterSummary,
     DiscardBody, ParkedMessage, ParkedPage, ParkedParams,
 };
-use super::operator::{invalid, reason_problem, storable};
+use super::operator::{invalid, optional_body, reason_problem, storable};
 use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
 use super::sagas::json;
 use crate::store::{self, DeadLetterFilter, DeadLetterRow, Resolved};
@@ -213,13 +213,7 @@ pub async fn discard(
 }
 
 fn optional_reason(body: &[u8]) -> Result<String, Box<Response>> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(String::new());
-    }
-    let parsed = serde_json::from_slice::<Option<DeadLetterAction>>(body).map_err(|e| {
-        Box::new(Problem::bad_request(format!("invalid body: {e}")).into_response())
-    })?;
-    let reason = parsed.map(|b| b.reason).unwrap_or_default();
+    let reason = optional_body::<DeadLetterAction>(body)?.reason;
     match reason_problem(&reason) {
         Some(res) => Err(Box::new(res)),
         None => Ok(reason),

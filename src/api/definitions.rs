@@ -115,7 +115,11 @@ pub async fn graph(
     let Some(def) = state.applier.registry.current(&name) else {
         return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
     };
-    let mermaid = definition::graph::mermaid(&def);
+    mermaid_response(&headers, definition::graph::mermaid(&def))
+}
+
+/// Mermaid as text, or `{"mermaid": …}` for `Accept: application/json`.
+pub(super) fn mermaid_response(headers: &HeaderMap, mermaid: String) -> Response {
     let wants_json = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

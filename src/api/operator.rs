@@ -45,6 +45,19 @@ pub(super) fn reason_problem(reason: &str) -> Option<Response> {
     None
 }
 
+/// A JSON body that may be absent, empty or `null` (read by hand: a JSON extractor
+/// would refuse those).
+pub(super) fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+) -> Result<T, Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| Box::new(Problem::bad_request(format!("invalid body: {e}")).into_response()))
+}
+
 /// Text PostgreSQL can store: U+0000, which it cannot, becomes U+FFFD.
 pub(super) fn storable(text: &str) -> String {
     text.replace('\0', "\u{fffd}")
@@ -88,15 +101,9 @@ pub async fn abort(
     ApiPath(id): ApiPath<Uuid>,
     body: Bytes,
 ) -> Response {
-    // The body is optional (absent, empty or `null`), so it is read by hand rather
-    // than with a JSON extractor.
-    let body: AbortBody = if body.iter().all(u8::is_ascii_whitespace) {
-        AbortBody::default()
-    } else {
-        match serde_json::from_slice::<Option<AbortBody>>(&body) {
-            Ok(b) => b.unwrap_or_default(),
-            Err(e) => return Problem::bad_request(format!("invalid body: {e}")).into_response(),
-        }
+    let body: AbortBody = match optional_body(&body) {
+        Ok(b) => b,
+        Err(res) => return *res,
     };
     if let Some(res) = reason_problem(&body.reason) {
         return res;

@@ -3,33 +3,18 @@
 //! the chart of one saga with each step coloured by what it did.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
-use super::definitions::MERMAID;
+use super::definitions::mermaid_response;
 use super::model::{DefinitionVersion, Graph};
 use super::problem::{ApiPath, Problem, internal};
 use crate::definition::graph::{self, Mark};
 use crate::engine::{Instance, StepStatus};
 use crate::runtime::registry::RegistryError;
 use crate::store;
-
-/// Mermaid as text, or `{"mermaid": …}` for `Accept: application/json`.
-fn mermaid_response(headers: &HeaderMap, mermaid: String) -> Response {
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json") && !a.contains(MERMAID));
-    if wants_json {
-        return axum::Json(Graph { mermaid }).into_response();
-    }
-    let mut res = (StatusCode::OK, mermaid).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MERMAID));
-    res
-}
 
 /// One stored version of a definition: its YAML source as it was loaded.
 #[utoipa::path(

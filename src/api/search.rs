@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value as Json};
 
 use super::AppState;
-use super::model::{ListParams, StatusCounts};
+use super::model::{BulkFilter, ListParams, StatusCounts};
 use crate::runtime::intake::nul_path;
 use crate::store::{self, SagaFilter};
 
@@ -48,6 +48,22 @@ impl<'a> Search<'a> {
             failure: p.failure.as_deref(),
             key_prefix: p.key_prefix.as_deref(),
             input: p.input.as_deref(),
+        }
+    }
+
+    pub fn of_bulk(f: &'a BulkFilter) -> Search<'a> {
+        Search {
+            definition: f.definition.as_deref(),
+            status: f.status.map(|s| s.as_str()),
+            key: f.key.as_deref(),
+            created_after: f.created_after,
+            created_before: f.created_before,
+            updated_after: f.updated_after,
+            updated_before: f.updated_before,
+            step: f.step.as_deref(),
+            failure: f.failure.as_deref(),
+            key_prefix: f.key_prefix.as_deref(),
+            input: f.input.as_deref(),
         }
     }
 

@@ -113,10 +113,8 @@ impl Machine<'_> {
         let t = self.track(idx, phase);
         // A pivot that failed on its last attempt stopped the saga while an earlier
         // attempt was unknown: this was the last unknown, so now it can roll back.
-        let pivot_waits = phase == Phase::Command
-            && self.def.pivot == Some(idx)
-            && self.inst.status == SagaStatus::Failed
-            && self.failure_phase() == Some(FailurePhase::Forward);
+        let pivot_waits =
+            phase == Phase::Command && self.def.pivot == Some(idx) && self.stopped_in(phase);
         match t.status {
             StepStatus::Succeeded => Late::Noted("none: the step had already succeeded"),
             StepStatus::Running | StepStatus::WaitingRetry => {
@@ -135,6 +133,16 @@ impl Machine<'_> {
         self.inst.failure.as_ref().map(|f| f.phase)
     }
 
+    /// The saga stopped `failed` in this direction: a step forward (or the pivot's
+    /// unknown outcome) for commands, rollback incomplete for compensations.
+    pub(super) fn stopped_in(&self, phase: Phase) -> bool {
+        let direction = match phase {
+            Phase::Command => FailurePhase::Forward,
+            Phase::Compensation => FailurePhase::Compensation,
+        };
+        self.inst.status == SagaStatus::Failed && self.failure_phase() == Some(direction)
+    }
+
     /// Settles a direction as succeeded out of turn: whatever it was waiting for is
     /// cancelled.
     fn settle_late_success(&mut self, idx: usize, phase: Phase, payload: Json) {
@@ -145,13 +153,7 @@ impl Machine<'_> {
     /// Settles a direction as succeeded when it was not waiting for that answer (it
     /// was stood down first); a saga stopped over this direction resumes.
     pub(super) fn succeed_out_of_turn(&mut self, idx: usize, phase: Phase, payload: Json) {
-        let stopped_here = self.inst.status == SagaStatus::Failed
-            && self.failure_phase()
-                == Some(match phase {
-                    Phase::Command => FailurePhase::Forward,
-                    Phase::Compensation => FailurePhase::Compensation,
-                });
-        if stopped_here {
+        if self.stopped_in(phase) {
             self.resume(phase);
         }
         self.settle_succeeded(idx, phase, payload);
@@ -164,10 +166,8 @@ impl Machine<'_> {
         let t = self.track_mut(idx, phase);
         t.status = StepStatus::Failed;
         t.error = Some(reason);
-        let pivot_stopped = phase == Phase::Command
-            && self.def.pivot == Some(idx)
-            && self.inst.status == SagaStatus::Failed
-            && self.failure_phase() == Some(FailurePhase::Forward);
+        let pivot_stopped =
+            phase == Phase::Command && self.def.pivot == Some(idx) && self.stopped_in(phase);
         if pivot_stopped {
             self.resume(phase);
             self.check_stage();

@@ -33,18 +33,12 @@ impl Machine<'_> {
 
     /// Steps (with their direction) an operator could resolve right now.
     fn resolvable(&self) -> Vec<String> {
-        let stopped = self.inst.failure.as_ref().map(|f| f.phase);
         let mut out = Vec::new();
         for (idx, st) in self.inst.steps.iter().enumerate() {
             for phase in [Phase::Command, Phase::Compensation] {
                 let status = st.track(phase).status;
-                let settled_here = self.inst.status == SagaStatus::Failed
-                    && matches!(status, StepStatus::Failed | StepStatus::TimedOut)
-                    && stopped
-                        == Some(match phase {
-                            Phase::Command => FailurePhase::Forward,
-                            Phase::Compensation => FailurePhase::Compensation,
-                        });
+                let settled_here = matches!(status, StepStatus::Failed | StepStatus::TimedOut)
+                    && self.stopped_in(phase);
                 if status.is_active() || settled_here {
                     let name = self.step_name(idx);
                     out.push(match phase {
@@ -325,12 +319,7 @@ impl Machine<'_> {
                 ),
             ));
         }
-        let stopped_here = self.inst.status == SagaStatus::Failed
-            && self.inst.failure.as_ref().map(|f| f.phase)
-                == Some(match phase {
-                    Phase::Command => FailurePhase::Forward,
-                    Phase::Compensation => FailurePhase::Compensation,
-                });
+        let stopped_here = self.stopped_in(phase);
         let rolling_back =
             phase == Phase::Command && self.inst.status != SagaStatus::Running && !stopped_here;
         let status = t.status;
