@@ -66,9 +66,12 @@ pub struct RuntimeSettings {
     pub outbox_batch_size: i64,
     /// Polling fallback when no LISTEN/NOTIFY wake-up arrives (ms).
     pub outbox_poll_ms: u64,
+    /// Outbox shards this replica publishes at once (1 to 16; see docs/reliability.md).
+    pub outbox_relay_workers: usize,
     /// Most timers fired per transaction.
     pub timer_batch_size: i64,
-    /// Longest sleep of the timer loop (ms).
+    /// Longest sleep of the timer loop (ms): its polling fallback, since commits that
+    /// write a timer due within 5 s wake it by NOTIFY. At most 5,000.
     pub timer_poll_ms: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
@@ -247,8 +250,9 @@ impl Default for RuntimeSettings {
             consumer_batch_linger_ms: 2,
             outbox_batch_size: 1000,
             outbox_poll_ms: 500,
+            outbox_relay_workers: 4,
             timer_batch_size: 500,
-            timer_poll_ms: 250,
+            timer_poll_ms: 1000,
             shutdown_timeout_s: 20,
             metrics_interval_ms: 10_000,
             park_unreadable_after_s: 120,
@@ -373,6 +377,19 @@ impl Settings {
             || self.runtime.timer_batch_size <= 0
         {
             return Err(ConfigError::Rule("batch sizes must be positive".into()));
+        }
+        let horizon_ms = crate::store::wake::TIMER_NOTIFY_HORIZON.num_milliseconds() as u64;
+        if self.runtime.timer_poll_ms == 0 || self.runtime.timer_poll_ms > horizon_ms {
+            return Err(ConfigError::Rule(format!(
+                "runtime.timer_poll_ms must be between 1 and {horizon_ms}: timers due later are not announced by NOTIFY"
+            )));
+        }
+        if !(1..=crate::store::OUTBOX_SHARDS as usize).contains(&self.runtime.outbox_relay_workers)
+        {
+            return Err(ConfigError::Rule(format!(
+                "runtime.outbox_relay_workers must be between 1 and {} (the outbox's shards)",
+                crate::store::OUTBOX_SHARDS
+            )));
         }
         // A century is "for ever" for a saga; larger numbers are typos, and 0 already
         // means "keep".

@@ -44,32 +44,56 @@ async fn fired_by(port: u16) -> f64 {
         .sum()
 }
 
+/// Copies saga `template`, its row and its timer rows, `n` times with fresh ids, in one
+/// statement: ten thousand sagas waiting on a timer without ten thousand starts.
+async fn clone_saga(store: &sagaflow::store::Store, template: uuid::Uuid, n: i64) {
+    sqlx::query(
+        "WITH t AS (SELECT * FROM sagas WHERE id = $1), \
+         s AS ( \
+           INSERT INTO sagas (id, definition, version, status, input_hash, state, created_at, updated_at) \
+           SELECT g.id, t.definition, t.version, t.status, t.input_hash, \
+                  jsonb_set(t.state, '{id}', to_jsonb(g.id::text)), now(), now() \
+           FROM t, (SELECT gen_random_uuid() AS id FROM generate_series(1, $2::bigint)) g \
+           RETURNING id) \
+         INSERT INTO timers (saga_id, timer, due_at) \
+         SELECT s.id, tm.timer, tm.due_at FROM s, timers tm WHERE tm.saga_id = $1",
+    )
+    .bind(template)
+    .bind(n)
+    .execute(&store.pool)
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_replicas_share_the_timers_and_each_fires_once() {
+async fn two_replicas_fire_ten_thousand_timers_each_exactly_once() {
     log_init();
     let db = TestDb::new().await;
     let broker = Broker::shared();
-    let mut settings = settings(&db, &broker, &sagas_dir());
-    // Small claims, so both replicas find due timers to take.
-    settings.runtime.timer_batch_size = 20;
+    let dir = sagas_dir_with("timing-out.yaml", TIMING_OUT_SLOWLY);
+    let mut settings = settings(&db, &broker, &dir);
+    // Claims smaller than the backlog, so both replicas find due timers to take.
+    settings.runtime.timer_batch_size = 100;
     let store = db.store().await;
     let a = Process::start(&settings);
     let b = Process::start(&settings);
     a.wait_ready().await;
     b.wait_ready().await;
-    let n = 600;
-    for i in 0..n {
-        let port = if i % 2 == 0 { a.port } else { b.port };
-        start_saga(
-            &format!("http://127.0.0.1:{port}"),
-            "timing-out",
-            json!({"n": i}),
-        )
-        .await;
-    }
+    let n = 10_000;
+    let template = start_saga(
+        &format!("http://127.0.0.1:{}", a.port),
+        "timing-out",
+        json!({"n": 0}),
+    )
+    .await;
+    clone_saga(&store, template, n - 1).await;
+    sqlx::query("UPDATE timers SET due_at = now() + interval '1 second'")
+        .execute(&store.pool)
+        .await
+        .unwrap();
     eventually(
         "every saga to time out and end",
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         || async {
             (count(
                 &store,
@@ -86,7 +110,16 @@ async fn two_replicas_share_the_timers_and_each_fires_once() {
         "SELECT count(*) FROM saga_history WHERE kind = 'timed_out'",
     )
     .await;
-    assert_eq!(timeouts, n, "each step timeout fired exactly once");
+    let timed_out_sagas = count(
+        &store,
+        "SELECT count(DISTINCT saga_id) FROM saga_history WHERE kind = 'timed_out'",
+    )
+    .await;
+    assert_eq!(
+        (timeouts, timed_out_sagas),
+        (n, n),
+        "each step timeout fired exactly once"
+    );
     assert_eq!(count(&store, "SELECT count(*) FROM timers").await, 0);
     let (by_a, by_b) = (fired_by(a.port).await, fired_by(b.port).await);
     assert_eq!(by_a + by_b, n as f64, "a: {by_a}, b: {by_b}");
@@ -134,11 +167,11 @@ async fn an_unreadable_timer_row_is_parked_and_the_others_fire() {
     svc.stop().await;
 }
 
-/// One step nobody answers, timing out after 3 s: long enough to break a saga's state
-/// before its timer is due.
+/// One step nobody answers, timing out after an hour: the test breaks a saga's state
+/// and then brings the timers forward itself (a 3 s timeout fired first on a busy machine).
 const TIMING_OUT_SLOWLY: &str = "\
 name: timing-out
-defaults: {reply_topic: tick.replies, timeout: 3s, retry: {max_attempts: 1}}
+defaults: {reply_topic: tick.replies, timeout: 1h, retry: {max_attempts: 1}}
 steps:
   - name: wait
     command: {topic: tick.commands, type: tick.wait, payload: {n: \"{{ input.n }}\"}}

@@ -297,10 +297,10 @@ pub async fn run(
             store.clone(),
             producer.clone(),
             RelaySettings {
-                database_url: settings.database.url.clone(),
                 batch_size: rt.outbox_batch_size,
                 poll: Duration::from_millis(rt.outbox_poll_ms),
                 send_timeout: Duration::from_secs(30),
+                workers: rt.outbox_relay_workers,
                 kafka: settings.kafka.clone(),
             },
             health.relay.clone(),

@@ -2,19 +2,22 @@
 //! PostgreSQL. Every replica runs it: each claims a batch of due timers that no other
 //! replica holds (`FOR UPDATE SKIP LOCKED`, with a lease), and each firing locks the saga
 //! row and deletes the timer row in the transaction that applies it, so a timer fires
-//! once. A row that cannot be read is parked, never retried.
+//! once. A row that cannot be read is parked, never retried. Between rounds the loop
+//! sleeps until the next due timer, woken early by the `NOTIFY` of a commit that wrote a
+//! timer due sooner (`store::wake`), and never longer than `runtime.timer_poll_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::runtime::supervise::{Heartbeat, fault};
 
 use super::transition::{Applied, Applier, Item};
 use crate::engine::Timer;
-use crate::store;
+use crate::store::{self, wake};
 use crate::telemetry::metrics;
 
 #[derive(Debug, Clone)]
@@ -29,10 +32,34 @@ pub async fn run(
     healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
+    let (wake, woken) = watch::channel(0u64);
+    let listening = wake::listen(
+        &applier.store.pool,
+        wake::TIMERS_CHANNEL,
+        wake,
+        cancel.clone(),
+    );
+    futures::future::join(
+        listening,
+        fire_loop(&applier, &settings, &healthy, woken, &cancel),
+    )
+    .await;
+}
+
+/// Fires due timers, then sleeps until the next one is due, at most `max_sleep`, or
+/// until a commit writes a timer due sooner (a `NOTIFY`).
+async fn fire_loop(
+    applier: &Applier,
+    settings: &TimerSettings,
+    healthy: &Heartbeat,
+    mut woken: watch::Receiver<u64>,
+    cancel: &CancellationToken,
+) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
         fault("timers.round");
-        match fire_due(&applier, &settings).await {
+        woken.borrow_and_update();
+        let sleep = match fire_due(applier, settings).await {
             Ok(fired) => {
                 if fired.fired > 0 {
                     // A timer's transaction has committed.
@@ -40,38 +67,38 @@ pub async fn run(
                 }
                 healthy.ok();
                 backoff = Duration::from_millis(100);
-                if fired.busy > 0 || fired.fired as i64 >= settings.batch_size {
-                    // More are due (or some sagas were busy): go again soon.
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_millis(if fired.busy > 0 { 5 } else { 0 })) => {}
-                    }
+                if fired.busy > 0 {
+                    // Another transaction held some sagas: try them again soon.
+                    Duration::from_millis(5)
+                } else if fired.fired as i64 >= settings.batch_size {
                     continue;
-                }
-                // At least a few ms: a row that cannot fire must not make this spin.
-                let sleep = match store::next_timer_due(&applier.store.pool).await {
-                    Ok(Some(due)) => (due - Utc::now())
-                        .to_std()
-                        .unwrap_or_default()
-                        .clamp(Duration::from_millis(5), settings.max_sleep),
-                    Ok(None) => settings.max_sleep,
-                    Err(_) => settings.max_sleep,
-                };
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(sleep) => {}
+                } else {
+                    until_next_due(applier, settings).await
                 }
             }
             Err(e) => {
                 healthy.failing();
                 tracing::warn!(error = %e, "timer loop failed; retrying");
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
                 backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff / 2
             }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = woken.changed() => {}
+            _ = tokio::time::sleep(sleep) => {}
         }
+    }
+}
+
+/// At least a few ms, so a row that cannot fire does not make the loop spin.
+async fn until_next_due(applier: &Applier, settings: &TimerSettings) -> Duration {
+    match store::next_timer_due(&applier.store.pool).await {
+        Ok(Some(due)) => (due - Utc::now())
+            .to_std()
+            .unwrap_or_default()
+            .clamp(Duration::from_millis(5), settings.max_sleep),
+        Ok(None) | Err(_) => settings.max_sleep,
     }
 }
 

@@ -176,6 +176,14 @@ impl WriteBatch {
             .bind(&self.timer_due)
             .execute(&mut **tx)
             .await?;
+            // Wakes the timer loops, which may sleep past a timer due this soon.
+            let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
+            if self.timer_due.iter().any(|due| *due < soon) {
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(super::wake::TIMERS_CHANNEL)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         if !self.hist_saga.is_empty() {
             sqlx::query(
@@ -210,7 +218,8 @@ impl WriteBatch {
             .execute(&mut **tx)
             .await?;
             // Wakes the outbox relay; delivered at commit, coalesced by PostgreSQL.
-            sqlx::query("SELECT pg_notify('sagaflow_outbox', '')")
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(super::wake::OUTBOX_CHANNEL)
                 .execute(&mut **tx)
                 .await?;
         }

@@ -5,11 +5,14 @@
 mod batch;
 mod dead_letters;
 mod listing;
+mod outbox;
 mod queries;
+pub mod wake;
 
 pub use batch::WriteBatch;
 pub use dead_letters::*;
 pub use listing::*;
+pub use outbox::*;
 pub use queries::*;
 
 use std::str::FromStr;

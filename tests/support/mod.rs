@@ -488,6 +488,14 @@ impl Process {
                 settings.runtime.outbox_poll_ms.to_string(),
             )
             .env(
+                "SAGAFLOW_RUNTIME__OUTBOX_BATCH_SIZE",
+                settings.runtime.outbox_batch_size.to_string(),
+            )
+            .env(
+                "SAGAFLOW_RUNTIME__OUTBOX_RELAY_WORKERS",
+                settings.runtime.outbox_relay_workers.to_string(),
+            )
+            .env(
                 "SAGAFLOW_RUNTIME__TIMER_POLL_MS",
                 settings.runtime.timer_poll_ms.to_string(),
             )

@@ -1,0 +1,168 @@
+//! The sharded outbox relay on Apache Kafka: every replica publishes at once, each
+//! shard under its own lock, and one saga's messages still leave in the order its
+//! transitions wrote them. A relay of the version before shards (one lock for the whole
+//! outbox) and a sharded one never publish at the same time.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use sagaflow::messaging::relay::{self, RelaySettings};
+use serde_json::json;
+use support::*;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+async fn outbox_len(store: &sagaflow::store::Store) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap()
+}
+
+/// `sagaflow_outbox_published_total` of the replica on `port`, all topics.
+async fn published_by(port: u16) -> f64 {
+    let (_, text) = http_get(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("sagaflow_outbox_published_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Writes `per_saga` rows for each saga in one transaction, interleaved across sagas
+/// (so ids of one saga are far apart), each keyed by its saga and numbered in `ce_id`.
+async fn write_rows(store: &sagaflow::store::Store, topic: &str, sagas: &[Uuid], per_saga: usize) {
+    let mut tx = store.pool.begin().await.unwrap();
+    for seq in 0..per_saga {
+        for saga in sagas {
+            sqlx::query(
+                "INSERT INTO outbox (saga_id, topic, key, headers, payload) VALUES ($1, $2, $3, $4, '{}')",
+            )
+            .bind(saga)
+            .bind(topic)
+            .bind(saga.to_string())
+            .bind(json!([["ce_id", format!("{saga}/{seq}")], ["ce_time", "2026-11-30T00:00:00Z"]]))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+    }
+    sqlx::query("SELECT pg_notify('sagaflow_outbox', '')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_publish_at_once_and_each_saga_keeps_its_order() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let mut settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+    // Small batches: many transactions per shard, so the replicas interleave.
+    settings.runtime.outbox_batch_size = 5;
+    settings.runtime.outbox_relay_workers = 4;
+    let store = db.store().await;
+    let (a, b) = (Process::start(&settings), Process::start(&settings));
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let sagas: Vec<Uuid> = (0..64).map(|_| Uuid::new_v4()).collect();
+    let per_saga = 40;
+    let out = topic(&settings, "held.commands");
+    write_rows(&store, &out, &sagas, per_saga).await;
+    eventually("the outbox to be published", WAIT, || async {
+        (outbox_len(&store).await == 0).then_some(())
+    })
+    .await;
+
+    let mut messages = read_topic(&settings, &out).await;
+    messages.sort_by_key(|m| (m.partition(), m.offset()));
+    let mut seen: HashMap<String, Vec<usize>> = HashMap::new();
+    for m in &messages {
+        let id = header(m, "ce_id").unwrap();
+        let (saga, seq) = id.split_once('/').unwrap();
+        seen.entry(saga.to_owned())
+            .or_default()
+            .push(seq.parse().unwrap());
+    }
+    let in_order: Vec<usize> = (0..per_saga).collect();
+    for saga in &sagas {
+        assert_eq!(
+            seen.get(&saga.to_string()),
+            Some(&in_order),
+            "saga {saga}: each message once, in the order written"
+        );
+    }
+    let (by_a, by_b) = (published_by(a.port).await, published_by(b.port).await);
+    assert_eq!(by_a + by_b, (sagas.len() * per_saga) as f64);
+    assert!(
+        by_a > 0.0 && by_b > 0.0,
+        "both replicas publish: a {by_a}, b {by_b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_old_relay() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+    let store = db.store().await;
+    let producer = sagaflow::messaging::kafka::producer(&settings.kafka).unwrap();
+    let relay_settings = RelaySettings {
+        batch_size: 100,
+        poll: Duration::from_millis(100),
+        send_timeout: Duration::from_secs(30),
+        workers: 1,
+        kafka: settings.kafka.clone(),
+    };
+    let saga = Uuid::new_v4();
+    let shard: i16 = sqlx::query_scalar("SELECT (get_byte(uuid_send($1), 15) % 16)::smallint")
+        .bind(saga)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    write_rows(&store, &topic(&settings, "held.commands"), &[saga], 3).await;
+    let publish = || relay::publish_shard(&store, &producer, &relay_settings, shard);
+
+    // Another transaction (another replica's worker) holds the shard.
+    let mut other = store.pool.begin().await.unwrap();
+    assert!(
+        sagaflow::store::lock_outbox_shard(&mut other, shard)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        publish().await.unwrap(),
+        None,
+        "held by another transaction"
+    );
+    other.rollback().await.unwrap();
+
+    // A relay of the version before shards holds its single lock (0x5a6a_f10e) for its session.
+    let mut old = store.pool.acquire().await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock(1516957966)")
+        .execute(&mut *old)
+        .await
+        .unwrap();
+    assert_eq!(publish().await.unwrap(), None, "an old relay publishes");
+    assert_eq!(outbox_len(&store).await, 3);
+    sqlx::query("SELECT pg_advisory_unlock(1516957966)")
+        .execute(&mut *old)
+        .await
+        .unwrap();
+
+    // Other shards are not this saga's: nothing of it there.
+    let elsewhere = (shard + 1) % sagaflow::store::OUTBOX_SHARDS;
+    let other_shard = relay::publish_shard(&store, &producer, &relay_settings, elsewhere).await;
+    assert_eq!(other_shard.unwrap(), Some(0));
+    assert_eq!(publish().await.unwrap(), Some(3));
+    assert_eq!(outbox_len(&store).await, 0);
+}
