@@ -66,13 +66,17 @@ pub struct RuntimeSettings {
     pub outbox_batch_size: i64,
     /// Polling fallback when no LISTEN/NOTIFY wake-up arrives (ms).
     pub outbox_poll_ms: u64,
-    /// Outbox shards this replica publishes at once (1 to 16; see docs/reliability.md).
-    pub outbox_relay_workers: usize,
+    /// Most outbox batches (transactions) this replica has in flight at once (1 to 16,
+    /// the outbox's shards; see docs/reliability.md).
+    pub outbox_relay_concurrency: usize,
     /// Most timers fired per transaction.
     pub timer_batch_size: i64,
     /// Longest sleep of the timer loop (ms): its polling fallback, since commits that
     /// write a timer due within 5 s wake it by NOTIFY. At most 5,000.
     pub timer_poll_ms: u64,
+    /// How long the consumer may be left out of its consumer group, while the broker
+    /// answers, before the process stops so a fresh one rejoins (s; 0: never).
+    pub consumer_wedged_after_s: u64,
     /// Bound on the graceful drain after SIGTERM (s).
     pub shutdown_timeout_s: u64,
     /// How often gauges read from the database and consumer lag are refreshed (ms).
@@ -250,9 +254,10 @@ impl Default for RuntimeSettings {
             consumer_batch_linger_ms: 2,
             outbox_batch_size: 1000,
             outbox_poll_ms: 500,
-            outbox_relay_workers: 4,
+            outbox_relay_concurrency: 4,
             timer_batch_size: 500,
             timer_poll_ms: 1000,
+            consumer_wedged_after_s: 120,
             shutdown_timeout_s: 20,
             metrics_interval_ms: 10_000,
             park_unreadable_after_s: 120,
@@ -384,10 +389,11 @@ impl Settings {
                 "runtime.timer_poll_ms must be between 1 and {horizon_ms}: timers due later are not announced by NOTIFY"
             )));
         }
-        if !(1..=crate::store::OUTBOX_SHARDS as usize).contains(&self.runtime.outbox_relay_workers)
+        if !(1..=crate::store::OUTBOX_SHARDS as usize)
+            .contains(&self.runtime.outbox_relay_concurrency)
         {
             return Err(ConfigError::Rule(format!(
-                "runtime.outbox_relay_workers must be between 1 and {} (the outbox's shards)",
+                "runtime.outbox_relay_concurrency must be between 1 and {} (the outbox's shards)",
                 crate::store::OUTBOX_SHARDS
             )));
         }

@@ -68,7 +68,7 @@ async fn two_replicas_publish_at_once_and_each_saga_keeps_its_order() {
     let mut settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
     // Small batches: many transactions per shard, so the replicas interleave.
     settings.runtime.outbox_batch_size = 5;
-    settings.runtime.outbox_relay_workers = 4;
+    settings.runtime.outbox_relay_concurrency = 4;
     let store = db.store().await;
     let (a, b) = (Process::start(&settings), Process::start(&settings));
     a.wait_ready().await;
@@ -120,7 +120,7 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
         batch_size: 100,
         poll: Duration::from_millis(100),
         send_timeout: Duration::from_secs(30),
-        workers: 1,
+        concurrency: 1,
         kafka: settings.kafka.clone(),
     };
     let saga = Uuid::new_v4();
@@ -130,20 +130,31 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
         .await
         .unwrap();
     write_rows(&store, &topic(&settings, "held.commands"), &[saga], 3).await;
-    let publish = || relay::publish_shard(&store, &producer, &relay_settings, shard);
+    let publish = |shards: Vec<i16>| {
+        let (store, producer, relay_settings) = (&store, &producer, &relay_settings);
+        async move {
+            relay::publish_shards(store, producer, relay_settings, &shards)
+                .await
+                .unwrap()
+        }
+    };
+    let elsewhere = (shard + 1) % sagaflow::store::OUTBOX_SHARDS;
 
     // Another transaction (another replica's worker) holds the shard.
     let mut other = store.pool.begin().await.unwrap();
-    assert!(
-        sagaflow::store::lock_outbox_shard(&mut other, shard)
+    let held = sagaflow::store::lock_outbox_shards(&mut other, &[shard, elsewhere])
+        .await
+        .unwrap();
+    assert_eq!(held, [shard], "only shards with rows are taken");
+    // A holder that vanishes without closing its connection frees the shard in 2 min.
+    let idle: String =
+        sqlx::query_scalar("SELECT current_setting('idle_in_transaction_session_timeout')")
+            .fetch_one(&mut *other)
             .await
-            .unwrap()
-    );
-    assert_eq!(
-        publish().await.unwrap(),
-        None,
-        "held by another transaction"
-    );
+            .unwrap();
+    assert_eq!(idle, "2min");
+    assert_eq!(publish(vec![shard]).await, 0, "held by another transaction");
+    assert_eq!(outbox_len(&store).await, 3);
     other.rollback().await.unwrap();
 
     // A relay of the version before shards holds its single lock (0x5a6a_f10e) for its session.
@@ -152,17 +163,16 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
         .execute(&mut *old)
         .await
         .unwrap();
-    assert_eq!(publish().await.unwrap(), None, "an old relay publishes");
+    assert_eq!(publish(vec![shard]).await, 0, "an old relay publishes");
     assert_eq!(outbox_len(&store).await, 3);
     sqlx::query("SELECT pg_advisory_unlock(1516957966)")
         .execute(&mut *old)
         .await
         .unwrap();
 
-    // Other shards are not this saga's: nothing of it there.
-    let elsewhere = (shard + 1) % sagaflow::store::OUTBOX_SHARDS;
-    let other_shard = relay::publish_shard(&store, &producer, &relay_settings, elsewhere).await;
-    assert_eq!(other_shard.unwrap(), Some(0));
-    assert_eq!(publish().await.unwrap(), Some(3));
+    // Another shard holds nothing of this saga's; its own shard, once free, publishes.
+    assert_eq!(publish(vec![elsewhere]).await, 0);
+    assert_eq!(outbox_len(&store).await, 3);
+    assert_eq!(publish(vec![shard, elsewhere]).await, 3);
     assert_eq!(outbox_len(&store).await, 0);
 }

@@ -135,6 +135,37 @@ async fn a_loop_that_panics_stops_the_process_with_its_cause() {
     }
 }
 
+/// The consumer-group watchdog. `consumer.leave_group` makes the consumer leave its
+/// group after its first batch and never rejoin: the state a broker pause left a
+/// consumer in (docs/guarantees.md), here on demand. The process stops once
+/// `consumer_wedged_after_s` passes, and the one started in its place applies what was
+/// sent while the first was out of its group and while nothing ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_consumer_left_out_of_its_group_stops_the_process_and_a_fresh_one_catches_up() {
+    let mut w = World::new().await;
+    w.settings.runtime.consumer_wedged_after_s = 5;
+    let log = std::env::temp_dir().join(format!(
+        "sagaflow-{}-leave-group.log",
+        namespace(&w.settings)
+    ));
+    let mut svc = w.service(Some("consumer.leave_group"), Some(&log));
+    w.trigger(&order_placed(&w.settings, "k1")).await;
+    wait_saga(&w.store, "k1").await;
+    w.trigger(&order_placed(&w.settings, "k2")).await;
+    let status = svc.exited(WAIT).await;
+    assert_eq!(status.code(), Some(70), "{status} (EX_SOFTWARE)");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("left out of its consumer group"), "{text}");
+    let _ = std::fs::remove_file(&log);
+    w.trigger(&order_placed(&w.settings, "k3")).await;
+    let svc = w.service(None, None);
+    svc.wait_ready().await;
+    wait_saga(&w.store, "k3").await;
+    wait_saga(&w.store, "k2").await;
+    let ids = w.check(&["k1", "k2", "k3"], &["cmd:wait#1"]).await;
+    w.finish(&ids).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killed_after_the_commit_before_the_offset_is_stored() {
     let w = World::new().await;

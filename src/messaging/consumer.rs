@@ -14,10 +14,10 @@ use rdkafka::producer::FutureProducer;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::supervise::{Heartbeat, fault};
+use crate::runtime::supervise::{Heartbeat, fault, fault_named};
 
 use super::envelope::{self, InboundEvent, Record};
-use super::{kafka, reply_token};
+use super::{kafka, membership, reply_token};
 use crate::definition::Definition;
 use crate::engine::{Event, Rejection, Reply, command_id};
 use crate::runtime::intake;
@@ -38,6 +38,8 @@ pub struct ConsumerSettings {
     /// How long a reply whose saga this replica cannot read is retried before it is
     /// parked (see `ApplyError::is_unreadable`).
     pub park_unreadable_after: Duration,
+    /// The group watchdog (`membership.rs`); `None`: off.
+    pub watchdog: Option<membership::Watchdog>,
 }
 
 /// How long without a consumer error counts as healthy when no message arrives.
@@ -59,6 +61,16 @@ pub async fn run(
         settings.lag_interval,
         cancel.clone(),
     ));
+    // Cancelled by the watchdog: this loop then ends, and supervision stops the process.
+    let wedged = CancellationToken::new();
+    if let Some(dog) = settings.watchdog.clone() {
+        tokio::spawn(membership::watch(
+            consumer.clone(),
+            dog,
+            wedged.clone(),
+            cancel.clone(),
+        ));
+    }
     // Lingering only pays when replies come in bursts: after a batch of one, take what
     // is already buffered and go (saves the linger on every hop of a lone saga).
     let mut last_batch = 0usize;
@@ -68,6 +80,7 @@ pub async fn run(
         // rebalance) does not hold readiness down until the next message arrives.
         let first = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = wedged.cancelled() => return,
             m = tokio::time::timeout(QUIET_IS_HEALTHY, consumer.recv()) => match m {
                 Ok(m) => m,
                 Err(_) => {
@@ -118,6 +131,10 @@ pub async fn run(
                 Err(e) => {
                     healthy.failing();
                     tracing::error!(error = %e, source = ?std::error::Error::source(&e), "applying a batch failed; retrying");
+                    if wedged.is_cancelled() {
+                        // Not stored: a fresh process reads the batch again.
+                        return;
+                    }
                     if cancel.is_cancelled() && backoff > Duration::from_secs(2) {
                         // Offsets are not stored: the batch is redelivered after restart.
                         return commit(&consumer);
@@ -130,6 +147,10 @@ pub async fn run(
         // The batch's transaction has committed; its offsets are not stored yet.
         fault("consumer.after_commit");
         kafka::store_consumed(consumer.as_ref(), &batch);
+        if fault_named("consumer.leave_group") {
+            // Test hook: a member that leaves its group and never rejoins (the watchdog's case).
+            consumer.unsubscribe();
+        }
     }
     commit(&consumer);
 }

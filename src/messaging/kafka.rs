@@ -161,6 +161,7 @@ impl HealingProducer {
 pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
     let mut c = without(base(settings), PRODUCER_ONLY);
     c.set("group.id", group);
+    c.set("client.id", consumer_client_id(settings));
     c.set("enable.auto.commit", "true");
     c.set("enable.auto.offset.store", "false");
     for (key, value) in CONSUMER_DEFAULTS {
@@ -169,6 +170,22 @@ pub fn consumer_config(settings: &KafkaSettings, group: &str) -> ClientConfig {
         }
     }
     c
+}
+
+/// The consumer's `client.id`: the one in `kafka.properties`, else one unique to this
+/// process (`sagaflow-<host>-<pid>`), by which the group watchdog finds its member
+/// (`membership.rs`) and operators tell replicas apart in the group's description.
+pub fn consumer_client_id(settings: &KafkaSettings) -> String {
+    if let Some(id) = settings.properties.get("client.id") {
+        return id.clone();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("sagaflow-{host}-{}", std::process::id())
 }
 
 /// Consumer settings sagaflow chooses where librdkafka's defaults do not fit, each

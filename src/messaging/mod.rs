@@ -3,5 +3,6 @@
 pub mod consumer;
 pub mod envelope;
 pub mod kafka;
+pub mod membership;
 pub mod relay;
 pub mod reply_token;

@@ -1,18 +1,23 @@
 //! The outbox relay: publishes rows written by committed transitions, then deletes them.
 //!
 //! The outbox is split into `OUTBOX_SHARDS` shards by the saga id (migration 0011). A
-//! shard is published only inside a transaction that holds its advisory lock: the
-//! transaction reads the shard's oldest rows, waits for the broker to acknowledge them,
-//! deletes them and commits. So one saga's messages, always in one shard, go out in
-//! the order they were written, while every replica, and `relay_workers` tasks in each,
-//! publish different shards at once. A replica that dies mid-shard loses its
+//! shard is published only inside a transaction that holds its advisory lock: a
+//! batch's transaction locks the shards that have rows and that no other transaction
+//! holds, reads their oldest rows, waits for the broker to acknowledge them, deletes
+//! them and commits. So one saga's messages, always in one shard, go out in the order
+//! they were written, while every replica, with up to `outbox_relay_concurrency`
+//! transactions each, publishes different shards at once. A replica that dies mid-shard loses its
 //! transaction and its lock with its connection; its rows are published again (a
 //! duplicate, which participants dedupe), never skipped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use futures::StreamExt;
 use futures::future::join_all;
+use futures::stream::FuturesUnordered;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
@@ -37,8 +42,8 @@ pub struct RelaySettings {
     pub batch_size: i64,
     pub poll: Duration,
     pub send_timeout: Duration,
-    /// Shards this replica publishes at once (1..=`OUTBOX_SHARDS`).
-    pub workers: usize,
+    /// Most batches (transactions) this replica has in flight at once (1..=`OUTBOX_SHARDS`).
+    pub concurrency: usize,
     /// For a fresh producer when the one in use stops delivering.
     pub kafka: crate::config::KafkaSettings,
 }
@@ -55,7 +60,7 @@ pub enum RelayError {
     Broker(#[source] KafkaError),
 }
 
-/// Shared by the workers of one replica.
+/// Shared by the dispatcher and the batches of one replica.
 struct Relay {
     store: Store,
     producer: HealingProducer,
@@ -63,9 +68,9 @@ struct Relay {
     healthy: Arc<Heartbeat>,
 }
 
-/// Runs until cancelled, then publishes what is committed by then (one more pass over
-/// each worker's shards) and returns. Errors are logged and retried with backoff: a
-/// lost database or broker delays messages but never loses them.
+/// Runs until cancelled, then publishes what is committed by then and returns. Errors
+/// are logged and retried with backoff: a lost database or broker delays messages but
+/// never loses them.
 pub async fn run(
     store: Store,
     producer: FutureProducer,
@@ -73,7 +78,6 @@ pub async fn run(
     healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
-    let workers = settings.workers.clamp(1, OUTBOX_SHARDS as usize);
     let (wake, woken) = watch::channel(0u64);
     let relay = Relay {
         producer: HealingProducer::new(&settings.kafka, producer),
@@ -87,75 +91,161 @@ pub async fn run(
         wake,
         cancel.clone(),
     );
-    let working = join_all((0..workers).map(|w| {
-        let shards: Vec<i16> = (0..OUTBOX_SHARDS)
-            .filter(|s| *s as usize % workers == w)
-            .collect();
-        worker(&relay, shards, woken.clone(), &cancel)
-    }));
-    futures::future::join(listening, working).await;
+    futures::future::join(listening, dispatch(&relay, woken, &cancel)).await;
 }
 
-/// Publishes `shards` in turn whenever woken (or every `poll`), until cancelled.
-async fn worker(
-    relay: &Relay,
-    shards: Vec<i16>,
-    mut woken: watch::Receiver<u64>,
-    cancel: &CancellationToken,
-) {
-    let mut backoff = Duration::from_millis(100);
-    loop {
-        // A wake-up that arrives during the pass below makes the next wait return at once.
-        woken.borrow_and_update();
-        let stopping = cancel.is_cancelled();
-        fault("relay.round");
-        match pass(relay, &shards).await {
-            Ok(full) => {
-                relay.healthy.ok();
-                relay.producer.succeeded();
-                backoff = Duration::from_millis(100);
-                if stopping {
-                    return;
-                }
-                if full {
-                    continue;
-                }
+/// A batch in flight: the shards it was given, and how it ended.
+type InFlight<'a> = futures::future::BoxFuture<'a, (Vec<i16>, Result<usize, RelayError>)>;
+
+/// What the dispatcher of one replica knows between wake-ups.
+struct Dispatcher<'a> {
+    relay: &'a Relay,
+    concurrency: usize,
+    in_flight: FuturesUnordered<InFlight<'a>>,
+    /// Shards a batch of this replica has; other replicas are kept out by the locks.
+    busy: HashSet<i16>,
+    /// The last batch came back full: a backlog, so shards are split over several
+    /// batches (`concurrency` of them) instead of all going into one.
+    backlog: bool,
+    /// Where this replica starts in the shard order, so replicas splitting a backlog
+    /// start on different shards.
+    offset: usize,
+    backoff: Duration,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl<'a> Dispatcher<'a> {
+    fn new(relay: &'a Relay) -> Dispatcher<'a> {
+        let offset = uuid::Uuid::new_v4().as_bytes()[0] as usize % OUTBOX_SHARDS as usize;
+        Dispatcher {
+            relay,
+            concurrency: relay.settings.concurrency.clamp(1, OUTBOX_SHARDS as usize),
+            in_flight: FuturesUnordered::new(),
+            busy: HashSet::new(),
+            backlog: false,
+            offset,
+            backoff: Duration::from_millis(100),
+            retry_at: None,
+        }
+    }
+
+    fn may_start(&self, stopping: bool) -> bool {
+        self.retry_at
+            .is_none_or(|t| tokio::time::Instant::now() >= t)
+            && self.in_flight.len() < self.concurrency
+            && (!stopping || self.in_flight.is_empty())
+    }
+
+    /// Starts batches for the free shards that have rows; how many it started.
+    async fn start_batches(&mut self) -> Result<usize, RelayError> {
+        let free: Vec<i16> = (0..OUTBOX_SHARDS as usize)
+            .map(|i| ((i + self.offset) % OUTBOX_SHARDS as usize) as i16)
+            .filter(|s| !self.busy.contains(s))
+            .collect();
+        if free.is_empty() {
+            return Ok(0);
+        }
+        let mut waiting = store::outbox_shards_with_rows(&self.relay.store.pool, &free).await?;
+        // The query returns them sorted; keep this replica's order.
+        waiting.sort_by_key(|s| free.iter().position(|f| f == s));
+        let per_batch = if self.backlog {
+            (OUTBOX_SHARDS as usize).div_ceil(self.concurrency)
+        } else {
+            OUTBOX_SHARDS as usize
+        };
+        let mut started = 0;
+        for shards in waiting.chunks(per_batch) {
+            if self.in_flight.len() >= self.concurrency {
+                break;
+            }
+            self.busy.extend(shards);
+            self.in_flight
+                .push(Box::pin(batch(self.relay, shards.to_vec())));
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    fn ended(&mut self, shards: &[i16], ended: Result<usize, RelayError>) {
+        for s in shards {
+            self.busy.remove(s);
+        }
+        match ended {
+            Ok(n) => {
+                self.relay.healthy.ok();
+                self.relay.producer.succeeded();
+                self.backoff = Duration::from_millis(100);
+                self.backlog = n == self.relay.settings.batch_size as usize;
             }
             Err(e) => {
-                relay.healthy.failing();
+                self.relay.healthy.failing();
                 if matches!(e, RelayError::Broker(_)) {
-                    relay.producer.failed();
+                    self.relay.producer.failed();
                 }
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "publishing the outbox failed; retrying");
-                if stopping {
-                    return;
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => {}
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+                self.failed();
             }
         }
+    }
+
+    fn failed(&mut self) {
+        self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Starts batches for the shards that have rows and no batch of this replica yet,
+/// whenever woken, a batch ends or `poll` passes, with at most `concurrency` batches in
+/// flight. At low load one batch takes every such shard: one transaction per wake-up,
+/// as with a single relay. Once a batch comes back full (a backlog), shards are split
+/// over several batches, which wait for the broker side by side, on every replica.
+async fn dispatch(relay: &Relay, mut woken: watch::Receiver<u64>, cancel: &CancellationToken) {
+    let mut d = Dispatcher::new(relay);
+    loop {
+        // A wake-up from here on makes the wait below return at once.
+        woken.borrow_and_update();
+        let stopping = cancel.is_cancelled();
+        if d.may_start(stopping) {
+            fault("relay.round");
+            match d.start_batches().await {
+                Ok(0) if stopping => return,
+                Ok(0) => relay.healthy.ok(),
+                Ok(_) => {}
+                Err(e) => {
+                    relay.healthy.failing();
+                    tracing::warn!(error = %e, "reading the outbox failed; retrying");
+                    if stopping {
+                        return;
+                    }
+                    d.failed();
+                }
+            }
+        }
+        let pause = d.retry_at.map_or(relay.settings.poll, |t| {
+            t.saturating_duration_since(tokio::time::Instant::now())
+        });
         tokio::select! {
-            _ = cancel.cancelled() => {}
-            _ = woken.changed() => {}
-            _ = tokio::time::sleep(relay.settings.poll) => {}
+            Some((shards, ended)) = d.in_flight.next() => {
+                let failed = ended.is_err();
+                d.ended(&shards, ended);
+                if failed && stopping && d.in_flight.is_empty() {
+                    // What is left stays in the outbox for the next process.
+                    return;
+                }
+            }
+            _ = cancel.cancelled(), if !stopping => {}
+            _ = woken.changed(), if !stopping => {}
+            _ = tokio::time::sleep(pause) => {
+                d.retry_at = d.retry_at.filter(|t| tokio::time::Instant::now() < *t);
+            }
         }
     }
 }
 
-/// One batch from each shard no other transaction holds; whether any batch was full
-/// (more rows are waiting).
-async fn pass(relay: &Relay, shards: &[i16]) -> Result<bool, RelayError> {
-    let mut full = false;
-    for &shard in shards {
-        let published =
-            publish_shard(&relay.store, &relay.producer.get(), &relay.settings, shard).await?;
-        full |= published == Some(relay.settings.batch_size as usize);
-    }
-    Ok(full)
+async fn batch(relay: &Relay, shards: Vec<i16>) -> (Vec<i16>, Result<usize, RelayError>) {
+    let producer = relay.producer.get();
+    let ended = publish_shards(&relay.store, &producer, &relay.settings, &shards).await;
+    (shards, ended)
 }
 
 /// Whether the broker will refuse this message whatever we do: retrying it would
@@ -176,23 +266,24 @@ fn refused_for_good(e: &KafkaError) -> bool {
     })
 }
 
-/// Publishes one batch of `shard`, in one transaction holding the shard's lock; how
-/// many rows were published or parked, or `None` if another transaction holds it.
-pub async fn publish_shard(
+/// Publishes one batch, in one transaction, from those of `shards` it can lock; how
+/// many rows were published or parked.
+pub async fn publish_shards(
     store: &Store,
     producer: &FutureProducer,
     settings: &RelaySettings,
-    shard: i16,
-) -> Result<Option<usize>, RelayError> {
+    shards: &[i16],
+) -> Result<usize, RelayError> {
     let mut tx = store.pool.begin().await?;
-    if !store::lock_outbox_shard(&mut tx, shard).await? {
-        tx.rollback().await?;
-        return Ok(None);
-    }
-    let rows = store::outbox_batch(&mut tx, shard, settings.batch_size).await?;
+    let locked = store::lock_outbox_shards(&mut tx, shards).await?;
+    let rows = if locked.is_empty() {
+        Vec::new()
+    } else {
+        store::outbox_batch(&mut tx, &locked, settings.batch_size).await?
+    };
     if rows.is_empty() {
-        tx.commit().await?;
-        return Ok(Some(0));
+        tx.rollback().await?;
+        return Ok(0);
     }
     let results = join_all(rows.iter().map(|r| {
         let record = Record {
@@ -225,7 +316,7 @@ pub async fn publish_shard(
     }
     match sent.failure {
         Some(e) => Err(RelayError::Broker(e)),
-        None => Ok(Some(sent.done.len() + sent.parked.len())),
+        None => Ok(sent.done.len() + sent.parked.len()),
     }
 }
 

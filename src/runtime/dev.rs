@@ -65,6 +65,8 @@ pub async fn run(
     if let Some(mock) = &mock {
         // The mock cluster has no CreateTopics API: create topics through its own handle.
         settings.kafka.create_topics = false;
+        // Nor a group coordinator that describes its members to the group watchdog.
+        settings.runtime.consumer_wedged_after_s = 0;
         let registry = super::registry::Registry::new(defs.clone());
         for topic in service::topic_names(&settings, &registry) {
             if let Err(e) = mock.create_topic(&topic, settings.kafka.topic_partitions, 1) {

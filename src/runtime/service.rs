@@ -25,6 +25,7 @@ use crate::definition::diagnostic::render as render_diagnostics;
 use crate::definition::{self, Diagnostic};
 use crate::messaging::consumer::{self, ConsumerSettings};
 use crate::messaging::kafka;
+use crate::messaging::membership;
 use crate::messaging::relay::{self, RelaySettings};
 use crate::messaging::reply_token::{KeyTooShort, ReplyKeys};
 use crate::store::{self, Store};
@@ -249,6 +250,11 @@ pub async fn run(
                 send_timeout: Duration::from_secs(30),
                 lag_interval: Duration::from_millis(rt.metrics_interval_ms),
                 park_unreadable_after: Duration::from_secs(rt.park_unreadable_after_s),
+                watchdog: (rt.consumer_wedged_after_s > 0).then(|| membership::Watchdog {
+                    group: settings.kafka.group_id.clone(),
+                    client_id: kafka::consumer_client_id(&settings.kafka),
+                    wedged_after: Duration::from_secs(rt.consumer_wedged_after_s),
+                }),
             },
             health.consumer.clone(),
             intake.clone(),
@@ -300,7 +306,7 @@ pub async fn run(
                 batch_size: rt.outbox_batch_size,
                 poll: Duration::from_millis(rt.outbox_poll_ms),
                 send_timeout: Duration::from_secs(30),
-                workers: rt.outbox_relay_workers,
+                concurrency: rt.outbox_relay_concurrency,
                 kafka: settings.kafka.clone(),
             },
             health.relay.clone(),

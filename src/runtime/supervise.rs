@@ -108,15 +108,7 @@ fn cause(panic: &(dyn std::any::Any + Send)) -> String {
 /// SIGKILL at that exact line (the crash-point tests). Unset, which it always is
 /// outside tests, it costs one comparison.
 pub fn fault(point: &str) {
-    static FAULT: OnceLock<Option<(String, bool)>> = OnceLock::new();
-    let configured = FAULT.get_or_init(|| {
-        let v = std::env::var("SAGAFLOW_FAULT").ok()?;
-        Some(match v.strip_suffix(":abort") {
-            Some(p) => (p.to_owned(), true),
-            None => (v, false),
-        })
-    });
-    if let Some((p, abort)) = configured
+    if let Some((p, abort)) = configured_fault()
         && p == point
     {
         if *abort {
@@ -125,6 +117,23 @@ pub fn fault(point: &str) {
         }
         panic!("injected fault at {point}");
     }
+}
+
+/// Test hook for faults that are not a crash: whether `SAGAFLOW_FAULT` names `point`
+/// (the caller then misbehaves in its own way).
+pub fn fault_named(point: &str) -> bool {
+    configured_fault().as_ref().is_some_and(|(p, _)| p == point)
+}
+
+fn configured_fault() -> &'static Option<(String, bool)> {
+    static FAULT: OnceLock<Option<(String, bool)>> = OnceLock::new();
+    FAULT.get_or_init(|| {
+        let v = std::env::var("SAGAFLOW_FAULT").ok()?;
+        Some(match v.strip_suffix(":abort") {
+            Some(p) => (p.to_owned(), true),
+            None => (v, false),
+        })
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! the transaction that holds the shard's lock (see `messaging/relay.rs`).
 
 use serde_json::Value as Json;
-use sqlx::{PgConnection, Row};
+use sqlx::{PgConnection, PgPool, Row};
 use uuid::Uuid;
 
 use super::StoreError;
@@ -20,36 +20,80 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// Takes `shard` for the caller's transaction if no other transaction has it, and no
-/// relay of a version before sharding publishes (it holds the old single lock, which
-/// conflicts with the shared hold taken here), so two relays never publish one saga.
-pub async fn lock_outbox_shard(conn: &mut PgConnection, shard: i16) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT pg_try_advisory_xact_lock_shared($1) AND pg_try_advisory_xact_lock($2, $3)",
+/// Takes, for the caller's transaction, those of `shards` that have rows and that no
+/// other transaction holds; returns them. Nothing if a relay of a version before
+/// sharding publishes: it holds the old single lock, which conflicts with the shared
+/// hold taken here, so two relays never publish one saga.
+///
+/// The transaction also gets an idle timeout: it waits for the broker between
+/// statements, and if its replica vanishes without closing the connection (a host or
+/// network failure), PostgreSQL ends it after `RELAY_IDLE_TIMEOUT` and frees the
+/// shards, rather than after TCP keepalives notice (two hours by default). And it
+/// commits without waiting for the WAL flush: losing that commit in a crash only
+/// publishes its rows again (duplicates, which participants dedupe), never skips one.
+pub async fn lock_outbox_shards(
+    conn: &mut PgConnection,
+    shards: &[i16],
+) -> Result<Vec<i16>, StoreError> {
+    let old_relay_absent: bool = sqlx::query_scalar(
+        "SELECT set_config('idle_in_transaction_session_timeout', $1, true) <> '' \
+            AND set_config('synchronous_commit', 'off', true) <> '' \
+            AND pg_try_advisory_xact_lock_shared($2)",
     )
+    .bind(format!("{}s", RELAY_IDLE_TIMEOUT.as_secs()))
     .bind(LEGACY_RELAY_LOCK)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !old_relay_absent {
+        return Ok(Vec::new());
+    }
+    // A plain scan of the array with the lock in its filter: each shard is tried once,
+    // and exactly those whose lock was granted are returned.
+    Ok(sqlx::query_scalar(
+        "SELECT s FROM UNNEST($1::smallint[]) AS s \
+         WHERE EXISTS (SELECT 1 FROM outbox WHERE shard = s) \
+           AND pg_try_advisory_xact_lock($2, s::int) \
+         ORDER BY s",
+    )
+    .bind(shards)
     .bind(SHARD_LOCKS)
-    .bind(i32::from(shard))
-    .fetch_one(conn)
+    .fetch_all(conn)
     .await?)
 }
+
+/// Longer than the relay ever waits for the broker within a transaction (30 s).
+pub const RELAY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// The advisory lock (a bigint key) a single relay held before the outbox had shards.
 const LEGACY_RELAY_LOCK: i64 = 0x5a6a_f10e;
 /// First key of the shards' advisory locks (two-int keys, a space apart from bigints).
 const SHARD_LOCKS: i32 = 0x5a6a_f10e;
 
-/// The oldest `limit` rows of `shard`, in id order.
+/// Which of `shards` have rows now.
+pub async fn outbox_shards_with_rows(
+    pool: &PgPool,
+    shards: &[i16],
+) -> Result<Vec<i16>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT s FROM UNNEST($1::smallint[]) AS s \
+         WHERE EXISTS (SELECT 1 FROM outbox WHERE shard = s) ORDER BY s",
+    )
+    .bind(shards)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The oldest `limit` rows of `shards`, in id order.
 pub async fn outbox_batch(
     conn: &mut PgConnection,
-    shard: i16,
+    shards: &[i16],
     limit: i64,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let rows = sqlx::query(
         "SELECT id, saga_id, topic, key, headers, payload FROM outbox \
-         WHERE shard = $1 ORDER BY id LIMIT $2",
+         WHERE shard = ANY($1) ORDER BY id LIMIT $2",
     )
-    .bind(shard)
+    .bind(shards)
     .bind(limit)
     .fetch_all(conn)
     .await?;

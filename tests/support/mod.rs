@@ -492,8 +492,8 @@ impl Process {
                 settings.runtime.outbox_batch_size.to_string(),
             )
             .env(
-                "SAGAFLOW_RUNTIME__OUTBOX_RELAY_WORKERS",
-                settings.runtime.outbox_relay_workers.to_string(),
+                "SAGAFLOW_RUNTIME__OUTBOX_RELAY_CONCURRENCY",
+                settings.runtime.outbox_relay_concurrency.to_string(),
             )
             .env(
                 "SAGAFLOW_RUNTIME__TIMER_POLL_MS",
@@ -502,6 +502,10 @@ impl Process {
             .env(
                 "SAGAFLOW_RUNTIME__TIMER_BATCH_SIZE",
                 settings.runtime.timer_batch_size.to_string(),
+            )
+            .env(
+                "SAGAFLOW_RUNTIME__CONSUMER_WEDGED_AFTER_S",
+                settings.runtime.consumer_wedged_after_s.to_string(),
             )
             .env(
                 "SAGAFLOW_RUNTIME__SHUTDOWN_TIMEOUT_S",

@@ -6,6 +6,7 @@
 
 mod baseline;
 mod broker;
+mod drain;
 mod metrics;
 
 use std::collections::HashMap;
@@ -51,6 +52,10 @@ enum Scenario {
     Failing,
     /// Many sagas parked on a reply; memory and single-saga latency with them.
     Parked,
+    /// Outbox backlog published by 1 replica with 1 relay worker, 1 with 4, 2 with 4.
+    Relay,
+    /// Step timeouts all due at once, fired by 1 replica, then 2.
+    Timers,
 }
 
 #[derive(Debug, Parser)]
@@ -99,6 +104,12 @@ struct Opts {
     /// Partitions of every topic.
     #[arg(long, default_value_t = 8)]
     partitions: i32,
+    /// Outbox rows in the relay scenario.
+    #[arg(long, default_value_t = 50_000)]
+    relay_rows: i64,
+    /// Due timers in the timers scenario.
+    #[arg(long, default_value_t = 10_000)]
+    timers: i64,
     /// Write the JSON report here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -587,11 +598,13 @@ fn outbox_sampler(
     });
 }
 
+/// `sagaflow serve` on a free port; `env` is set last, so it overrides the rest.
 fn start_service(
     ctx: &Ctx,
     db_url: &str,
     sagas_dir: &Path,
     log: &Path,
+    env: &[(&str, String)],
 ) -> anyhow::Result<(Proc, u16)> {
     let bin = match &ctx.opts.sagaflow_bin {
         Some(b) => b.clone(),
@@ -632,6 +645,7 @@ fn start_service(
             ms.to_string(),
         );
     }
+    cmd.envs(env.iter().map(|(k, v)| (*k, v)));
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot run {}", bin.display()))?;
@@ -804,7 +818,7 @@ async fn run_scenarios(
     std::fs::write(sagas_dir.join("bench-parked.yaml"), PARKED_SAGA)?;
     let log = tmp.join("service.log");
     let db_url = ctx.db_url.clone();
-    let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log)?;
+    let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &[])?;
     eprintln!(
         "sagaflow serve: pid {}, log {}",
         service.pid(),
@@ -1021,6 +1035,35 @@ async fn run_scenarios(
     Ok(())
 }
 
+/// The relay and timers scenarios, after the others (whose service has stopped).
+async fn run_drains(ctx: &Ctx, report: &mut Report, tmp: &Path) -> anyhow::Result<()> {
+    let o = &ctx.opts;
+    let want = |s: Scenario| {
+        o.scenarios.is_empty() || o.scenarios.contains(&s) || o.scenarios.contains(&Scenario::All)
+    };
+    let dir = tmp.join("drain-sagas");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("bench-timeout.yaml"), drain::TIMEOUT_SAGA)?;
+    let mut rows = Vec::new();
+    if want(Scenario::Relay) {
+        eprintln!("== relay: {} outbox rows committed at once", o.relay_rows);
+        rows.extend(drain::run(ctx, drain::Drain::Relay, o.relay_rows, &dir, tmp).await?);
+    }
+    if want(Scenario::Timers) {
+        eprintln!("== timers: {} step timeouts due at once", o.timers);
+        rows.extend(drain::run(ctx, drain::Drain::Timers, o.timers, &dir, tmp).await?);
+    }
+    if !rows.is_empty() {
+        for r in &rows {
+            println!("{}", r.line());
+        }
+        report
+            .extra
+            .insert("drains".into(), serde_json::to_value(&rows)?);
+    }
+    Ok(())
+}
+
 async fn run(mut opts: Opts) -> anyhow::Result<()> {
     if opts.smoke {
         opts.duration = 1.5;
@@ -1028,6 +1071,8 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         opts.single_n = 5;
         opts.concurrency = vec![10];
         opts.parked = 500;
+        opts.relay_rows = 200;
+        opts.timers = 200;
         opts.runs = 1;
     }
     let tmp = std::env::temp_dir().join(format!("sagaflow-bench-{}", Uuid::new_v4().simple()));
@@ -1104,7 +1149,10 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         extra: serde_json::Map::new(),
     };
     report.extra.insert("machine".into(), machine);
-    let result = run_scenarios(&ctx, &mut report, &cancel, &tmp).await;
+    let result = match run_scenarios(&ctx, &mut report, &cancel, &tmp).await {
+        Ok(()) => run_drains(&ctx, &mut report, &tmp).await,
+        Err(e) => Err(e),
+    };
     cancel.cancel();
     report
         .extra
