@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::Message;
-use sagaflow::messaging::relay::{self, RelaySettings};
+use sagaflow::messaging::relay::{self, BatchSettings, Outcome};
 use serde_json::json;
 use support::*;
 use uuid::Uuid;
@@ -116,12 +116,10 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
     let settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
     let store = db.store().await;
     let producer = sagaflow::messaging::kafka::producer(&settings.kafka).unwrap();
-    let relay_settings = RelaySettings {
+    let batch = BatchSettings {
         batch_size: 100,
-        poll: Duration::from_millis(100),
         send_timeout: Duration::from_secs(30),
-        concurrency: 1,
-        kafka: settings.kafka.clone(),
+        idle_timeout: Duration::from_secs(120),
     };
     let saga = Uuid::new_v4();
     let shard: i16 = sqlx::query_scalar("SELECT (get_byte(uuid_send($1), 15) % 16)::smallint")
@@ -131,21 +129,34 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
         .unwrap();
     write_rows(&store, &topic(&settings, "held.commands"), &[saga], 3).await;
     let publish = |shards: Vec<i16>| {
-        let (store, producer, relay_settings) = (&store, &producer, &relay_settings);
+        let (store, producer, batch) = (&store, &producer, &batch);
         async move {
-            relay::publish_shards(store, producer, relay_settings, &shards)
+            relay::publish_shards(store, producer, batch, &shards)
                 .await
                 .unwrap()
         }
     };
     let elsewhere = (shard + 1) % sagaflow::store::OUTBOX_SHARDS;
 
-    // Another transaction (another replica's worker) holds the shard.
+    // Another transaction (another replica's batch) holds the shard.
     let mut other = store.pool.begin().await.unwrap();
-    let held = sagaflow::store::lock_outbox_shards(&mut other, &[shard, elsewhere])
-        .await
-        .unwrap();
+    let held = sagaflow::store::lock_outbox_shards(
+        &mut other,
+        &[shard, elsewhere],
+        Duration::from_secs(120),
+    )
+    .await
+    .unwrap();
     assert_eq!(held, [shard], "only shards with rows are taken");
+    let empty_shard_locked: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() \
+         AND objsubid = 2 AND objid = $1::int::oid)",
+    )
+    .bind(i32::from(elsewhere))
+    .fetch_one(&mut *other)
+    .await
+    .unwrap();
+    assert!(!empty_shard_locked, "a shard without rows is not locked");
     // A holder that vanishes without closing its connection frees the shard in 2 min.
     let idle: String =
         sqlx::query_scalar("SELECT current_setting('idle_in_transaction_session_timeout')")
@@ -153,26 +164,69 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
             .await
             .unwrap();
     assert_eq!(idle, "2min");
-    assert_eq!(publish(vec![shard]).await, 0, "held by another transaction");
+    assert_eq!(publish(vec![shard]).await, Outcome::HeldElsewhere);
     assert_eq!(outbox_len(&store).await, 3);
     other.rollback().await.unwrap();
 
-    // A relay of the version before shards holds its single lock (0x5a6a_f10e) for its session.
+    // A relay of the version before shards holds its single lock for its session.
     let mut old = store.pool.acquire().await.unwrap();
-    sqlx::query("SELECT pg_advisory_lock(1516957966)")
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(sagaflow::store::LEGACY_RELAY_LOCK)
         .execute(&mut *old)
         .await
         .unwrap();
-    assert_eq!(publish(vec![shard]).await, 0, "an old relay publishes");
+    assert_eq!(
+        publish(vec![shard]).await,
+        Outcome::HeldElsewhere,
+        "an old relay publishes"
+    );
     assert_eq!(outbox_len(&store).await, 3);
-    sqlx::query("SELECT pg_advisory_unlock(1516957966)")
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(sagaflow::store::LEGACY_RELAY_LOCK)
         .execute(&mut *old)
         .await
         .unwrap();
 
     // Another shard holds nothing of this saga's; its own shard, once free, publishes.
-    assert_eq!(publish(vec![elsewhere]).await, 0);
+    assert_eq!(publish(vec![elsewhere]).await, Outcome::HeldElsewhere);
     assert_eq!(outbox_len(&store).await, 3);
-    assert_eq!(publish(vec![shard, elsewhere]).await, 3);
+    assert_eq!(publish(vec![shard, elsewhere]).await, Outcome::Published(3));
     assert_eq!(outbox_len(&store).await, 0);
+}
+
+/// The relay is woken by the commit's NOTIFY, not by its poll: with the poll at 5 s,
+/// each of five sagas started one after another has its command published within 1.5 s
+/// of the start's answer (with the poll alone, all five would have to fall in the first
+/// 1.5 s of a 5 s wait: about one run in 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_wakes_the_relay_before_its_poll() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let mut settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+    settings.runtime.outbox_poll_ms = 5000;
+    let store = db.store().await;
+    let svc = InProcess::start(settings.clone()).await;
+    for i in 0..5 {
+        let started = std::time::Instant::now();
+        let (status, body) = http(
+            "POST",
+            &svc.url("/v1/sagas/held-order"),
+            Some(&json!({"input": {"key": format!("wake-{i}")}})),
+            &[],
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 201, "{body}");
+        eventually("the command to be published", WAIT, || async {
+            (outbox_len(&store).await == 0).then_some(())
+        })
+        .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "saga {i}: published after {took:?}"
+        );
+    }
+    svc.stop().await;
 }

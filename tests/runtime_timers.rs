@@ -229,3 +229,39 @@ async fn a_saga_that_cannot_be_read_holds_back_no_other_timer() {
     assert_eq!(waiting, 1, "the broken saga's timer keeps its claim");
     svc.stop().await;
 }
+
+/// The timer loop is woken by the NOTIFY of a commit that writes a timer due soon, not
+/// by its poll: with the poll at 5 s, each of five 200 ms step timeouts, started one
+/// after another, fires within 1.5 s of being due (with the poll alone, all five would
+/// have to fall in the first 1.5 s of a 5 s sleep: about one run in 400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timer_due_soon_wakes_the_loop_before_its_poll() {
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let mut settings = settings(&db, &broker, &sagas_dir());
+    settings.runtime.timer_poll_ms = 5000;
+    let store = db.store().await;
+    let svc = InProcess::start(settings).await;
+    for i in 0..5 {
+        let id = start_saga(&svc.url(""), "timing-out", json!({"n": i})).await;
+        wait_status(
+            &store,
+            id,
+            sagaflow::engine::SagaStatus::Compensated,
+            Duration::from_secs(30),
+        )
+        .await;
+        let late: f64 = sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM (h.at - s.created_at))::float8 - 0.2 \
+             FROM saga_history h JOIN sagas s ON s.id = h.saga_id \
+             WHERE h.saga_id = $1 AND h.kind = 'timed_out'",
+        )
+        .bind(id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert!(late < 1.5, "saga {i}: the timeout fired {late:.2} s late");
+    }
+    svc.stop().await;
+}

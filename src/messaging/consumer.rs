@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -63,10 +64,12 @@ pub async fn run(
     ));
     // Cancelled by the watchdog: this loop then ends, and supervision stops the process.
     let wedged = CancellationToken::new();
+    let applying = Arc::new(AtomicBool::new(false));
     if let Some(dog) = settings.watchdog.clone() {
         tokio::spawn(membership::watch(
             consumer.clone(),
             dog,
+            applying.clone(),
             wedged.clone(),
             cancel.clone(),
         ));
@@ -119,6 +122,7 @@ pub async fn run(
             }
         }
         last_batch = batch.len();
+        applying.store(true, Ordering::Relaxed);
         fault("consumer.batch");
         // A batch in hand is finished even during shutdown: its effects are committed
         // with its offsets, or neither.
@@ -147,6 +151,7 @@ pub async fn run(
         // The batch's transaction has committed; its offsets are not stored yet.
         fault("consumer.after_commit");
         kafka::store_consumed(consumer.as_ref(), &batch);
+        applying.store(false, Ordering::Relaxed);
         if fault_named("consumer.leave_group") {
             // Test hook: a member that leaves its group and never rejoins (the watchdog's case).
             consumer.unsubscribe();

@@ -6,10 +6,14 @@
 //! process (exit 70), so the orchestrator starts a fresh one that joins the group; its
 //! batch in hand was not committed and is read again.
 //!
-//! The member is recognised by its `client.id` (`kafka::consumer_client_id`). A broker
-//! that does not answer is an outage, not a wedge: it does not count.
+//! The member is recognised by its `client.id` (`kafka::consumer_client_id`; replicas
+//! that share one set in `kafka.properties` hide each other's absence). A broker that
+//! does not answer is an outage, not a wedge: it does not count. Groups of the KIP-848
+//! protocol (`group.protocol=consumer`) are not described by this request, so the
+//! service turns the watchdog off for them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -39,13 +43,15 @@ pub fn membership(consumer: &StreamConsumer, group: &str, client_id: &str) -> Me
     match consumer.fetch_group_list(Some(group), Duration::from_secs(5)) {
         Err(_) => Membership::Unknown,
         Ok(list) => {
-            let listed = list
-                .groups()
-                .iter()
-                .filter(|g| g.name() == group)
-                .flat_map(|g| g.members())
-                .any(|m| m.client_id() == client_id);
-            if listed {
+            let Some(found) = list.groups().iter().find(|g| g.name() == group) else {
+                return Membership::Unknown;
+            };
+            // "Dead" (or no state) is also what a group of the KIP-848 protocol looks
+            // like to this classic request: no verdict then.
+            if matches!(found.state(), "" | "Dead") {
+                return Membership::Unknown;
+            }
+            if found.members().iter().any(|m| m.client_id() == client_id) {
                 Membership::Member
             } else {
                 Membership::Absent
@@ -56,9 +62,13 @@ pub fn membership(consumer: &StreamConsumer, group: &str, client_id: &str) -> Me
 
 /// Cancels `wedged` once the consumer has been absent from its group for
 /// `wedged_after` while the broker answered; returns then, or when `cancel` fires.
+/// While `applying` is set, the consumer loop is busy with a batch (perhaps retrying it
+/// through a database outage, long enough for librdkafka to leave the group on
+/// `max.poll.interval.ms`): that is not a wedge, and the clock starts again after it.
 pub async fn watch(
     consumer: Arc<StreamConsumer>,
     dog: Watchdog,
+    applying: Arc<AtomicBool>,
     wedged: CancellationToken,
     cancel: CancellationToken,
 ) {
@@ -74,6 +84,10 @@ pub async fn watch(
         else {
             continue;
         };
+        if applying.load(Ordering::Relaxed) {
+            absent_since = None;
+            continue;
+        }
         match now {
             Membership::Member => absent_since = None,
             Membership::Unknown => {}

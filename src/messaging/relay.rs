@@ -2,40 +2,28 @@
 //!
 //! The outbox is split into `OUTBOX_SHARDS` shards by the saga id (migration 0011). A
 //! shard is published only inside a transaction that holds its advisory lock: a
-//! batch's transaction locks the shards that have rows and that no other transaction
+//! batch (`outbox_batch.rs`) locks the shards with rows that no other transaction
 //! holds, reads their oldest rows, waits for the broker to acknowledge them, deletes
 //! them and commits. So one saga's messages, always in one shard, go out in the order
 //! they were written, while every replica, with up to `outbox_relay_concurrency`
-//! transactions each, publishes different shards at once. A replica that dies mid-shard loses its
-//! transaction and its lock with its connection; its rows are published again (a
-//! duplicate, which participants dedupe), never skipped.
+//! batches each, publishes different shards at once. A replica that dies mid-batch
+//! loses its transaction and its locks with its connection; its rows are published
+//! again (a duplicate, which participants dedupe), never skipped.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
-
-use futures::StreamExt;
-use futures::future::join_all;
-use futures::stream::FuturesUnordered;
-use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::envelope::Record;
-use super::kafka::{self, HealingProducer};
-use crate::runtime::supervise::{Heartbeat, fault};
-use crate::store::{self, OUTBOX_SHARDS, OutboxRow, Store, StoreError, wake};
-use crate::telemetry::metrics;
+pub use super::outbox_batch::{BatchSettings, Outcome, RelayError, publish_shards};
 
-/// When the row's transition ran: its CloudEvents `time` (every outbox row has one).
-fn written_at(row: &OutboxRow) -> Option<chrono::DateTime<chrono::Utc>> {
-    let (_, t) = row.headers.iter().find(|(k, _)| k == "ce_time")?;
-    chrono::DateTime::parse_from_rfc3339(t)
-        .ok()
-        .map(|t| t.with_timezone(&chrono::Utc))
-}
+use super::kafka::HealingProducer;
+use crate::runtime::supervise::{Heartbeat, fault};
+use crate::store::{self, OUTBOX_SHARDS, Store, wake};
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -48,29 +36,29 @@ pub struct RelaySettings {
     pub kafka: crate::config::KafkaSettings,
 }
 
-/// Why a shard's round failed. Neither kind stops the relay: the shard's rows stay
-/// where they are and the round is tried again with backoff.
-#[derive(Debug, thiserror::Error)]
-pub enum RelayError {
-    #[error("database")]
-    Database(#[from] StoreError),
-    #[error("database")]
-    Sql(#[from] sqlx::Error),
-    #[error("the broker did not acknowledge a message; it is retried in order")]
-    Broker(#[source] KafkaError),
-}
-
 /// Shared by the dispatcher and the batches of one replica.
 struct Relay {
     store: Store,
     producer: HealingProducer,
-    settings: RelaySettings,
+    batch: BatchSettings,
     healthy: Arc<Heartbeat>,
 }
 
-/// Runs until cancelled, then publishes what is committed by then and returns. Errors
-/// are logged and retried with backoff: a lost database or broker delays messages but
-/// never loses them.
+/// The batch transaction's idle timeout: longer than the producer can wait for one
+/// acknowledgement (`message.timeout.ms`, 30 s by sagaflow's default), at least 2 min.
+fn idle_timeout(kafka: &crate::config::KafkaSettings) -> Duration {
+    let delivery_ms = ["message.timeout.ms", "delivery.timeout.ms"]
+        .iter()
+        .find_map(|k| kafka.properties.get(*k)?.parse::<u64>().ok())
+        .unwrap_or(30_000);
+    Duration::from_millis(delivery_ms.saturating_mul(2))
+        .saturating_add(Duration::from_secs(10))
+        .max(Duration::from_secs(120))
+}
+
+/// Runs until cancelled, then publishes one more round of what is committed by then and
+/// returns. Errors are logged and retried with backoff: a lost database or broker
+/// delays messages but never loses them.
 pub async fn run(
     store: Store,
     producer: FutureProducer,
@@ -79,49 +67,63 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let (wake, woken) = watch::channel(0u64);
-    let relay = Relay {
+    let relay = Arc::new(Relay {
         producer: HealingProducer::new(&settings.kafka, producer),
         store,
-        settings,
+        batch: BatchSettings {
+            batch_size: settings.batch_size,
+            send_timeout: settings.send_timeout,
+            idle_timeout: idle_timeout(&settings.kafka),
+        },
         healthy,
-    };
+    });
     let listening = wake::listen(
         &relay.store.pool,
         wake::OUTBOX_CHANNEL,
         wake,
         cancel.clone(),
     );
-    futures::future::join(listening, dispatch(&relay, woken, &cancel)).await;
+    let mut d = Dispatcher::new(relay.clone(), &settings);
+    futures::future::join(listening, d.run(woken, &cancel)).await;
 }
 
-/// A batch in flight: the shards it was given, and how it ended.
-type InFlight<'a> = futures::future::BoxFuture<'a, (Vec<i16>, Result<usize, RelayError>)>;
+type Ended = (Vec<i16>, Result<Outcome, RelayError>);
 
-/// What the dispatcher of one replica knows between wake-ups.
-struct Dispatcher<'a> {
-    relay: &'a Relay,
+/// Starts batches for the shards that have rows and no batch of this replica yet,
+/// whenever woken, a batch ends or `poll` passes, with at most `concurrency` batches in
+/// flight. At low load one batch takes every such shard: one transaction per wake-up,
+/// as with a single relay. Once a batch comes back full (a backlog), the shards are
+/// split over several batches, which wait for the broker side by side.
+struct Dispatcher {
+    relay: Arc<Relay>,
+    poll: Duration,
     concurrency: usize,
-    in_flight: FuturesUnordered<InFlight<'a>>,
-    /// Shards a batch of this replica has; other replicas are kept out by the locks.
+    /// Spawned, so they make progress while the dispatcher waits for the database.
+    in_flight: JoinSet<Ended>,
+    /// Shards a batch of this replica has.
     busy: HashSet<i16>,
-    /// The last batch came back full: a backlog, so shards are split over several
-    /// batches (`concurrency` of them) instead of all going into one.
+    /// Shards another transaction held at the last try; left alone until the next
+    /// wake-up or poll (their holder drains them and looks again when it is done).
+    held_elsewhere: HashSet<i16>,
+    /// The last batch that published came back full.
     backlog: bool,
-    /// Where this replica starts in the shard order, so replicas splitting a backlog
-    /// start on different shards.
+    /// Where this replica starts in the shard order, so that replicas splitting a
+    /// backlog mostly start on different shards.
     offset: usize,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
 }
 
-impl<'a> Dispatcher<'a> {
-    fn new(relay: &'a Relay) -> Dispatcher<'a> {
+impl Dispatcher {
+    fn new(relay: Arc<Relay>, settings: &RelaySettings) -> Dispatcher {
         let offset = uuid::Uuid::new_v4().as_bytes()[0] as usize % OUTBOX_SHARDS as usize;
         Dispatcher {
             relay,
-            concurrency: relay.settings.concurrency.clamp(1, OUTBOX_SHARDS as usize),
-            in_flight: FuturesUnordered::new(),
+            poll: settings.poll,
+            concurrency: settings.concurrency.clamp(1, OUTBOX_SHARDS as usize),
+            in_flight: JoinSet::new(),
             busy: HashSet::new(),
+            held_elsewhere: HashSet::new(),
             backlog: false,
             offset,
             backoff: Duration::from_millis(100),
@@ -129,18 +131,75 @@ impl<'a> Dispatcher<'a> {
         }
     }
 
-    fn may_start(&self, stopping: bool) -> bool {
+    async fn run(&mut self, mut woken: watch::Receiver<u64>, cancel: &CancellationToken) {
+        // Once stopping: the round started then is the last one.
+        let mut last_round_started = false;
+        loop {
+            // A wake-up from here on makes the wait below return at once.
+            woken.borrow_and_update();
+            let stopping = cancel.is_cancelled();
+            if stopping && self.in_flight.is_empty() && last_round_started {
+                return;
+            }
+            if self.may_start() && (!stopping || self.in_flight.is_empty()) {
+                fault("relay.round");
+                last_round_started = stopping;
+                match self.start_batches().await {
+                    Ok(0) if stopping => return,
+                    // Nothing waits here: the database answered, so the relay is well.
+                    Ok(0) if self.held_elsewhere.is_empty() => self.relay.healthy.ok(),
+                    Ok(0) => self.relay.healthy.alive(),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.relay.healthy.failing();
+                        tracing::warn!(error = %e, "reading the outbox failed; retrying");
+                        if stopping {
+                            return;
+                        }
+                        self.failed();
+                    }
+                }
+            }
+            self.wait(&mut woken, cancel, stopping).await;
+        }
+    }
+
+    fn may_start(&self) -> bool {
         self.retry_at
             .is_none_or(|t| tokio::time::Instant::now() >= t)
             && self.in_flight.len() < self.concurrency
-            && (!stopping || self.in_flight.is_empty())
+    }
+
+    /// Until a batch ends, a wake-up, a poll or the end of a backoff.
+    async fn wait(
+        &mut self,
+        woken: &mut watch::Receiver<u64>,
+        cancel: &CancellationToken,
+        stopping: bool,
+    ) {
+        let pause = self.retry_at.map_or(self.poll, |t| {
+            t.saturating_duration_since(tokio::time::Instant::now())
+        });
+        tokio::select! {
+            Some(joined) = self.in_flight.join_next() => match joined {
+                Ok((shards, ended)) => self.ended(&shards, ended),
+                // A batch that panicked takes the relay with it: supervision reports it.
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            },
+            _ = cancel.cancelled(), if !stopping => {}
+            _ = woken.changed(), if !stopping => self.held_elsewhere.clear(),
+            _ = tokio::time::sleep(pause) => {
+                self.retry_at = self.retry_at.filter(|t| tokio::time::Instant::now() < *t);
+                self.held_elsewhere.clear();
+            }
+        }
     }
 
     /// Starts batches for the free shards that have rows; how many it started.
     async fn start_batches(&mut self) -> Result<usize, RelayError> {
         let free: Vec<i16> = (0..OUTBOX_SHARDS as usize)
             .map(|i| ((i + self.offset) % OUTBOX_SHARDS as usize) as i16)
-            .filter(|s| !self.busy.contains(s))
+            .filter(|s| !self.busy.contains(s) && !self.held_elsewhere.contains(s))
             .collect();
         if free.is_empty() {
             return Ok(0);
@@ -148,34 +207,43 @@ impl<'a> Dispatcher<'a> {
         let mut waiting = store::outbox_shards_with_rows(&self.relay.store.pool, &free).await?;
         // The query returns them sorted; keep this replica's order.
         waiting.sort_by_key(|s| free.iter().position(|f| f == s));
+        let slots = self.concurrency - self.in_flight.len();
         let per_batch = if self.backlog {
-            (OUTBOX_SHARDS as usize).div_ceil(self.concurrency)
+            waiting.len().div_ceil(slots).max(1)
         } else {
             OUTBOX_SHARDS as usize
         };
         let mut started = 0;
-        for shards in waiting.chunks(per_batch) {
-            if self.in_flight.len() >= self.concurrency {
-                break;
-            }
+        for shards in waiting.chunks(per_batch).take(slots) {
             self.busy.extend(shards);
-            self.in_flight
-                .push(Box::pin(batch(self.relay, shards.to_vec())));
+            let (relay, shards) = (self.relay.clone(), shards.to_vec());
+            self.in_flight.spawn(async move {
+                let producer = relay.producer.get();
+                let ended = publish_shards(&relay.store, &producer, &relay.batch, &shards).await;
+                (shards, ended)
+            });
             started += 1;
         }
         Ok(started)
     }
 
-    fn ended(&mut self, shards: &[i16], ended: Result<usize, RelayError>) {
+    fn ended(&mut self, shards: &[i16], ended: Result<Outcome, RelayError>) {
         for s in shards {
             self.busy.remove(s);
         }
         match ended {
-            Ok(n) => {
+            Ok(Outcome::Published(n)) => {
                 self.relay.healthy.ok();
-                self.relay.producer.succeeded();
-                self.backoff = Duration::from_millis(100);
-                self.backlog = n == self.relay.settings.batch_size as usize;
+                if n > 0 {
+                    // Only acknowledgements prove the producer works.
+                    self.relay.producer.succeeded();
+                    self.backoff = Duration::from_millis(100);
+                    self.backlog = n == self.relay.batch.batch_size as usize;
+                }
+            }
+            Ok(Outcome::HeldElsewhere) => {
+                self.relay.healthy.alive();
+                self.held_elsewhere.extend(shards);
             }
             Err(e) => {
                 self.relay.healthy.failing();
@@ -192,159 +260,4 @@ impl<'a> Dispatcher<'a> {
         self.retry_at = Some(tokio::time::Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
     }
-}
-
-/// Starts batches for the shards that have rows and no batch of this replica yet,
-/// whenever woken, a batch ends or `poll` passes, with at most `concurrency` batches in
-/// flight. At low load one batch takes every such shard: one transaction per wake-up,
-/// as with a single relay. Once a batch comes back full (a backlog), shards are split
-/// over several batches, which wait for the broker side by side, on every replica.
-async fn dispatch(relay: &Relay, mut woken: watch::Receiver<u64>, cancel: &CancellationToken) {
-    let mut d = Dispatcher::new(relay);
-    loop {
-        // A wake-up from here on makes the wait below return at once.
-        woken.borrow_and_update();
-        let stopping = cancel.is_cancelled();
-        if d.may_start(stopping) {
-            fault("relay.round");
-            match d.start_batches().await {
-                Ok(0) if stopping => return,
-                Ok(0) => relay.healthy.ok(),
-                Ok(_) => {}
-                Err(e) => {
-                    relay.healthy.failing();
-                    tracing::warn!(error = %e, "reading the outbox failed; retrying");
-                    if stopping {
-                        return;
-                    }
-                    d.failed();
-                }
-            }
-        }
-        let pause = d.retry_at.map_or(relay.settings.poll, |t| {
-            t.saturating_duration_since(tokio::time::Instant::now())
-        });
-        tokio::select! {
-            Some((shards, ended)) = d.in_flight.next() => {
-                let failed = ended.is_err();
-                d.ended(&shards, ended);
-                if failed && stopping && d.in_flight.is_empty() {
-                    // What is left stays in the outbox for the next process.
-                    return;
-                }
-            }
-            _ = cancel.cancelled(), if !stopping => {}
-            _ = woken.changed(), if !stopping => {}
-            _ = tokio::time::sleep(pause) => {
-                d.retry_at = d.retry_at.filter(|t| tokio::time::Instant::now() < *t);
-            }
-        }
-    }
-}
-
-async fn batch(relay: &Relay, shards: Vec<i16>) -> (Vec<i16>, Result<usize, RelayError>) {
-    let producer = relay.producer.get();
-    let ended = publish_shards(&relay.store, &producer, &relay.settings, &shards).await;
-    (shards, ended)
-}
-
-/// Whether the broker will refuse this message whatever we do: retrying it would
-/// block every row behind it forever.
-fn refused_for_good(e: &KafkaError) -> bool {
-    use rdkafka::types::RDKafkaErrorCode as C;
-    e.rdkafka_error_code().is_some_and(|code| {
-        matches!(
-            code,
-            C::MessageSizeTooLarge
-                | C::MessageBatchTooLarge
-                | C::InvalidMessageSize
-                | C::InvalidRecord
-                | C::InvalidTopic
-                | C::TopicAuthorizationFailed
-                | C::UnknownTopic
-        )
-    })
-}
-
-/// Publishes one batch, in one transaction, from those of `shards` it can lock; how
-/// many rows were published or parked.
-pub async fn publish_shards(
-    store: &Store,
-    producer: &FutureProducer,
-    settings: &RelaySettings,
-    shards: &[i16],
-) -> Result<usize, RelayError> {
-    let mut tx = store.pool.begin().await?;
-    let locked = store::lock_outbox_shards(&mut tx, shards).await?;
-    let rows = if locked.is_empty() {
-        Vec::new()
-    } else {
-        store::outbox_batch(&mut tx, &locked, settings.batch_size).await?
-    };
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Ok(0);
-    }
-    let results = join_all(rows.iter().map(|r| {
-        let record = Record {
-            topic: r.topic.clone(),
-            key: r.key.clone(),
-            headers: r.headers.clone(),
-            payload: r.payload.clone(),
-        };
-        async move { kafka::send(producer, &record, settings.send_timeout).await }
-    }))
-    .await;
-    let sent = settle(&rows, results);
-    // The broker has acknowledged these rows; they are not deleted yet.
-    fault("relay.after_ack");
-    let ids: Vec<i64> = sent.done.iter().map(|r| r.id).collect();
-    store::outbox_delete(&mut tx, &ids).await?;
-    for (row, e) in &sent.parked {
-        let reason = format!("the broker refuses this message: {e}");
-        tracing::error!(outbox_id = row.id, saga_id = %row.saga_id, topic = %row.topic, %reason, "outbox row parked");
-        store::park_outbox_row(&mut tx, row.id, &reason).await?;
-    }
-    tx.commit().await?;
-    let now = chrono::Utc::now();
-    for row in &sent.done {
-        let waited = written_at(row).map(|at| (now - at).to_std().unwrap_or_default());
-        metrics::published(&row.topic, waited);
-    }
-    for (row, _) in &sent.parked {
-        metrics::outbox_parked(&row.topic);
-    }
-    match sent.failure {
-        Some(e) => Err(RelayError::Broker(e)),
-        None => Ok(sent.done.len() + sent.parked.len()),
-    }
-}
-
-/// What became of one batch's sends.
-struct Sent<'a> {
-    done: Vec<&'a OutboxRow>,
-    parked: Vec<(&'a OutboxRow, KafkaError)>,
-    failure: Option<KafkaError>,
-}
-
-/// Deletes only up to the first failure: anything after it is sent again next round
-/// (a duplicate, which consumers dedupe) rather than overtaking the failed message. A
-/// row refused for good is parked instead, and the rows behind it go on.
-fn settle<'a>(rows: &'a [OutboxRow], results: Vec<Result<(), KafkaError>>) -> Sent<'a> {
-    let mut sent = Sent {
-        done: Vec::with_capacity(rows.len()),
-        parked: Vec::new(),
-        failure: None,
-    };
-    for (row, result) in rows.iter().zip(results) {
-        match result {
-            Ok(()) => sent.done.push(row),
-            Err(e) if refused_for_good(&e) => sent.parked.push((row, e)),
-            Err(e) => {
-                sent.failure = Some(e);
-                break;
-            }
-        }
-    }
-    sent
 }

@@ -250,7 +250,7 @@ pub async fn run(
                 send_timeout: Duration::from_secs(30),
                 lag_interval: Duration::from_millis(rt.metrics_interval_ms),
                 park_unreadable_after: Duration::from_secs(rt.park_unreadable_after_s),
-                watchdog: (rt.consumer_wedged_after_s > 0).then(|| membership::Watchdog {
+                watchdog: watchdog_on(&settings).then(|| membership::Watchdog {
                     group: settings.kafka.group_id.clone(),
                     client_id: kafka::consumer_client_id(&settings.kafka),
                     wedged_after: Duration::from_secs(rt.consumer_wedged_after_s),
@@ -306,7 +306,7 @@ pub async fn run(
                 batch_size: rt.outbox_batch_size,
                 poll: Duration::from_millis(rt.outbox_poll_ms),
                 send_timeout: Duration::from_secs(30),
-                concurrency: rt.outbox_relay_concurrency,
+                concurrency: relay_concurrency(&settings),
                 kafka: settings.kafka.clone(),
             },
             health.relay.clone(),
@@ -415,4 +415,33 @@ pub async fn refresh_metrics_once(store: &Store, max_connections: u32) {
     }
     metrics::db_pool(store.pool.size(), store.pool.num_idle(), max_connections);
     metrics::upkeep();
+}
+
+/// The group watchdog runs unless turned off, or the group uses the KIP-848 protocol,
+/// which the classic group description it reads does not cover.
+fn watchdog_on(settings: &Settings) -> bool {
+    let kip848 = settings
+        .kafka
+        .properties
+        .get("group.protocol")
+        .is_some_and(|p| p.eq_ignore_ascii_case("consumer"));
+    settings.runtime.consumer_wedged_after_s > 0 && !kip848
+}
+
+/// `runtime.outbox_relay_concurrency`, within what the pool leaves after the consumer,
+/// the timer loop and the API (each batch holds a connection while the broker answers).
+fn relay_concurrency(settings: &Settings) -> usize {
+    let wanted = settings.runtime.outbox_relay_concurrency;
+    let room = (settings.database.max_connections as usize)
+        .saturating_sub(3)
+        .max(1);
+    if wanted > room {
+        tracing::warn!(
+            wanted,
+            used = room,
+            max_connections = settings.database.max_connections,
+            "runtime.outbox_relay_concurrency lowered to leave database connections for the rest"
+        );
+    }
+    wanted.min(room)
 }

@@ -27,33 +27,34 @@ pub struct OutboxRow {
 ///
 /// The transaction also gets an idle timeout: it waits for the broker between
 /// statements, and if its replica vanishes without closing the connection (a host or
-/// network failure), PostgreSQL ends it after `RELAY_IDLE_TIMEOUT` and frees the
+/// network failure), PostgreSQL ends it after `idle_timeout` and frees the
 /// shards, rather than after TCP keepalives notice (two hours by default). And it
 /// commits without waiting for the WAL flush: losing that commit in a crash only
 /// publishes its rows again (duplicates, which participants dedupe), never skips one.
 pub async fn lock_outbox_shards(
     conn: &mut PgConnection,
     shards: &[i16],
+    idle_timeout: std::time::Duration,
 ) -> Result<Vec<i16>, StoreError> {
     let old_relay_absent: bool = sqlx::query_scalar(
         "SELECT set_config('idle_in_transaction_session_timeout', $1, true) <> '' \
             AND set_config('synchronous_commit', 'off', true) <> '' \
             AND pg_try_advisory_xact_lock_shared($2)",
     )
-    .bind(format!("{}s", RELAY_IDLE_TIMEOUT.as_secs()))
+    .bind(format!("{}s", idle_timeout.as_secs()))
     .bind(LEGACY_RELAY_LOCK)
     .fetch_one(&mut *conn)
     .await?;
     if !old_relay_absent {
         return Ok(Vec::new());
     }
-    // A plain scan of the array with the lock in its filter: each shard is tried once,
-    // and exactly those whose lock was granted are returned.
+    // Which shards have rows is settled first (a materialised CTE), so the lock is
+    // tried only on those, once each, and exactly the granted ones are returned.
     Ok(sqlx::query_scalar(
-        "SELECT s FROM UNNEST($1::smallint[]) AS s \
-         WHERE EXISTS (SELECT 1 FROM outbox WHERE shard = s) \
-           AND pg_try_advisory_xact_lock($2, s::int) \
-         ORDER BY s",
+        "WITH waiting AS MATERIALIZED ( \
+             SELECT s FROM UNNEST($1::smallint[]) AS s \
+             WHERE EXISTS (SELECT 1 FROM outbox WHERE shard = s)) \
+         SELECT s FROM waiting WHERE pg_try_advisory_xact_lock($2, s::int) ORDER BY s",
     )
     .bind(shards)
     .bind(SHARD_LOCKS)
@@ -61,11 +62,8 @@ pub async fn lock_outbox_shards(
     .await?)
 }
 
-/// Longer than the relay ever waits for the broker within a transaction (30 s).
-pub const RELAY_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// The advisory lock (a bigint key) a single relay held before the outbox had shards.
-const LEGACY_RELAY_LOCK: i64 = 0x5a6a_f10e;
+pub const LEGACY_RELAY_LOCK: i64 = 0x5a6a_f10e;
 /// First key of the shards' advisory locks (two-int keys, a space apart from bigints).
 const SHARD_LOCKS: i32 = 0x5a6a_f10e;
 

@@ -1,0 +1,161 @@
+//! One relay batch: a transaction that locks some outbox shards, publishes their
+//! oldest rows in id order, deletes what the broker acknowledged and commits. The
+//! dispatcher that starts batches is `relay.rs`.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+
+use super::envelope::Record;
+use super::kafka;
+use crate::runtime::supervise::fault;
+use crate::store::{self, OutboxRow, Store, StoreError};
+use crate::telemetry::metrics;
+
+/// Why a batch failed. Neither kind stops the relay: the rows stay where they are and
+/// the batch is tried again with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database")]
+    Database(#[from] StoreError),
+    #[error("database (connection or statement)")]
+    Sql(#[from] sqlx::Error),
+    #[error("the broker did not acknowledge a message; it is retried in order")]
+    Broker(#[source] KafkaError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Rows the broker acknowledged or refused for good (parked); 0 if the locked
+    /// shards had emptied meanwhile.
+    Published(usize),
+    /// Another transaction held every shard it was given (another replica's batch, or
+    /// a relay of the version before shards): that holder publishes them.
+    HeldElsewhere,
+}
+
+/// What a batch needs to know.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    pub batch_size: i64,
+    pub send_timeout: Duration,
+    /// The batch transaction's `idle_in_transaction_session_timeout`.
+    pub idle_timeout: Duration,
+}
+
+/// Publishes one batch, in one transaction, from those of `shards` it can lock.
+pub async fn publish_shards(
+    store: &Store,
+    producer: &FutureProducer,
+    settings: &BatchSettings,
+    shards: &[i16],
+) -> Result<Outcome, RelayError> {
+    let mut tx = store.pool.begin().await?;
+    let locked = store::lock_outbox_shards(&mut tx, shards, settings.idle_timeout).await?;
+    if locked.is_empty() {
+        tx.rollback().await?;
+        return Ok(Outcome::HeldElsewhere);
+    }
+    let rows = store::outbox_batch(&mut tx, &locked, settings.batch_size).await?;
+    if rows.is_empty() {
+        tx.rollback().await?;
+        return Ok(Outcome::Published(0));
+    }
+    let results = join_all(rows.iter().map(|r| {
+        let record = Record {
+            topic: r.topic.clone(),
+            key: r.key.clone(),
+            headers: r.headers.clone(),
+            payload: r.payload.clone(),
+        };
+        async move { kafka::send(producer, &record, settings.send_timeout).await }
+    }))
+    .await;
+    let sent = settle(&rows, results);
+    // The broker has acknowledged these rows; they are not deleted yet.
+    fault("relay.after_ack");
+    let ids: Vec<i64> = sent.done.iter().map(|r| r.id).collect();
+    store::outbox_delete(&mut tx, &ids).await?;
+    for (row, e) in &sent.parked {
+        let reason = format!("the broker refuses this message: {e}");
+        tracing::error!(outbox_id = row.id, saga_id = %row.saga_id, topic = %row.topic, %reason, "outbox row parked");
+        store::park_outbox_row(&mut tx, row.id, &reason).await?;
+    }
+    tx.commit().await?;
+    sent.count();
+    match sent.failure {
+        Some(e) => Err(RelayError::Broker(e)),
+        None => Ok(Outcome::Published(sent.done.len() + sent.parked.len())),
+    }
+}
+
+/// What became of one batch's sends.
+struct Sent<'a> {
+    done: Vec<&'a OutboxRow>,
+    parked: Vec<(&'a OutboxRow, KafkaError)>,
+    failure: Option<KafkaError>,
+}
+
+impl Sent<'_> {
+    /// Metrics, once the deletes have committed.
+    fn count(&self) {
+        let now = chrono::Utc::now();
+        for row in &self.done {
+            let waited = written_at(row).map(|at| (now - at).to_std().unwrap_or_default());
+            metrics::published(&row.topic, waited);
+        }
+        for (row, _) in &self.parked {
+            metrics::outbox_parked(&row.topic);
+        }
+    }
+}
+
+/// When the row's transition ran: its CloudEvents `time` (every outbox row has one).
+fn written_at(row: &OutboxRow) -> Option<chrono::DateTime<chrono::Utc>> {
+    let (_, t) = row.headers.iter().find(|(k, _)| k == "ce_time")?;
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
+}
+
+/// Deletes only up to the first failure: anything after it is sent again next round
+/// (a duplicate, which consumers dedupe) rather than overtaking the failed message. A
+/// row refused for good is parked instead, and the rows behind it go on.
+fn settle<'a>(rows: &'a [OutboxRow], results: Vec<Result<(), KafkaError>>) -> Sent<'a> {
+    let mut sent = Sent {
+        done: Vec::with_capacity(rows.len()),
+        parked: Vec::new(),
+        failure: None,
+    };
+    for (row, result) in rows.iter().zip(results) {
+        match result {
+            Ok(()) => sent.done.push(row),
+            Err(e) if refused_for_good(&e) => sent.parked.push((row, e)),
+            Err(e) => {
+                sent.failure = Some(e);
+                break;
+            }
+        }
+    }
+    sent
+}
+
+/// Whether the broker will refuse this message whatever we do: retrying it would
+/// block every row behind it forever.
+fn refused_for_good(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    e.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            C::MessageSizeTooLarge
+                | C::MessageBatchTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidRecord
+                | C::InvalidTopic
+                | C::TopicAuthorizationFailed
+                | C::UnknownTopic
+        )
+    })
+}
