@@ -194,17 +194,16 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
     assert_eq!(outbox_len(&store).await, 0);
 }
 
-/// The relay is woken by the commit's NOTIFY, not by its poll: with the poll at 5 s,
-/// each of five sagas started one after another has its command published within 1.5 s
-/// of the start's answer (with the poll alone, all five would have to fall in the first
-/// 1.5 s of a 5 s wait: about one run in 400).
+/// The relay is woken by the commit's NOTIFY, not by its poll: with the poll at 20 s,
+/// each of four sagas started one after another has its command published within 3 s
+/// of the start's answer. A first saga, not timed, warms up the producer and the topic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_commit_wakes_the_relay_before_its_poll() {
     log_init();
     let db = TestDb::new().await;
     let broker = Broker::shared();
     let mut settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
-    settings.runtime.outbox_poll_ms = 5000;
+    settings.runtime.outbox_poll_ms = 20_000;
     let store = db.store().await;
     let svc = InProcess::start(settings.clone()).await;
     for i in 0..5 {
@@ -224,7 +223,7 @@ async fn a_commit_wakes_the_relay_before_its_poll() {
         .await;
         let took = started.elapsed();
         assert!(
-            took < Duration::from_millis(1500),
+            i == 0 || took < Duration::from_secs(3),
             "saga {i}: published after {took:?}"
         );
     }

@@ -231,9 +231,10 @@ async fn a_saga_that_cannot_be_read_holds_back_no_other_timer() {
 }
 
 /// The timer loop is woken by the NOTIFY of a commit that writes a timer due soon, not
-/// by its poll: with the poll at 5 s, each of five 200 ms step timeouts, started one
-/// after another, fires within 1.5 s of being due (with the poll alone, all five would
-/// have to fall in the first 1.5 s of a 5 s sleep: about one run in 400).
+/// by its poll: with the poll at 5 s, each of four 200 ms step timeouts, started one
+/// after another, fires within 2.5 s of being due (with the poll alone, the loop sleeps
+/// 5 s after each firing, so every later one is about 4.8 s late). A first saga, not
+/// timed, warms up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_timer_due_soon_wakes_the_loop_before_its_poll() {
     log_init();
@@ -261,7 +262,10 @@ async fn a_timer_due_soon_wakes_the_loop_before_its_poll() {
         .fetch_one(&store.pool)
         .await
         .unwrap();
-        assert!(late < 1.5, "saga {i}: the timeout fired {late:.2} s late");
+        assert!(
+            i == 0 || late < 2.5,
+            "saga {i}: the timeout fired {late:.2} s late"
+        );
     }
     svc.stop().await;
 }

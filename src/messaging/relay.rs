@@ -112,6 +112,11 @@ struct Dispatcher {
     offset: usize,
     backoff: Duration,
     retry_at: Option<tokio::time::Instant>,
+    /// The poll: a fixed beat, so batches ending often do not postpone it.
+    next_poll: tokio::time::Instant,
+    /// A batch or read failed and no batch has been acknowledged since: readiness
+    /// stays false until one is, or until nothing is left to publish.
+    failure_pending: bool,
 }
 
 impl Dispatcher {
@@ -128,6 +133,17 @@ impl Dispatcher {
             offset,
             backoff: Duration::from_millis(100),
             retry_at: None,
+            next_poll: tokio::time::Instant::now() + settings.poll,
+            failure_pending: false,
+        }
+    }
+
+    /// A heartbeat that reports the last outcome that says something.
+    fn beat(&self) {
+        if self.failure_pending {
+            self.relay.healthy.failing();
+        } else {
+            self.relay.healthy.ok();
         }
     }
 
@@ -141,17 +157,24 @@ impl Dispatcher {
             if stopping && self.in_flight.is_empty() && last_round_started {
                 return;
             }
+            if stopping && !last_round_started {
+                // The last round tries every shard again.
+                self.held_elsewhere.clear();
+            }
             if self.may_start() && (!stopping || self.in_flight.is_empty()) {
                 fault("relay.round");
                 last_round_started = stopping;
                 match self.start_batches().await {
                     Ok(0) if stopping => return,
-                    // Nothing waits here: the database answered, so the relay is well.
-                    Ok(0) if self.held_elsewhere.is_empty() => self.relay.healthy.ok(),
-                    Ok(0) => self.relay.healthy.alive(),
-                    Ok(_) => {}
+                    Ok(0) if self.held_elsewhere.is_empty() && self.busy.is_empty() => {
+                        // Nothing left to publish, and the database answered.
+                        self.failure_pending = false;
+                        self.beat();
+                    }
+                    Ok(_) => self.beat(),
                     Err(e) => {
-                        self.relay.healthy.failing();
+                        self.failure_pending = true;
+                        self.beat();
                         tracing::warn!(error = %e, "reading the outbox failed; retrying");
                         if stopping {
                             return;
@@ -177,9 +200,9 @@ impl Dispatcher {
         cancel: &CancellationToken,
         stopping: bool,
     ) {
-        let pause = self.retry_at.map_or(self.poll, |t| {
-            t.saturating_duration_since(tokio::time::Instant::now())
-        });
+        let until = self
+            .retry_at
+            .map_or(self.next_poll, |t| t.min(self.next_poll));
         tokio::select! {
             Some(joined) = self.in_flight.join_next() => match joined {
                 Ok((shards, ended)) => self.ended(&shards, ended),
@@ -187,10 +210,16 @@ impl Dispatcher {
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             },
             _ = cancel.cancelled(), if !stopping => {}
-            _ = woken.changed(), if !stopping => self.held_elsewhere.clear(),
-            _ = tokio::time::sleep(pause) => {
-                self.retry_at = self.retry_at.filter(|t| tokio::time::Instant::now() < *t);
-                self.held_elsewhere.clear();
+            // Not a reason to try held shards again: their holder looks again itself.
+            _ = woken.changed(), if !stopping => {}
+            _ = tokio::time::sleep_until(until) => {
+                let now = tokio::time::Instant::now();
+                self.retry_at = self.retry_at.filter(|t| now < *t);
+                if now >= self.next_poll {
+                    // Shards held elsewhere at the last try are tried again once per poll.
+                    self.held_elsewhere.clear();
+                    self.next_poll = now + self.poll;
+                }
             }
         }
     }
@@ -233,21 +262,25 @@ impl Dispatcher {
         }
         match ended {
             Ok(Outcome::Published(n)) => {
-                self.relay.healthy.ok();
                 if n > 0 {
                     // Only acknowledgements prove the producer works.
                     self.relay.producer.succeeded();
                     self.backoff = Duration::from_millis(100);
                     self.backlog = n == self.relay.batch.batch_size as usize;
+                    self.failure_pending = false;
                 }
+                self.beat();
             }
             Ok(Outcome::HeldElsewhere) => {
-                self.relay.healthy.alive();
                 self.held_elsewhere.extend(shards);
+                self.beat();
             }
             Err(e) => {
-                self.relay.healthy.failing();
-                if matches!(e, RelayError::Broker(_)) {
+                self.failure_pending = true;
+                self.beat();
+                // Batches failing together (one broker stall) count as one failure, so
+                // the producer is replaced after three failed rounds, not three batches.
+                if matches!(e, RelayError::Broker(_)) && self.retry_at.is_none() {
                     self.relay.producer.failed();
                 }
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "publishing the outbox failed; retrying");

@@ -49,11 +49,6 @@ impl Heartbeat {
         self.beat(true);
     }
 
-    /// The loop is alive; whether it is well is unchanged (nothing was tried).
-    pub fn alive(&self) {
-        self.beat(self.ok.load(Ordering::Relaxed));
-    }
-
     /// The loop is alive but its last round failed.
     pub fn failing(&self) {
         self.beat(false);
