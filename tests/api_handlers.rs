@@ -122,7 +122,7 @@ async fn malformed_requests_get_problems_not_panics() {
         .await;
     assert_eq!(
         (r.status, r.body["type"].as_str()),
-        (413, Some("https://sagaflow.dev/problems/input-too-large"))
+        (413, Some("https://sagaflow.dev/problems/too-large"))
     );
 
     // PostgreSQL cannot store U+0000: refused with the path, not a 500.

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
-use super::problem::Problem;
+use super::problem::{Kind, Problem};
 use crate::config::{AuthSettings, Scope};
 
 /// Who made the request: a token's name, or `anonymous` when auth is off.
@@ -198,7 +198,7 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next
         Need::Scope(scope) => scope,
         Need::Undeclared => {
             tracing::error!(%path, "a documented route declares no scope; refused");
-            return Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden")
+            return Problem::of(Kind::Forbidden)
                 .detail("this route declares no scope")
                 .into_response();
         }
@@ -214,16 +214,14 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next
         return refuse(
             StatusCode::UNAUTHORIZED,
             "Bearer realm=\"sagaflow\"",
-            Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("send `Authorization: Bearer <token>`"),
+            Problem::of(Kind::Unauthorized).detail("send `Authorization: Bearer <token>`"),
         );
     };
     let Some(token) = auth.lookup(presented) else {
         return refuse(
             StatusCode::UNAUTHORIZED,
             "Bearer realm=\"sagaflow\", error=\"invalid_token\"",
-            Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized")
-                .detail("the bearer token is not valid"),
+            Problem::of(Kind::Unauthorized).detail("the bearer token is not valid"),
         );
     };
     // A `read` token may also probe; a `health` token may do nothing else.
@@ -237,7 +235,7 @@ pub async fn require(State(auth): State<Arc<Auth>>, mut req: Request, next: Next
                 "Bearer realm=\"sagaflow\", error=\"insufficient_scope\", scope=\"{}\"",
                 scope.as_str()
             ),
-            Problem::new(StatusCode::FORBIDDEN, "forbidden", "Forbidden").detail(format!(
+            Problem::of(Kind::Forbidden).detail(format!(
                 "token `{}` lacks the `{}` scope",
                 token.name,
                 scope.as_str()

@@ -12,9 +12,10 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
+use super::extract::{ApiJson, ApiPath};
 use super::model::{BulkBody, BulkItem, BulkResult, RefusalCount};
 use super::operator::{apply_one, invalid, reason_problem, storable};
-use super::problem::{ApiJson, ApiPath, Problem, internal};
+use super::problem::{Problem, internal};
 use super::sagas::json;
 use super::search::{COUNT_CAP, Search};
 use crate::engine::{Event, SagaStatus};

@@ -10,12 +10,13 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::AppState;
 use super::auth::Caller;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::model::{
     DeadLetterAction, DeadLetterDetail, DeadLetterPage, DeadLetterParams, DeadLetterSummary,
     DiscardBody, ParkedMessage, ParkedPage, ParkedParams,
 };
 use super::operator::{invalid, optional_body, reason_problem, storable};
-use super::problem::{ApiJson, ApiPath, ApiQuery, Problem, internal};
+use super::problem::{Kind, Problem, internal};
 use super::sagas::json;
 use crate::store::{self, DeadLetterFilter, DeadLetterRow, Resolved};
 
@@ -225,11 +226,7 @@ async fn answer(
     id: i64,
     outcome: Result<Resolved, store::StoreError>,
 ) -> Response {
-    let conflict = |detail: String| {
-        Problem::new(StatusCode::CONFLICT, "not-allowed", "Not allowed now")
-            .detail(detail)
-            .into_response()
-    };
+    let conflict = |detail: String| Problem::of(Kind::NotAllowed).detail(detail).into_response();
     match outcome {
         Ok(Resolved::Done) => match store::get_dead_letter(&state.applier.store.pool, id).await {
             Ok(Some(d)) => json(StatusCode::OK, &summary(&d)),

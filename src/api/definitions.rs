@@ -6,8 +6,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::extract::ApiPath;
 use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
-use super::problem::{ApiPath, Problem, internal};
+use super::problem::{Kind, Problem, internal};
 use crate::definition::{self, Definition, ParseLimits};
 use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::store;
@@ -203,29 +204,21 @@ pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
 )]
 pub async fn reload(State(state): State<AppState>) -> Response {
     let Some(reloader) = &state.reloader else {
-        return Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Reload unavailable",
-        )
-        .detail("this process has no definitions directory to reload")
-        .into_response();
+        return Problem::of(Kind::Unavailable)
+            .detail("this process has no definitions directory to reload")
+            .into_response();
     };
     match reloader.reload().await {
         Ok(report) => axum::Json(report).into_response(),
         Err(e @ (ReloadError::NewTopics(_) | ReloadError::DroppedTriggers(_))) => {
-            Problem::new(StatusCode::CONFLICT, "restart-needed", "Restart needed")
+            Problem::of(Kind::RestartNeeded)
                 .detail(e.to_string())
                 .into_response()
         }
         Err(ReloadError::Store(e)) => internal(&e),
         Err(ReloadError::Interrupted) => Problem::internal().into_response(),
-        Err(e) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-definitions",
-            "Definitions not reloaded",
-        )
-        .detail(e.to_string())
-        .into_response(),
+        Err(e) => Problem::of(Kind::InvalidDefinitions)
+            .detail(e.to_string())
+            .into_response(),
     }
 }

@@ -3,11 +3,11 @@
 //! to make their browser act on the API, frame it, or have a response sniffed as HTML.
 
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::problem::Problem;
+use super::problem::{Kind, Problem};
 
 /// Nothing may load, run or frame: every answer is JSON or text.
 const API_CSP: &str =
@@ -66,7 +66,7 @@ pub async fn guard_hosts(
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
         if !host_allowed(host, &policy.allowed_hosts) {
-            return Problem::new(StatusCode::FORBIDDEN, "host-not-allowed", "Host not allowed")
+            return Problem::of(Kind::HostNotAllowed)
                 .detail(format!(
                     "browsers may reach this API without a token only by IP address, as localhost, or by a name in api.allowed_hosts; `{host}` is none of these"
                 ))
@@ -96,23 +96,13 @@ pub async fn guard_writes(req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe {
         if let Some(why) = cross_site(req.headers()) {
-            return Problem::new(
-                StatusCode::FORBIDDEN,
-                "cross-origin",
-                "Cross-origin request refused",
-            )
-            .detail(why)
-            .into_response();
+            return Problem::of(Kind::CrossOrigin).detail(why).into_response();
         }
         // Validation takes YAML and changes nothing.
         if req.uri().path() != "/v1/definitions/validate" && !json_or_empty(req.headers()) {
-            return Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            )
-            .detail("write requests take `Content-Type: application/json` bodies (or no body)")
-            .into_response();
+            return Problem::of(Kind::UnsupportedMediaType)
+                .detail("write requests take `Content-Type: application/json` bodies (or no body)")
+                .into_response();
         }
     }
     next.run(req).await

@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::AppState;
+use super::extract::ApiQuery;
 use super::model::{ListParams, SagaPage, SagaSummary, Status};
-use super::problem::{ApiQuery, Problem, internal};
+use super::problem::{Problem, internal};
 use super::search::{Search, status_counts};
 use crate::messaging::reply_token::ReplyKeys;
 use crate::store::{self, SagaFilter};

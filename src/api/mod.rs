@@ -8,6 +8,7 @@ pub mod auth;
 mod bulk;
 mod dead_letters;
 mod definitions;
+pub mod extract;
 mod hardening;
 mod health;
 mod list;
@@ -115,6 +116,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, doc) = documented();
     let settings = state.settings.clone();
     let auth = Arc::new(auth::Auth::new(&settings.auth, &doc));
+    let query_params = Arc::new(extract::QueryParams::new(&doc));
     routes
         // Server spans per route (named by the route template), continuing the caller's
         // traceparent; a route layer, so the routes below make no spans.
@@ -132,9 +134,18 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", doc))
+        // No validator badge: Swagger UI would send the document to an outside service.
+        .merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", doc)
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .fallback(problem::no_route)
         .layer(DefaultBodyLimit::max(settings.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            query_params,
+            extract::refuse_unknown_parameters,
+        ))
         .layer(axum::middleware::from_fn_with_state(auth, auth::require))
         .layer(axum::middleware::from_fn(hardening::guard_writes))
         .layer(axum::middleware::from_fn_with_state(

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::definition::Diagnostic;
-use crate::engine::{Instance, SagaStatus, StepStatus};
+use crate::engine::{FailurePhase, Instance, SagaStatus, StepStatus};
 use crate::store::HistoryRow;
 
 /// Status of a saga.
@@ -72,9 +72,10 @@ pub struct StartBody {
     /// The saga input, checked against the definition's input schema.
     #[serde(default)]
     pub input: Json,
-    /// Idempotency / business key; the `Idempotency-Key` header wins over it.
+    /// Idempotency / business key; the `Idempotency-Key` header wins over it. 1 to 256
+    /// visible ASCII characters (`!` to `~`).
     #[serde(default)]
-    #[schema(min_length = 1, max_length = 256)]
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[\x21-\x7E]+$")]
     pub key: Option<String>,
 }
 
@@ -177,7 +178,8 @@ pub struct StepView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FailureView {
-    /// `forward` (a step failed) or `compensation` (rollback incomplete).
+    /// `command` (a step's command failed) or `compensation` (rollback incomplete):
+    /// the phase names of the timeline and of the `ce_sagaphase` header.
     pub phase: String,
     pub step: Option<String>,
     pub reason: String,
@@ -192,7 +194,7 @@ pub struct TimelineEntry {
     pub at: DateTime<Utc>,
     pub kind: String,
     pub step: Option<String>,
-    /// `forward` or `compensation`.
+    /// `command` or `compensation`.
     pub phase: Option<String>,
     pub attempt: Option<i32>,
     pub command_id: Option<Uuid>,
@@ -259,11 +261,25 @@ pub struct SagaDetail {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub deadline_at: Option<DateTime<Utc>>,
+    /// The W3C trace id of the saga's trace (32 hex digits): every span of the saga, its
+    /// participants' included, is in this trace. Search for it in Jaeger or Tempo.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
     /// The latest entries (at most 100), oldest first; the whole timeline is paged by
     /// `GET /v1/sagas/{saga}/timeline`.
     pub timeline: Vec<TimelineEntry>,
     /// False when earlier entries exist than those in `timeline`.
     pub timeline_complete: bool,
+}
+
+/// The trace id of a stored context (`traceparent`, then optionally a newline and the
+/// `tracestate`): `00-<trace id>-<span id>-<flags>`.
+fn trace_id(context: &str) -> Option<String> {
+    let id = context.lines().next()?.split('-').nth(1)?;
+    let valid = id.len() == 32
+        && id.bytes().all(|b| b.is_ascii_hexdigit())
+        && id.bytes().any(|b| b != b'0');
+    valid.then(|| id.to_ascii_lowercase())
 }
 
 /// A compensation's state in the words the API has always used for it.
@@ -290,6 +306,7 @@ impl SagaDetail {
         step_names: Vec<String>,
         current: Vec<String>,
         timeline: Vec<HistoryRow>,
+        trace_context: Option<&str>,
     ) -> SagaDetail {
         let steps = inst
             .steps
@@ -315,7 +332,11 @@ impl SagaDetail {
             input: inst.input,
             output: inst.output.unwrap_or(Json::Null),
             failure: inst.failure.map(|f| FailureView {
-                phase: text(&f.phase),
+                phase: match f.phase {
+                    FailurePhase::Forward => "command",
+                    FailurePhase::Compensation => "compensation",
+                }
+                .into(),
                 step: f.step,
                 reason: f.reason,
             }),
@@ -325,6 +346,7 @@ impl SagaDetail {
             created_at: inst.created_at,
             updated_at: inst.updated_at,
             deadline_at: inst.deadline_at,
+            trace_id: trace_context.and_then(trace_id),
             timeline_complete: timeline.len() < TIMELINE_IN_DETAIL,
             timeline: timeline.into_iter().map(Into::into).collect(),
         }

@@ -71,6 +71,17 @@ impl Modify for Common {
             for op in ops.into_iter().flatten() {
                 let json_write = is_json_write(op);
                 let responses = &mut op.responses.responses;
+                // Any request can time out or fail inside.
+                responses.entry("408".into()).or_insert_with(|| {
+                    problem("The request took longer than api.request_timeout_ms")
+                });
+                responses
+                    .entry("500".into())
+                    .or_insert_with(|| problem("Internal error; the server log has the cause"));
+                // Every operation refuses query parameters it does not take.
+                responses.entry("400".into()).or_insert_with(|| {
+                    problem("An unknown query parameter, or a malformed query value or body")
+                });
                 if op.security.is_some() {
                     responses
                         .entry("401".into())

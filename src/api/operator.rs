@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Caller;
+use super::extract::{ApiJson, ApiPath};
 use super::model::{AbortBody, ActionResult, ResolveBody, ResolveOutcome, TerminateBody};
-use super::problem::{ApiJson, ApiPath, FieldError, Problem, internal};
+use super::problem::{FieldError, Kind, Problem, internal};
 use super::sagas::json;
 use crate::engine::{Event, Phase, Rejection, Resolution, SagaStatus};
 use crate::runtime::transition::{Applied, ApplyError, Item};
@@ -22,16 +23,13 @@ use crate::runtime::transition::{Applied, ApplyError, Item};
 pub const MAX_REASON_CHARS: usize = 1024;
 
 pub(super) fn invalid(path: &str, message: &str) -> Response {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-body",
-        "The request cannot be applied",
-    )
-    .errors(vec![FieldError {
-        path: path.into(),
-        message: message.into(),
-    }])
-    .into_response()
+    Problem::of(Kind::InvalidBody)
+        .detail(format!("{path}: {message}"))
+        .errors(vec![FieldError {
+            path: path.into(),
+            message: message.into(),
+        }])
+        .into_response()
 }
 
 /// A reason is stored as given, bounded in length.
@@ -55,7 +53,16 @@ pub(super) fn optional_body<T: Default + serde::de::DeserializeOwned>(
     }
     serde_json::from_slice::<Option<T>>(body)
         .map(Option::unwrap_or_default)
-        .map_err(|e| Box::new(Problem::bad_request(format!("invalid body: {e}")).into_response()))
+        .map_err(|e| {
+            // The same kinds as ApiJson: syntax is a 400, a wrong shape a 422.
+            let problem = if e.is_data() {
+                Problem::of(Kind::InvalidBody)
+                    .detail(format!("the body does not have the expected fields: {e}"))
+            } else {
+                Problem::bad_request(format!("the body is not valid JSON: {e}"))
+            };
+            Box::new(problem.into_response())
+        })
 }
 
 /// Text PostgreSQL can store: U+0000, which it cannot, becomes U+FFFD.
@@ -279,13 +286,11 @@ async fn operate(state: &AppState, id: Uuid, event: Event) -> Response {
             "saga {id} runs on a definition version without a step `{step}`"
         ))
         .into_response(),
-        Ok((Applied::Rejected(Rejection::NotAllowed { action, reason }), _)) => Problem::new(
-            StatusCode::CONFLICT,
-            "not-allowed",
-            &format!("{action} is not allowed now"),
-        )
-        .detail(reason)
-        .into_response(),
+        Ok((Applied::Rejected(Rejection::NotAllowed { action, reason }), _)) => {
+            Problem::of(Kind::NotAllowed)
+                .detail(format!("{action} is not allowed now: {reason}"))
+                .into_response()
+        }
         Ok(other) => {
             tracing::error!(?other, "unexpected operator outcome");
             Problem::internal().into_response()

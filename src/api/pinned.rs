@@ -9,8 +9,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::definitions::mermaid_response;
+use super::extract::ApiPath;
 use super::model::{DefinitionVersion, Graph};
-use super::problem::{ApiPath, Problem, internal};
+use super::problem::{Problem, internal};
 use crate::definition::graph::{self, Mark};
 use crate::engine::{Instance, StepStatus};
 use crate::runtime::registry::RegistryError;

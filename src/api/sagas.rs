@@ -6,14 +6,15 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::model::{
     SagaDetail, StartBody, Started, Status, TIMELINE_IN_DETAIL, TimelinePage, TimelineParams,
 };
-use super::problem::{ApiJson, ApiPath, ApiQuery, FieldError, Problem, internal};
+use super::problem::{FieldError, Kind, Problem, internal};
 use crate::runtime::transition::{StartOutcome, StartRequest};
 use crate::store;
 
-use crate::runtime::intake::{MAX_KEY_LEN, nul_path};
+use crate::runtime::intake::{api_key_problem, nul_path};
 
 pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
     (status, axum::Json(body)).into_response()
@@ -28,7 +29,7 @@ pub(super) fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> Respons
     post, path = "/v1/sagas/{saga}", tag = "sagas", operation_id = "start_saga",
     params(
         ("saga" = String, Path, description = "Name of the saga definition to start", example = "order-fulfilment"),
-        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[\x20-\x7E]+$",
+        ("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 256, pattern = r"^[\x21-\x7E]+$",
          description = "Business key: the same key returns the same saga"),
     ),
     request_body = StartBody,
@@ -52,34 +53,38 @@ pub async fn start(
     ApiJson(body): ApiJson<StartBody>,
 ) -> Response {
     let key = match headers.get("idempotency-key").map(|v| v.to_str()) {
-        Some(Ok(k)) => Some(k.to_owned()),
+        Some(Ok(k)) => {
+            if let Some(why) = api_key_problem(k) {
+                return Problem::bad_request(format!("Idempotency-Key header: {why}"))
+                    .into_response();
+            }
+            Some(k.to_owned())
+        }
         Some(Err(_)) => {
-            return Problem::bad_request("Idempotency-Key must be ASCII").into_response();
+            return Problem::bad_request(
+                "Idempotency-Key header: the key may hold only visible ASCII characters (`!` to `~`)",
+            )
+            .into_response();
         }
         None => body.key,
     };
-    if key
-        .as_ref()
-        .is_some_and(|k| k.is_empty() || k.len() > MAX_KEY_LEN)
-    {
-        return Problem::bad_request(format!("the key must have 1 to {MAX_KEY_LEN} bytes"))
+    if let Some(why) = key.as_deref().and_then(api_key_problem) {
+        return Problem::of(Kind::InvalidBody)
+            .detail("the business key breaks the key rule")
+            .errors(vec![FieldError {
+                path: "/key".into(),
+                message: why,
+            }])
             .into_response();
     }
     let nul = |path: String| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-input",
-            "Input cannot be stored",
-        )
-        .errors(vec![FieldError {
-            path,
-            message: "text cannot contain U+0000".into(),
-        }])
-        .into_response()
+        Problem::of(Kind::InvalidInput)
+            .errors(vec![FieldError {
+                path,
+                message: "text cannot contain U+0000".into(),
+            }])
+            .into_response()
     };
-    if key.as_ref().is_some_and(|k| k.contains('\0')) {
-        return nul("/key".into());
-    }
     if let Some(path) = nul_path(&body.input) {
         return nul(format!("/input{path}"));
     }
@@ -87,16 +92,12 @@ pub async fn start(
         .map(|v| v.len())
         .unwrap_or(0);
     if size > state.settings.max_input_bytes {
-        return Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "input-too-large",
-            "Input too large",
-        )
-        .detail(format!(
-            "the input has {size} bytes; at most {} are accepted",
-            state.settings.max_input_bytes
-        ))
-        .into_response();
+        return Problem::of(Kind::TooLarge)
+            .detail(format!(
+                "the input has {size} bytes; at most {} are accepted",
+                state.settings.max_input_bytes
+            ))
+            .into_response();
     }
     let traceparent = headers
         .get("traceparent")
@@ -115,40 +116,32 @@ pub async fn start(
         Ok(StartOutcome::Created(id, status)) => (id, true, Some(status.into())),
         Ok(StartOutcome::Existing(id)) => (id, false, None),
         Ok(StartOutcome::Conflict(id)) => {
-            return Problem::new(
-                StatusCode::CONFLICT,
-                "idempotency-conflict",
-                "Idempotency key reused",
-            )
-            .detail(format!(
-                "saga {id} was started with this key and a different input"
-            ))
-            .into_response();
+            return Problem::of(Kind::IdempotencyConflict)
+                .detail(format!(
+                    "saga {id} was started with this key and a different input"
+                ))
+                .into_response();
         }
         Ok(StartOutcome::UnknownDefinition) => {
             return Problem::not_found(&format!("no saga definition named `{definition}`"))
                 .into_response();
         }
         Ok(StartOutcome::InvalidInput(errors)) => {
-            return Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-input",
-                "Input does not match the saga's schema",
-            )
-            .errors(
-                errors
-                    .into_iter()
-                    .map(|e| FieldError {
-                        path: e.path,
-                        message: e.message,
-                    })
-                    .collect(),
-            )
-            .into_response();
+            return Problem::of(Kind::InvalidInput)
+                .errors(
+                    errors
+                        .into_iter()
+                        .map(|e| FieldError {
+                            path: e.path,
+                            message: e.message,
+                        })
+                        .collect(),
+                )
+                .into_response();
         }
         Ok(StartOutcome::Rejected(r)) => {
-            return Problem::new(StatusCode::CONFLICT, "rejected", "Rejected")
-                .detail(r.to_string())
+            return Problem::of(Kind::NotAllowed)
+                .detail(format!("the saga cannot start: {r}"))
                 .into_response();
         }
         Err(e) => return internal(&e),
@@ -188,10 +181,7 @@ pub async fn start(
     ),
     security(("bearer" = ["read"]))
 )]
-pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) -> Response {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return Problem::not_found(&format!("no saga {id} (saga ids are UUIDs)")).into_response();
-    };
+pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> Response {
     let pool = &state.applier.store.pool;
     let row = match store::get_saga(pool, id).await {
         Ok(Some(row)) => row,
@@ -217,7 +207,14 @@ pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<String>) ->
     let current = inst.current_steps(&def);
     json(
         StatusCode::OK,
-        &SagaDetail::new(inst, row.revision, names, current, history),
+        &SagaDetail::new(
+            inst,
+            row.revision,
+            names,
+            current,
+            history,
+            row.trace_context.as_deref(),
+        ),
     )
 }
 

@@ -18,3 +18,4 @@ pub use load::{
     parse_definition_within,
 };
 pub use model::*;
+pub(crate) use reader::closest;

@@ -51,6 +51,28 @@ pub fn key_problem(key: &str) -> Option<String> {
     }
 }
 
+/// Why a key given over HTTP (the `Idempotency-Key` header or the body's `key`) breaks
+/// the API's rule, if it does: 1 to 256 visible ASCII characters (`!` to `~`), so it
+/// reads the same in a header, a URL and a log line. Trigger keys, rendered from
+/// events, only need [`key_problem`]'s rule.
+pub fn api_key_problem(key: &str) -> Option<String> {
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Some(format!(
+            "the key has {} bytes; it must have 1 to {MAX_KEY_LEN}",
+            key.len()
+        ));
+    }
+    key.chars().find(|c| !c.is_ascii_graphic()).map(|c| {
+        format!(
+            "the key may hold only visible ASCII characters (`!` to `~`); it holds {}",
+            match c {
+                ' ' => "a space".to_owned(),
+                c => format!("U+{:04X}", u32::from(c)),
+            }
+        )
+    })
+}
+
 /// Why an inbound CloudEvent cannot be applied, if it cannot: an attribute too long or
 /// holding U+0000, or data holding U+0000.
 pub fn event_problem(ev: &InboundEvent) -> Option<String> {
@@ -132,5 +154,11 @@ mod tests {
         assert!(key_problem("").is_some());
         assert!(key_problem(&"k".repeat(MAX_KEY_LEN + 1)).is_some());
         assert!(key_problem("a\u{0}").is_some());
+        assert_eq!(api_key_problem("order-1/x_y:z"), None);
+        for bad in ["", "a b", "clé-ü", "tab\there", "a\u{0}"] {
+            assert!(api_key_problem(bad).is_some(), "{bad:?}");
+        }
+        assert!(api_key_problem("a b").unwrap().contains("a space"));
+        assert!(api_key_problem("clé").unwrap().contains("U+00E9"));
     }
 }

@@ -142,13 +142,42 @@ pub fn timer_key(timer: &Timer) -> String {
     serde_json::to_string(timer).unwrap_or_default()
 }
 
+/// The hash idempotency compares: of the input as a JSON value, so `1` and `1.0`, or
+/// `100` and `1e2`, are one input. (serde_json maps are sorted by key, and numbers are
+/// written in one form by [`canonical_numbers`].)
 pub fn input_hash(input: &Json) -> String {
-    // serde_json maps are sorted by key, so this text is canonical.
-    let text = serde_json::to_string(input).unwrap_or_default();
+    text_hash(&serde_json::to_string(&canonical_numbers(input)).unwrap_or_default())
+}
+
+/// The hash earlier releases stored: of the input's text as parsed, where `1.0` and
+/// `1` differ. A start whose key matches a saga started by one of them is compared with
+/// both, so a client retrying across an upgrade is not told its input changed.
+pub fn legacy_input_hash(input: &Json) -> String {
+    text_hash(&serde_json::to_string(input).unwrap_or_default())
+}
+
+fn text_hash(text: &str) -> String {
     Sha256::digest(text.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Every number that is a whole value written as a float (`1.0`, `1e2`) as an integer.
+fn canonical_numbers(v: &Json) -> Json {
+    match v {
+        Json::Number(n) if n.is_f64() => n
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+            .map_or_else(|| v.clone(), |f| Json::from(f as i64)),
+        Json::Array(items) => Json::Array(items.iter().map(canonical_numbers).collect()),
+        Json::Object(map) => Json::Object(
+            map.iter()
+                .map(|(k, x)| (k.clone(), canonical_numbers(x)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 fn random() -> u64 {
@@ -496,7 +525,9 @@ impl Applier {
         };
         let step = t.instance.spotlight_step(def);
         match store::insert_saga(tx, &t.instance, &hash, Some(&span.stored()), step).await? {
-            Inserted::Existing { id, input_hash } if input_hash == hash => {
+            Inserted::Existing { id, input_hash }
+                if input_hash == hash || input_hash == legacy_input_hash(&t.instance.input) =>
+            {
                 return Ok(StartOutcome::Existing(id));
             }
             Inserted::Existing { id, .. } => return Ok(StartOutcome::Conflict(id)),
@@ -536,4 +567,23 @@ pub enum StartOutcome {
     /// Every place the input breaks the definition's schema.
     InvalidInput(Vec<InputError>),
     Rejected(Rejection),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn idempotency_compares_inputs_as_json_values() {
+        let a = json!({"amount": 1, "items": [{"q": 100}], "rate": 0.5});
+        let b: Json = serde_json::from_str(r#"{"rate":0.50,"items":[{"q":1e2}],"amount":1.0}"#)
+            .expect("JSON");
+        assert_eq!(input_hash(&a), input_hash(&b));
+        assert_ne!(input_hash(&a), input_hash(&json!({"amount": 2})));
+        assert_ne!(input_hash(&json!(1.5)), input_hash(&json!(1)));
+        assert_ne!(input_hash(&json!("1")), input_hash(&json!(1)));
+        // What an earlier release stored for an input without floats is unchanged.
+        assert_eq!(input_hash(&a), legacy_input_hash(&a));
+    }
 }
