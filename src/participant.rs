@@ -70,6 +70,9 @@ pub enum Decision {
     Failure {
         retryable: bool,
     },
+    /// The demo's "no": the step's failure type (non-retryable first), or its success
+    /// type when it declares none, so every command is answered.
+    Decline,
     /// Reply with exactly this type and payload.
     Custom {
         reply_type: String,
@@ -99,7 +102,7 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
         let h = Uuid::new_v5(&c.saga_id, c.step.as_bytes()).as_u128() as u64;
         let draw = ((h & ((1u64 << 62) - 1)) >> 9) as f64 / (1u64 << 53) as f64;
         let d = if draw < failure_rate {
-            Decision::Failure { retryable: false }
+            Decision::Decline
         } else {
             Decision::Success
         };
@@ -169,6 +172,17 @@ fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(Str
                 .or_else(|| spec.failure.first())?;
             Some((f.reply_type.clone(), false))
         }
+        Decision::Decline => Some(
+            match spec
+                .failure
+                .iter()
+                .find(|f| !f.retryable)
+                .or_else(|| spec.failure.first())
+            {
+                Some(f) => (f.reply_type.clone(), false),
+                None => (spec.success.first()?.clone(), true),
+            },
+        ),
         Decision::Custom { reply_type, .. } => Some((reply_type.clone(), true)),
         Decision::Silence => None,
     }
@@ -300,6 +314,7 @@ pub async fn run(
                     Some(
                         Decision::Success
                         | Decision::Failure { retryable: false }
+                        | Decision::Decline
                         | Decision::Custom { .. },
                     ),
                 ) => d[&(cmd.saga_id, cmd.step.clone(), cmd.phase)].clone(),

@@ -70,7 +70,9 @@ def decide(cmd, a, state):
         did = state.get((saga, step, "command"), (None, None, False))[2]
         return success, {"undone": did}, True
     if (saga, step, "compensation") in state:  # undone before it arrived: never do it now
-        return failure or success, {"error": "already compensated"}, False
+        if failure is None:
+            return None  # no failure type to refuse with: a success would be applied as one
+        return failure, {"error": "already compensated"}, False
     if step in a.fail_steps and (a.failure_type or failure):
         return a.failure_type or failure, {"error": f"{step} declined by the python participant"}, False
     data = {"processed_at": datetime.now(timezone.utc).isoformat()}
@@ -111,7 +113,7 @@ def main():
         if outcome is None:  # first execution; a retry or redelivery replays the first outcome
             outcome = decide(cmd, a, state)
             if outcome is None:
-                log.warning("no handler for %s; not answering", cmd["type"])
+                log.warning("not answering %s (no handler, or a refusal with no failure type)", cmd["type"])
                 consumer.commit(message=msg, asynchronous=False)
                 continue
             state[key] = outcome
