@@ -94,6 +94,7 @@ enum Command {
     /// discard. Same flags and exit codes as `sagas`.
     DeadLetters(Box<sagaflow::ctl::DeadLettersArgs>),
     /// Run a saga through the engine with scripted participants and print what it sends.
+    /// Exit code: 0 completed, 3 compensated, 4 failed, 1 error, 2 usage.
     Simulate {
         file: PathBuf,
         /// The saga input, as JSON.
@@ -371,7 +372,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let lines = simulate::simulate(&def, input, &script)?;
             print!("{}", simulate::render(&lines));
-            Ok(ExitCode::SUCCESS)
+            Ok(simulate_exit(&lines))
         }
     }
 }
@@ -387,6 +388,14 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     for path in &paths {
         if path.is_dir() {
             let (d, e) = definition::load_dir(path);
+            // Validating nothing is a mistake (a wrong path, files named *.yaml.txt).
+            if d.is_empty() && e.is_empty() {
+                diags.push(Diagnostic::about(
+                    &path.display().to_string(),
+                    "no saga definitions here".into(),
+                    "definitions are the *.yaml and *.yml files directly in the directory".into(),
+                ));
+            }
             defs.extend(d);
             diags.extend(e);
         } else {
@@ -396,12 +405,14 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
             }
         }
     }
+    let warnings: Vec<&Diagnostic> = defs.iter().flat_map(|d| &d.warnings).collect();
     match format {
         Format::Json => {
             let report = serde_json::json!({
                 "valid": diags.is_empty(),
                 "definitions": defs.iter().map(|d| serde_json::json!({"name": d.name, "file": d.file, "version": d.version})).collect::<Vec<_>>(),
                 "errors": diags,
+                "warnings": warnings,
             });
             println!(
                 "{}",
@@ -409,7 +420,7 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
             );
         }
         Format::Text => {
-            for d in &diags {
+            for d in diags.iter().chain(warnings.iter().copied()) {
                 eprintln!("{d}");
             }
             for d in &defs {
@@ -418,12 +429,31 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
             if !diags.is_empty() {
                 eprintln!("{} error(s)", diags.len());
             }
+            if !warnings.is_empty() {
+                eprintln!("{} warning(s)", warnings.len());
+            }
         }
     }
     if diags.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `simulate`'s exit code says how the saga ended, so CI can assert outcomes:
+/// 0 completed, 3 compensated, 4 failed (1 is an error, 2 a usage mistake).
+fn simulate_exit(lines: &[simulate::Line]) -> ExitCode {
+    use sagaflow::engine::SagaStatus;
+    let last = lines.iter().rev().find_map(|l| match l {
+        simulate::Line::Status { status, .. } => Some(*status),
+        _ => None,
+    });
+    match last {
+        Some(SagaStatus::Completed) => ExitCode::SUCCESS,
+        Some(SagaStatus::Compensated) => ExitCode::from(3),
+        Some(SagaStatus::Failed) => ExitCode::from(4),
+        _ => ExitCode::FAILURE,
     }
 }
 

@@ -1,4 +1,5 @@
 //! The `sagaflow` binary as a user runs it.
+#![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Output};
 
@@ -60,7 +61,7 @@ fn simulate_failing_third_step_compensates_the_first_two_in_reverse() {
         "--fail",
         "capture_payment",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
     let out = stdout(&o);
     let sends: Vec<&str> = out
         .lines()
@@ -75,6 +76,7 @@ fn simulate_failing_third_step_compensates_the_first_two_in_reverse() {
     assert_eq!(comps, ["authorize_payment#1", "reserve_stock#1"], "{out}");
     assert!(!sends.iter().any(|s| s.starts_with("ship_order")), "{out}");
     assert!(out.contains("status: compensated"), "{out}");
+    assert_eq!(o.status.code(), Some(3), "compensated exits 3");
 }
 
 #[test]
@@ -169,4 +171,60 @@ fn payload_constants_are_sent_as_written() {
     ] {
         assert!(out.contains(exact), "{exact} in {out}");
     }
+}
+
+#[test]
+fn simulate_exit_codes_say_how_the_saga_ended() {
+    // A step after the pivot that fails for good leaves the saga `failed`.
+    let o = sagaflow(&[
+        "simulate",
+        "sagas/order-fulfilment.yaml",
+        "--input",
+        ORDER_INPUT,
+        "--fail",
+        "ship_order",
+    ]);
+    assert!(stdout(&o).contains("status: failed"), "{}", stdout(&o));
+    assert_eq!(o.status.code(), Some(4));
+    let o = sagaflow(&["simulate", "sagas/order-fulfilment.yaml", "--input", ORDER_INPUT]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn validate_warns_about_yaml_11_lookalikes_and_still_passes() {
+    let o = sagaflow(&["validate", "tests/fixtures/values/yaml-1.1-lookalikes.yaml"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    for (at, text) in [
+        (":9:", "`NO` is the string \"NO\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false"),
+        (":9:", "`on` is the string \"on\" here"),
+        (":9:", "`012345` is the string \"012345\" here (YAML 1.2), but YAML 1.1 tools read it as an octal number (5349)"),
+        (":9:", "`y` is the string"),
+        // A key too: `n: 42` is `false: 42` to YAML 1.1.
+        (":9:", "`n` is the string \"n\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false"),
+        (":9:", "`1:30` is the string \"1:30\" here (YAML 1.2), but YAML 1.1 tools read it as the number 90 (base 60)"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(at) && l.contains("warning:") && l.contains(text)),
+            "{text} in {err}"
+        );
+    }
+    assert!(err.contains("help: quote it ('NO')"), "{err}");
+    assert!(err.contains("6 warning(s)"), "{err}");
+    let o = sagaflow(&["validate", "--format", "json", "tests/fixtures/values"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 6, "{report}");
+    assert_eq!(report["warnings"][0]["severity"], "warning");
+}
+
+#[test]
+fn validate_refuses_an_empty_directory() {
+    let dir = std::env::temp_dir().join(format!("sagaflow-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a saga").unwrap();
+    let o = sagaflow(&["validate", dir.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("error: no saga definitions here"), "{}", stderr(&o));
 }

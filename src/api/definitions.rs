@@ -174,14 +174,15 @@ pub async fn validate(State(state): State<AppState>, body: Bytes) -> Response {
     if let Err(e) = spawned {
         return internal(&e);
     }
-    let errors = match rx.await {
-        Ok(Ok(_)) => Vec::new(),
-        Ok(Err(diags)) => diags,
+    let (errors, warnings) = match rx.await {
+        Ok(Ok(def)) => (Vec::new(), def.warnings),
+        Ok(Err(diags)) => (diags, Vec::new()),
         Err(_) => return Problem::internal().into_response(),
     };
     axum::Json(ValidationReport {
         valid: errors.is_empty(),
         errors,
+        warnings,
     })
     .into_response()
 }

@@ -558,11 +558,16 @@ pub struct Graph {
 /// Same report as `sagaflow validate --format json`.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({"valid": false, "errors": [{"file": "definition.yaml", "line": 3, "column": 5,
-    "message": "unknown field `stepz`", "help": "did you mean `steps`?"}]}))]
+    "message": "unknown field `stepz`", "help": "did you mean `steps`?", "severity": "error"}],
+    "warnings": []}))]
 pub struct ValidationReport {
     pub valid: bool,
     #[schema(value_type = Vec<DiagnosticView>)]
     pub errors: Vec<Diagnostic>,
+    /// Problems that leave the definition valid (plain values YAML 1.1 tools read
+    /// otherwise): fix them, but nothing refuses the definition for them.
+    #[schema(value_type = Vec<DiagnosticView>)]
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// A problem in a definition, pointing at the line and column to fix.
@@ -573,6 +578,8 @@ pub struct DiagnosticView {
     pub column: u64,
     pub message: String,
     pub help: Option<String>,
+    /// `error` or `warning`.
+    pub severity: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -123,6 +123,7 @@ pub(crate) fn decode(
         stages: Vec::new(),
         pivot: None,
         output: None,
+        warnings: Vec::new(),
     };
     let mut infos = Vec::new();
     if !matches!(root.value, Value::Map(_)) {
@@ -302,6 +303,14 @@ fn input(node: &Node, ctx: &mut Ctx) -> Option<InputSchema> {
     f.finish(&mut ctx.d);
     let schema_node = schema_node?;
     let schema = schema_node.to_json();
+    let problems = super::schema_check::problems(&schema);
+    for p in &problems {
+        let at = node_at_pointer(schema_node, &p.pointer);
+        ctx.d.error_help(at.pos, p.message.clone(), p.help.clone());
+    }
+    if !problems.is_empty() {
+        return None;
+    }
     match crate::definition::load::compile_schema(&schema) {
         Ok(validator) => Some(InputSchema {
             schema,

@@ -17,11 +17,53 @@ pub struct Diagnostic {
     pub pos: Pos,
     pub message: String,
     pub help: Option<String>,
+    /// Errors make the definition invalid; warnings do not.
+    pub severity: Severity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
+}
+
+impl Diagnostic {
+    /// A problem that does not make the definition invalid.
+    pub fn warning(file: &str, pos: Pos, message: String, help: String) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            pos,
+            message,
+            help: Some(help),
+            severity: Severity::Warning,
+        }
+    }
+
+    /// A problem with a whole file or directory rather than a spot in it.
+    pub fn about(file: &str, message: String, help: String) -> Diagnostic {
+        Diagnostic {
+            file: file.to_owned(),
+            pos: Pos::START,
+            message,
+            help: Some(help),
+            severity: Severity::Error,
+        }
+    }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: error: {}", self.file, self.pos, self.message)?;
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(
+            f,
+            "{}:{}: {severity}: {}",
+            self.file, self.pos, self.message
+        )?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -64,6 +106,7 @@ impl Diags {
             pos,
             message: message.into(),
             help: Some(help.into()),
+            severity: Severity::Error,
         });
     }
 
@@ -88,6 +131,7 @@ mod tests {
             pos: Pos { line: 3, column: 7 },
             message: "unknown field `timout`".into(),
             help: help.map(str::to_owned),
+            severity: Severity::Error,
         }
     }
 
@@ -109,7 +153,8 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({"file": "sagas/a.yaml", "line": 3, "column": 7,
-                               "message": "unknown field `timout`", "help": null})
+                               "message": "unknown field `timout`", "help": null,
+                               "severity": "error"})
         );
     }
 

@@ -278,6 +278,7 @@ mod tests {
             stages: Vec::new(),
             pivot: None,
             output: None,
+            warnings: Vec::new(),
         };
         for (k, (group, steps)) in stages.iter().enumerate() {
             let mut indexes = Vec::new();

@@ -123,6 +123,7 @@ pub fn parse_definition_within(
     let (mut def, infos) = decode(&root, file, source, &mut ctx);
     validate(&mut def, &infos, &mut ctx);
     if ctx.d.is_empty() {
+        def.warnings = super::lookalike::warnings(&root, source, file);
         Ok(def)
     } else {
         Err(ctx.d.into_sorted())

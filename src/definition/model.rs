@@ -34,6 +34,8 @@ pub struct Definition {
     /// Index (into `steps`) of the pivot step, if any.
     pub pivot: Option<usize>,
     pub output: Option<Template>,
+    /// Problems that do not make it invalid (plain scalars YAML 1.1 reads otherwise).
+    pub warnings: Vec<crate::definition::Diagnostic>,
 }
 
 #[derive(Debug, Clone)]

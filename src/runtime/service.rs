@@ -186,6 +186,9 @@ pub async fn run(
         return Err(ServeError::Definitions(diags));
     }
     tracing::info!(count = defs.len(), dir = %settings.runtime.sagas_dir.display(), "definitions loaded");
+    for warning in defs.iter().flat_map(|d| &d.warnings) {
+        tracing::warn!(%warning, "definition warning");
+    }
     let store = connect(&settings, &cancel).await?;
     store.migrate().await?;
     let registry = Arc::new(Registry::new(defs));
