@@ -1,12 +1,11 @@
 //! Hand-written decoding of a [`Node`] tree into a [`Definition`], collecting every problem.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::definition::diagnostic::Diags;
 use crate::definition::model::{
-    DEFAULT_REPLY_TOPIC, DEFAULT_STEP_TIMEOUT, Definition, InputSchema, RetryPolicy, Stage, Step,
+    DEFAULT_REPLY_TOPIC, DEFAULT_STEP_TIMEOUT, Definition, RetryPolicy, Schema, Stage, Step,
     Trigger,
 };
 use crate::definition::node::{Node, Pos, Value};
@@ -297,39 +296,16 @@ fn steps(
     (steps, stages, infos)
 }
 
-fn input(node: &Node, ctx: &mut Ctx) -> Option<InputSchema> {
+fn input(node: &Node, ctx: &mut Ctx) -> Option<Schema> {
     let mut f = Fields::new(node, "input", &mut ctx.d)?;
     let schema_node = f.req("schema", &mut ctx.d);
     f.finish(&mut ctx.d);
     let schema_node = schema_node?;
-    let schema = schema_node.to_json();
-    let problems = super::schema_check::problems(&schema);
-    for p in &problems {
-        let at = node_at_pointer(schema_node, &p.pointer);
-        ctx.d.error_help(at.pos, p.message.clone(), p.help.clone());
-    }
-    if !problems.is_empty() {
-        return None;
-    }
-    match crate::definition::load::compile_schema(&schema) {
-        Ok(validator) => Some(InputSchema {
-            schema,
-            validator: Arc::new(validator),
-        }),
-        Err(err) => {
-            let at = node_at_pointer(schema_node, err.instance_path().as_str());
-            ctx.d.error_help(
-                at.pos,
-                format!("invalid JSON Schema: {err}"),
-                "the input schema must be valid JSON Schema (draft 2020-12)",
-            );
-            None
-        }
-    }
+    super::schema_check::compile(schema_node, "input", &mut ctx.d)
 }
 
 /// The node a JSON pointer designates, or the deepest one found on the way.
-fn node_at_pointer<'a>(root: &'a Node, pointer: &str) -> &'a Node {
+pub(crate) fn node_at_pointer<'a>(root: &'a Node, pointer: &str) -> &'a Node {
     let mut node = root;
     for raw in pointer.split('/').skip(1) {
         let token = raw.replace("~1", "/").replace("~0", "~");

@@ -290,6 +290,7 @@ mod tests {
                     payload: Template::Literal(serde_json::json!({})),
                     key: None,
                     headers: Vec::new(),
+                    schema: None,
                 };
                 if pivot {
                     d.pivot = Some(index);

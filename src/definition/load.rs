@@ -306,14 +306,7 @@ impl Definition {
         let Some(schema) = &self.input_schema else {
             return Ok(());
         };
-        let errors: Vec<InputError> = schema
-            .validator
-            .iter_errors(input)
-            .map(|e| InputError {
-                path: e.instance_path().as_str().to_owned(),
-                message: e.to_string(),
-            })
-            .collect();
+        let errors = schema.violations(input);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -10,6 +10,7 @@ pub mod model;
 pub mod node;
 mod reader;
 mod schema_check;
+mod schema_refs;
 mod step;
 pub mod template;
 mod validate;

@@ -22,7 +22,7 @@ pub struct Definition {
     pub source: String,
     /// The file it came from, for messages.
     pub file: String,
-    pub input_schema: Option<InputSchema>,
+    pub input_schema: Option<Schema>,
     pub reply_topic: String,
     /// Saga-level deadline measured from start.
     pub deadline: Option<Duration>,
@@ -38,11 +38,25 @@ pub struct Definition {
     pub warnings: Vec<crate::definition::Diagnostic>,
 }
 
+/// A JSON Schema written in a definition (the input's, a command's, a reply type's).
 #[derive(Debug, Clone)]
-pub struct InputSchema {
+pub struct Schema {
     pub schema: serde_json::Value,
     /// `schema` compiled once at load; shared because compiling is costly.
     pub validator: std::sync::Arc<jsonschema::Validator>,
+}
+
+impl Schema {
+    /// Every place `value` breaks the schema (empty when it conforms).
+    pub fn violations(&self, value: &serde_json::Value) -> Vec<crate::definition::InputError> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| crate::definition::InputError {
+                path: e.instance_path().as_str().to_owned(),
+                message: e.to_string(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -82,6 +96,9 @@ pub struct MessageSpec {
     pub key: Option<Template>,
     /// Extra Kafka headers, values templated.
     pub headers: Vec<(String, Template)>,
+    /// The JSON Schema of the rendered payload, if declared: the participant's contract
+    /// (AsyncAPI, `sagaflow contract-test`, `simulate`).
+    pub schema: Option<Schema>,
 }
 
 #[derive(Debug, Clone)]
@@ -96,6 +113,8 @@ pub struct Compensation {
 pub struct ReplySpec {
     pub success: Vec<String>,
     pub failure: Vec<FailureType>,
+    /// The JSON Schema of a reply type's data, for the types that declare one.
+    pub schemas: std::collections::BTreeMap<String, Schema>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,6 +145,33 @@ impl ReplySpec {
             },
             None => ReplyClass::Undeclared,
         }
+    }
+
+    /// Why `payload` is not valid data for `reply_type`, if its schema says so.
+    pub fn schema_violation(
+        &self,
+        reply_type: &str,
+        payload: &serde_json::Value,
+    ) -> Option<String> {
+        let errors = self.schemas.get(reply_type)?.violations(payload);
+        if errors.is_empty() {
+            return None;
+        }
+        let list: Vec<String> = errors
+            .iter()
+            .map(|e| {
+                let at = if e.path.is_empty() {
+                    "/"
+                } else {
+                    e.path.as_str()
+                };
+                format!("{at}: {}", e.message)
+            })
+            .collect();
+        Some(format!(
+            "reply `{reply_type}` breaks its schema: {}",
+            list.join("; ")
+        ))
     }
 }
 
@@ -220,6 +266,7 @@ mod tests {
                 reply_type: "busy".into(),
                 retryable: true,
             }],
+            schemas: Default::default(),
         };
         assert_eq!(spec.classify("ok"), ReplyClass::Success);
         assert_eq!(

@@ -3,9 +3,44 @@
 //! Schema does not know, which a validator would silently ignore (`maxLenght: 5` checks
 //! nothing). Misspelled keywords and type names get a suggestion.
 
+use std::sync::Arc;
+
 use serde_json::Value as Json;
 
+use super::Schema;
 use super::closest;
+use super::decode::node_at_pointer;
+use super::diagnostic::Diags;
+use super::node::Node;
+
+/// Compiles the JSON Schema written at `node`, reporting every problem at its line;
+/// `what` names it in messages (`input`, `command`, `reply inventory.stock_reserved`).
+pub(crate) fn compile(node: &Node, what: &str, d: &mut Diags) -> Option<Schema> {
+    let schema = node.to_json();
+    let found = problems(&schema);
+    for p in &found {
+        let at = node_at_pointer(node, &p.pointer);
+        d.error_help(at.pos, p.message.clone(), p.help.clone());
+    }
+    if !found.is_empty() {
+        return None;
+    }
+    match super::load::compile_schema(&schema) {
+        Ok(validator) => Some(Schema {
+            schema,
+            validator: Arc::new(validator),
+        }),
+        Err(err) => {
+            let at = node_at_pointer(node, err.instance_path().as_str());
+            d.error_help(
+                at.pos,
+                format!("invalid JSON Schema: {err}"),
+                format!("the {what} schema must be valid JSON Schema (draft 2020-12)"),
+            );
+            None
+        }
+    }
+}
 
 /// One problem: a JSON pointer into the schema, what is wrong, how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]

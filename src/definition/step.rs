@@ -1,6 +1,6 @@
 //! Decoding of steps, the messages they send, their replies and retry policies.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use serde_json::json;
@@ -8,11 +8,11 @@ use serde_json::json;
 use crate::definition::decode::{Ctx, Scope, check_topic, template};
 use crate::definition::duration::format_duration;
 use crate::definition::model::{
-    Compensation, FailureType, MessageSpec, ReplySpec, RetryPolicy, Step,
+    Compensation, FailureType, MessageSpec, ReplySpec, RetryPolicy, Schema, Step,
 };
 use crate::definition::node::{Node, Pos, Value};
 use crate::definition::reader::{
-    Expected, Fields, duration, list, map, number, string, wrong_type,
+    Expected, Fields, closest, duration, list, map, number, string, wrong_type,
 };
 use crate::definition::template::Template;
 
@@ -155,6 +155,7 @@ fn placeholder_message() -> MessageSpec {
         payload: Template::Literal(json!({})),
         key: None,
         headers: Vec::new(),
+        schema: None,
     }
 }
 
@@ -222,12 +223,16 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
         .opt("payload")
         .map(|n| template(n, scope, ctx))
         .unwrap_or(Template::Literal(json!({})));
+    let schema = f
+        .opt("schema")
+        .and_then(|n| super::schema_check::compile(n, "payload", &mut ctx.d));
     MessageSpec {
         topic: topic.unwrap_or_default(),
         message_type: message_type.unwrap_or_default(),
         payload,
         key,
         headers,
+        schema,
     }
 }
 
@@ -309,8 +314,46 @@ fn reply(node: &Node, ctx: &mut Ctx) -> ReplySpec {
             });
         }
     }
+    if let Some(n) = f.opt("schemas") {
+        spec.schemas = reply_schemas(n, &seen, ctx);
+    }
     f.finish(&mut ctx.d);
     spec
+}
+
+/// `schemas:` maps declared reply types to the JSON Schema of their data.
+fn reply_schemas(
+    node: &Node,
+    declared: &HashMap<String, bool>,
+    ctx: &mut Ctx,
+) -> BTreeMap<String, Schema> {
+    let mut out = BTreeMap::new();
+    let Some(entries) = map(node, "schemas", &mut ctx.d) else {
+        return out;
+    };
+    for (key, value) in entries {
+        if !declared.contains_key(&key.name) {
+            let names: Vec<&str> = declared.keys().map(String::as_str).collect();
+            let help = match closest(&key.name, &names) {
+                Some(near) => format!("did you mean `{near}`?"),
+                None => format!(
+                    "schemas are for the reply types listed in `success` and `failure`: {}",
+                    names.join(", ")
+                ),
+            };
+            ctx.d.error_help(
+                key.pos,
+                format!("`{}` is not a reply type of this step", key.name),
+                help,
+            );
+            continue;
+        }
+        let what = format!("reply `{}`", key.name);
+        if let Some(schema) = super::schema_check::compile(value, &what, &mut ctx.d) {
+            out.insert(key.name.clone(), schema);
+        }
+    }
+    out
 }
 
 fn reply_type(

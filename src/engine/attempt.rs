@@ -124,6 +124,17 @@ impl<'a> Machine<'a> {
             self.ignore_reply(idx, &reply, "reply type is not declared for this step");
             return;
         }
+        // Data that breaks its type's schema is no answer: recorded with the reason,
+        // never applied, and the attempt goes on waiting (it times out and is retried
+        // like one that got no reply, so a pivot is never rolled back on it).
+        if let Some(why) = spec
+            .reply
+            .schema_violation(&reply.reply_type, &reply.payload)
+        {
+            let why: String = why.chars().take(1000).collect();
+            self.ignore_reply(idx, &reply, &why);
+            return;
+        }
         let current = t.status == StepStatus::Running && t.attempt == reply.attempt;
         if !current || self.inst.status == SagaStatus::Terminated {
             self.on_late_reply(idx, reply, class);

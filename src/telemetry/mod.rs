@@ -5,9 +5,12 @@
 //! - Traces: an OpenTelemetry tracer provider is always installed, so every saga gets
 //!   real trace and span ids (in headers and logs); spans are exported over OTLP only
 //!   when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `..._TRACES_ENDPOINT`) is set. Protocol,
-//!   headers, service name and sampler come from the standard `OTEL_*` variables.
+//!   headers, service name and sampler come from the standard `OTEL_*` variables. The
+//!   demo participants' spans are exported as `<service.name>-participants` (see
+//!   `export.rs`).
 //! - Metrics: see [`metrics`].
 
+mod export;
 mod filter;
 mod http;
 pub mod metrics;
@@ -19,7 +22,8 @@ pub use http::http_middleware;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_otlp::SpanExporter;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -112,25 +116,35 @@ impl Drop for TelemetryGuard {
     }
 }
 
+fn exporter(export: &Export) -> Result<Option<SpanExporter>, TelemetryError> {
+    Ok(match export {
+        Export::None => None,
+        Export::FromEnv => Some(SpanExporter::builder().build()?),
+        Export::Grpc(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            Some(exporter)
+        }
+    })
+}
+
 fn provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryError> {
     let mut resource = Resource::builder();
     if std::env::var("OTEL_SERVICE_NAME").is_err() {
         resource = resource.with_service_name(config.default_service_name.clone());
     }
     let builder = SdkTracerProvider::builder().with_resource(resource.build());
-    let builder = match &config.export {
-        Export::None => builder,
-        Export::FromEnv => {
-            builder.with_batch_exporter(opentelemetry_otlp::SpanExporter::builder().build()?)
+    let builder = match (exporter(&config.export)?, exporter(&config.export)?) {
+        (Some(service), Some(participants)) => {
+            builder.with_span_processor(export::Pipelines::new(
+                BatchSpanProcessor::builder(service).build(),
+                BatchSpanProcessor::builder(participants).build(),
+            ))
         }
-        Export::Grpc(endpoint) => {
-            use opentelemetry_otlp::WithExportConfig;
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint.clone())
-                .build()?;
-            builder.with_batch_exporter(exporter)
-        }
+        _ => builder,
     };
     Ok(builder.build())
 }
@@ -157,8 +171,14 @@ pub fn init(config: TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
             .with_writer(std::io::stderr)
             .with_filter(log_filter())
     });
+    // Timings, source locations, threads and targets describe our code, not the
+    // saga: they would be on every span and help no one reading a trace.
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(false)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
         .with_filter(filter::Fresh(EnvFilter::new(OTEL_FILTER)));
     tracing_subscriber::registry()
         .with(json)

@@ -3,4 +3,5 @@
 mod fixtures;
 mod late_and_manual;
 mod model;
+mod reply_schema;
 mod rules;
