@@ -1,5 +1,6 @@
 pub mod api;
 pub mod config;
+pub mod contract;
 pub mod ctl;
 pub mod definition;
 pub mod engine;

@@ -86,6 +86,20 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API as YAML (committed as openapi/openapi.yaml).
     Openapi,
+    /// Print the AsyncAPI 3.0 document of the participant contract of the sagas in DIR
+    /// (what GET /v1/asyncapi serves).
+    Asyncapi {
+        #[arg(long, default_value = "sagas")]
+        dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = DocFormat::Yaml)]
+        format: DocFormat,
+        /// kafka.dead_letter_topic of the deployment.
+        #[arg(long, default_value = "sagaflow.dead-letter")]
+        dead_letter_topic: String,
+        /// kafka.lifecycle_topic of the deployment (empty: lifecycle events are off).
+        #[arg(long, default_value = "sagaflow.lifecycle")]
+        lifecycle_topic: String,
+    },
     /// Operate on sagas through the REST API: list, show, abort, retry, terminate,
     /// resolve-step, bulk. Exit codes: 0 done, 1 refused, 2 usage, 3 not found,
     /// 4 denied, 5 API unavailable, 6 bulk partly refused.
@@ -110,6 +124,12 @@ enum Command {
         #[arg(long = "reply", value_name = "STEP=JSON")]
         reply: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DocFormat {
+    Yaml,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -333,6 +353,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "{}",
                 sagaflow::api::openapi::yaml(&sagaflow::api::openapi_doc())
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Asyncapi {
+            dir,
+            format,
+            dead_letter_topic,
+            lifecycle_topic,
+        } => {
+            let (defs, diags) = definition::load_dir(&dir);
+            if !diags.is_empty() {
+                eprint!("{}", definition::diagnostic::render(&diags));
+                bail!("the definitions in {} are invalid", dir.display());
+            }
+            let topics = sagaflow::contract::ContractTopics {
+                lifecycle: Some(lifecycle_topic).filter(|t| !t.is_empty()),
+                dead_letter: dead_letter_topic,
+            };
+            let defs: Vec<&Definition> = defs.iter().collect();
+            let doc = sagaflow::contract::document(&defs, &topics);
+            match format {
+                DocFormat::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
+                DocFormat::Yaml => print!("{}", serde_saphyr::to_string(&doc)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { saga, dir } => {

@@ -186,7 +186,12 @@ fn simulate_exit_codes_say_how_the_saga_ended() {
     ]);
     assert!(stdout(&o).contains("status: failed"), "{}", stdout(&o));
     assert_eq!(o.status.code(), Some(4));
-    let o = sagaflow(&["simulate", "sagas/order-fulfilment.yaml", "--input", ORDER_INPUT]);
+    let o = sagaflow(&[
+        "simulate",
+        "sagas/order-fulfilment.yaml",
+        "--input",
+        ORDER_INPUT,
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
 }
 
@@ -196,16 +201,29 @@ fn validate_warns_about_yaml_11_lookalikes_and_still_passes() {
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     for (at, text) in [
-        (":9:", "`NO` is the string \"NO\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false"),
+        (
+            ":9:",
+            "`NO` is the string \"NO\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false",
+        ),
         (":9:", "`on` is the string \"on\" here"),
-        (":9:", "`012345` is the string \"012345\" here (YAML 1.2), but YAML 1.1 tools read it as an octal number (5349)"),
+        (
+            ":9:",
+            "`012345` is the string \"012345\" here (YAML 1.2), but YAML 1.1 tools read it as an octal number (5349)",
+        ),
         (":9:", "`y` is the string"),
         // A key too: `n: 42` is `false: 42` to YAML 1.1.
-        (":9:", "`n` is the string \"n\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false"),
-        (":9:", "`1:30` is the string \"1:30\" here (YAML 1.2), but YAML 1.1 tools read it as the number 90 (base 60)"),
+        (
+            ":9:",
+            "`n` is the string \"n\" here (YAML 1.2), but YAML 1.1 tools read it as the boolean false",
+        ),
+        (
+            ":9:",
+            "`1:30` is the string \"1:30\" here (YAML 1.2), but YAML 1.1 tools read it as the number 90 (base 60)",
+        ),
     ] {
         assert!(
-            err.lines().any(|l| l.contains(at) && l.contains("warning:") && l.contains(text)),
+            err.lines()
+                .any(|l| l.contains(at) && l.contains("warning:") && l.contains(text)),
             "{text} in {err}"
         );
     }
@@ -226,5 +244,9 @@ fn validate_refuses_an_empty_directory() {
     let o = sagaflow(&["validate", dir.to_str().unwrap()]);
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("error: no saga definitions here"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("error: no saga definitions here"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod bulk;
+pub mod contract;
 mod dead_letters;
 mod definitions;
 pub mod extract;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub validations: Arc<tokio::sync::Semaphore>,
     /// Reloads `sagas/` (absent where nothing can be reloaded, e.g. handler tests).
     pub reloader: Option<Arc<crate::runtime::reload::Reloader>>,
+    /// The topics of the AsyncAPI document that are settings, not definitions.
+    pub contract_topics: crate::contract::ContractTopics,
 }
 
 impl AppState {
@@ -69,6 +72,9 @@ impl AppState {
             )),
             settings: Arc::new(settings),
             reloader: None,
+            contract_topics: crate::contract::ContractTopics::of(
+                &crate::config::KafkaSettings::default(),
+            ),
         }
     }
 }
@@ -93,6 +99,7 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(dead_letters::requeue))
         .routes(routes!(dead_letters::discard_parked))
         .routes(routes!(definitions::list))
+        .routes(routes!(contract::asyncapi))
         .routes(routes!(definitions::validate))
         .routes(routes!(definitions::reload))
         .routes(routes!(definitions::get))

@@ -337,6 +337,7 @@ pub async fn run(
     tokio::spawn(reload_on_sighup(reloader.clone(), cancel.clone()));
     let mut state = AppState::new(applier.clone(), health.clone(), settings.api.clone());
     state.reloader = Some(reloader);
+    state.contract_topics = crate::contract::ContractTopics::of(&settings.kafka);
     let app = api::router(state);
     tasks.spawn(watch(
         "http",

@@ -1,0 +1,9 @@
+//! The participant contract in machine-readable form, derived from the definitions:
+//! an AsyncAPI document (`GET /v1/asyncapi`, `sagaflow asyncapi`), the table of reply
+//! fields each step needs (docs/protocol.md), and the contract test participant teams
+//! run against their service (`sagaflow contract-test`).
+
+pub mod asyncapi;
+mod derive;
+
+pub use asyncapi::{ContractTopics, document};
