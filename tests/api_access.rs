@@ -60,7 +60,7 @@ async fn definitions_graphs_and_validation() {
     };
     let good = std::fs::read_to_string(repo_path("sagas/order-fulfilment.yaml")).unwrap();
     let r = app.send(validate(good)).await;
-    assert_eq!(r.body, json!({"valid": true, "errors": []}));
+    assert_eq!(r.body, json!({"valid": true, "errors": [], "warnings": []}));
     let bad = std::fs::read_to_string(repo_path("tests/fixtures/invalid/multiple-problems.yaml"))
         .unwrap();
     let r = app.send(validate(bad)).await;
