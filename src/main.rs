@@ -86,6 +86,10 @@ enum Command {
     },
     /// Print the OpenAPI document of the HTTP API as YAML (committed as openapi/openapi.yaml).
     Openapi,
+    /// Check a running participant against the contract: send each step's command
+    /// (rendered from an example input) over Kafka and judge the replies. Exit 0 when
+    /// every check passes, 1 on any violation, 3 when the test cannot run.
+    ContractTest(Box<ContractTestArgs>),
     /// Print the AsyncAPI 3.0 document of the participant contract of the sagas in DIR
     /// (what GET /v1/asyncapi serves).
     Asyncapi {
@@ -126,6 +130,35 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct ContractTestArgs {
+    /// Kafka bootstrap servers of the participant under test.
+    #[arg(
+        long,
+        env = "SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    bootstrap_servers: String,
+    /// A librdkafka property (security.protocol, sasl.*, ssl.*), repeatable: KEY=VALUE.
+    #[arg(long = "property", value_name = "KEY=VALUE")]
+    properties: Vec<String>,
+    #[arg(long, default_value = "sagas")]
+    dir: PathBuf,
+    /// Only these sagas (repeatable; default: all in DIR).
+    #[arg(long = "saga", value_name = "NAME")]
+    sagas: Vec<String>,
+    /// Only these steps (repeatable; default: all), e.g. the ones your service owns.
+    #[arg(long = "step", value_name = "NAME")]
+    steps: Vec<String>,
+    /// Example input of a saga, repeatable: NAME=JSON (default: its input schema's
+    /// first `examples` entry).
+    #[arg(long = "input", value_name = "NAME=JSON")]
+    inputs: Vec<String>,
+    /// How long to wait for each reply, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum DocFormat {
     Yaml,
@@ -142,7 +175,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let service = matches!(
         cli.command,
-        Command::Serve | Command::Migrate | Command::Dev { .. }
+        Command::Serve | Command::Migrate | Command::Dev { .. } | Command::Participants { .. }
     );
     if service {
         // Workers get the main thread's 8 MiB, not tokio's 2 MiB: a stored definition
@@ -355,6 +388,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::ContractTest(args) => contract_test(*args),
         Command::Asyncapi {
             dir,
             format,
@@ -482,6 +516,69 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn contract_test(args: ContractTestArgs) -> anyhow::Result<ExitCode> {
+    let (defs, diags) = definition::load_dir(&args.dir);
+    if !diags.is_empty() {
+        eprint!("{}", definition::diagnostic::render(&diags));
+        return Ok(ExitCode::from(3));
+    }
+    let mut kafka = sagaflow::config::KafkaSettings {
+        bootstrap_servers: args.bootstrap_servers,
+        ..Default::default()
+    };
+    for p in &args.properties {
+        let Some((k, v)) = p.split_once('=') else {
+            eprintln!("error: --property {p:?} must look like KEY=VALUE");
+            return Ok(ExitCode::from(2));
+        };
+        kafka.properties.insert(k.to_owned(), v.to_owned());
+    }
+    let mut inputs = HashMap::new();
+    for i in &args.inputs {
+        let Some((name, json)) = i.split_once('=') else {
+            eprintln!("error: --input {i:?} must look like NAME=JSON");
+            return Ok(ExitCode::from(2));
+        };
+        let value = serde_json::from_str(json)
+            .with_context(|| format!("--input for `{name}` is not valid JSON"))?;
+        inputs.insert(name.to_owned(), value);
+    }
+    let chosen: Vec<&Definition> = defs
+        .iter()
+        .filter(|d| args.sagas.is_empty() || args.sagas.contains(&d.name))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("error: no saga in {} matches --saga", args.dir.display());
+        return Ok(ExitCode::from(2));
+    }
+    let opts = sagaflow::contract::probe::ProbeOptions {
+        kafka,
+        inputs,
+        steps: args.steps.into_iter().collect(),
+        timeout: std::time::Duration::from_millis(args.timeout_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let findings = match runtime.block_on(sagaflow::contract::probe::run(&chosen, &opts)) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("contract-test could not run: {e}");
+            return Ok(ExitCode::from(3));
+        }
+    };
+    for f in &findings {
+        println!("{f}");
+    }
+    let failed = findings.iter().filter(|f| f.problem.is_some()).count();
+    println!("{} checks, {failed} failed", findings.len());
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// `simulate`'s exit code says how the saga ended, so CI can assert outcomes:

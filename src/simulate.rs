@@ -101,6 +101,17 @@ pub fn simulate(
     input: Json,
     script: &Script,
 ) -> Result<Vec<Line>, SimulateError> {
+    simulate_as(def, Uuid::nil(), input, script)
+}
+
+/// [`simulate`] for a saga with this id (which templates see as `saga.id`, and command
+/// ids derive from): `sagaflow contract-test` sends what it renders.
+pub fn simulate_as(
+    def: &Definition,
+    id: Uuid,
+    input: Json,
+    script: &Script,
+) -> Result<Vec<Line>, SimulateError> {
     for name in script
         .fail
         .iter()
@@ -118,7 +129,7 @@ pub fn simulate(
     let script = &script;
     let start: DateTime<Utc> = Utc.timestamp_opt(0, 0).single().unwrap_or_default();
     let mut now = start;
-    let mut inst = Instance::new(Uuid::nil(), def, input, None, now);
+    let mut inst = Instance::new(id, def, input, None, now);
     let mut lines = Vec::new();
     let mut inbox: VecDeque<Event> = VecDeque::from([Event::Start]);
     let mut timers: BTreeMap<Timer, DateTime<Utc>> = BTreeMap::new();

@@ -4,6 +4,10 @@
 //! run against their service (`sagaflow contract-test`).
 
 pub mod asyncapi;
+pub mod check;
 mod derive;
+pub mod fields;
+pub mod probe;
 
 pub use asyncapi::{ContractTopics, document};
+pub use fields::reply_fields_table;
