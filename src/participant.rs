@@ -21,7 +21,7 @@ use crate::engine::Phase;
 use crate::messaging::envelope::{self, Record};
 use crate::messaging::{kafka, reply_token};
 use crate::telemetry::propagation;
-use crate::telemetry::spans::{self, MessageRef, SagaRef};
+use crate::telemetry::spans::{self, Broker, Consumed, MessageRef, SagaRef};
 
 /// A command as the participant sees it.
 #[derive(Debug, Clone)]
@@ -49,14 +49,40 @@ impl Command {
         }
     }
 
-    fn message<'a>(&'a self, topic: &'a str, key: &'a str) -> MessageRef<'a> {
+    /// The command as read from `m` by `group`.
+    fn received<'a>(
+        &'a self,
+        m: &'a OwnedMessage,
+        key: &'a str,
+        group: &'a str,
+        broker: Option<&'a Broker>,
+    ) -> MessageRef<'a> {
         MessageRef {
             step: &self.step,
             attempt: self.attempt,
             compensation: self.phase == Phase::Compensation,
-            topic,
+            topic: m.topic(),
             message_id: &self.command_id,
             key,
+            consumed: Some(Consumed {
+                group,
+                partition: m.partition(),
+                offset: m.offset(),
+                broker,
+            }),
+        }
+    }
+
+    /// The reply `reply_id` to this command.
+    fn reply<'a>(&'a self, reply_id: &'a str, key: &'a str) -> MessageRef<'a> {
+        MessageRef {
+            step: &self.step,
+            attempt: self.attempt,
+            compensation: self.phase == Phase::Compensation,
+            topic: &self.reply_to,
+            message_id: reply_id,
+            key,
+            consumed: None,
         }
     }
 }
@@ -218,20 +244,22 @@ pub fn reply_record(c: &Command, reply_type: &str, payload: &Json) -> Record {
     let trace = cx
         .map(|cx| propagation::headers(&propagation::synthetic_child(Some(&cx))))
         .unwrap_or_default();
-    reply_record_traced(c, reply_type, payload, &trace)
+    let id = Uuid::now_v7().to_string();
+    reply_record_traced(c, &id, reply_type, payload, &trace)
 }
 
-/// The reply to `c` carrying `trace_headers` (`traceparent`/`tracestate` of the span
-/// that sends it).
+/// The reply `id` to `c` carrying `trace_headers` (`traceparent`/`tracestate` of the
+/// span that sends it, which names `id` as its `messaging.message.id`).
 pub fn reply_record_traced(
     c: &Command,
+    id: &str,
     reply_type: &str,
     payload: &Json,
     trace_headers: &[(String, String)],
 ) -> Record {
     let mut headers = vec![
         ("ce_specversion".to_owned(), "1.0".to_owned()),
-        ("ce_id".to_owned(), Uuid::now_v7().to_string()),
+        ("ce_id".to_owned(), id.to_owned()),
         (
             "ce_source".to_owned(),
             "/sagaflow/demo-participant".to_owned(),
@@ -285,6 +313,7 @@ pub async fn run(
     );
     // Outcome per (saga, step, phase): a retried attempt gets the first answer again.
     let decided: Arc<Decided> = Arc::default();
+    let broker = Broker::from_bootstrap(&settings.kafka.bootstrap_servers);
     loop {
         let m = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -332,11 +361,14 @@ pub async fn run(
         let process = spans::participant_process(
             command_cx.as_ref(),
             cmd.saga(),
-            cmd.message(
-                m.topic(),
+            cmd.received(
+                &m,
                 &String::from_utf8_lossy(m.key().unwrap_or_default()),
+                &settings.group_id,
+                broker.as_ref(),
             ),
         );
+        let broker = broker.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -355,13 +387,14 @@ pub async fn run(
             if !success {
                 process.error("declined", format!("declined with {reply_type}"));
             }
-            let key = cmd.saga_id.to_string();
+            let (key, id) = (cmd.saga_id.to_string(), Uuid::now_v7().to_string());
             let reply = spans::participant_reply(
                 &process.context,
                 cmd.saga(),
-                cmd.message(&cmd.reply_to, &key),
+                cmd.reply(&id, &key),
+                broker.as_ref(),
             );
-            let record = reply_record_traced(&cmd, &reply_type, &payload, &reply.headers());
+            let record = reply_record_traced(&cmd, &id, &reply_type, &payload, &reply.headers());
             let sent = kafka::send(&producer.get(), &record, Duration::from_secs(30)).await;
             match &sent {
                 Ok(()) => producer.succeeded(),

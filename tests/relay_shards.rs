@@ -120,6 +120,7 @@ async fn a_shard_is_published_by_one_transaction_at_a_time_and_never_beside_an_o
         batch_size: 100,
         send_timeout: Duration::from_secs(30),
         idle_timeout: Duration::from_secs(120),
+        broker: None,
     };
     let saga = Uuid::new_v4();
     let shard: i16 = sqlx::query_scalar("SELECT (get_byte(uuid_send($1), 15) % 16)::smallint")

@@ -26,7 +26,7 @@ use crate::runtime::transition::{
     Applied, Applier, ApplyError, Item, StartOutcome, TriggerOutcome,
 };
 use crate::store;
-use crate::telemetry::{self, metrics, saga::InboundTrace};
+use crate::telemetry::{self, metrics, saga::InboundTrace, spans::Broker};
 
 #[derive(Debug, Clone)]
 pub struct ConsumerSettings {
@@ -41,6 +41,9 @@ pub struct ConsumerSettings {
     pub park_unreadable_after: Duration,
     /// The group watchdog (`membership.rs`); `None`: off.
     pub watchdog: Option<membership::Watchdog>,
+    /// The consumer's group and `bootstrap.servers`, named on each reply's span.
+    pub group_id: String,
+    pub bootstrap_servers: String,
 }
 
 /// How long without a consumer error counts as healthy when no message arrives.
@@ -252,7 +255,7 @@ async fn process(
     let mut traces = Vec::new();
     let routes: Vec<Route> = batch
         .iter()
-        .map(|m| route(applier, m, &mut items, &mut traces))
+        .map(|m| route(applier, settings, m, &mut items, &mut traces))
         .collect();
     let results = apply(applier, &items, &traces, park_unreadable).await?;
     for (m, route) in batch.iter().zip(routes) {
@@ -277,6 +280,7 @@ async fn process(
 /// to `traces`) to be applied with the rest of the batch.
 fn route(
     applier: &Applier,
+    settings: &ConsumerSettings,
     m: &OwnedMessage,
     items: &mut Vec<Item>,
     traces: &mut Vec<Option<InboundTrace>>,
@@ -329,6 +333,10 @@ fn route(
             .key()
             .map(|k| String::from_utf8_lossy(k).into_owned())
             .unwrap_or_default(),
+        partition: m.partition(),
+        offset: m.offset(),
+        group: settings.group_id.clone(),
+        broker: Broker::from_bootstrap(&settings.bootstrap_servers),
     }));
     items.push(Item {
         saga_id: addr.saga_id,

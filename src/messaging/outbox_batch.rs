@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
+use opentelemetry::KeyValue;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
@@ -13,6 +14,7 @@ use super::kafka;
 use crate::runtime::supervise::fault;
 use crate::store::{self, OutboxRow, Store, StoreError};
 use crate::telemetry::metrics;
+use crate::telemetry::spans::{self, Broker, Outgoing, Traced};
 
 /// Why a batch failed. Neither kind stops the relay: the rows stay where they are and
 /// the batch is tried again with backoff.
@@ -43,6 +45,8 @@ pub struct BatchSettings {
     pub send_timeout: Duration,
     /// The batch transaction's `idle_in_transaction_session_timeout`.
     pub idle_timeout: Duration,
+    /// Named on the batch's span (`server.address`, `server.port`).
+    pub broker: Option<Broker>,
 }
 
 /// Publishes one batch, in one transaction, from those of `shards` it can lock.
@@ -63,6 +67,7 @@ pub async fn publish_shards(
         tx.rollback().await?;
         return Ok(Outcome::Published(0));
     }
+    let span = publish_span(&rows, settings);
     let results = join_all(rows.iter().map(|r| {
         let record = Record {
             topic: r.topic.clone(),
@@ -74,6 +79,10 @@ pub async fn publish_shards(
     }))
     .await;
     let sent = settle(&rows, results);
+    sent.trace(&span);
+    // The send is over once the broker has answered for every message; the deletes
+    // and the commit are the outbox's business, not the publish's.
+    drop(span);
     // The broker has acknowledged these rows; they are not deleted yet.
     fault("relay.after_ack");
     let ids: Vec<i64> = sent.done.iter().map(|r| r.id).collect();
@@ -99,6 +108,27 @@ struct Sent<'a> {
 }
 
 impl Sent<'_> {
+    /// Marks the batch's span failed when the broker refused a message.
+    fn trace(&self, span: &Traced) {
+        for (row, e) in &self.parked {
+            let id = header(row, "ce_id").unwrap_or_default().to_owned();
+            span.event(
+                "message refused",
+                vec![
+                    KeyValue::new("messaging.message.id", id),
+                    KeyValue::new("error.type", error_type(e)),
+                ],
+            );
+            span.error(error_type(e), format!("the broker refuses a message: {e}"));
+        }
+        if let Some(e) = &self.failure {
+            span.error(
+                error_type(e),
+                format!("a message was not acknowledged: {e}"),
+            );
+        }
+    }
+
     /// Metrics, once the deletes have committed.
     fn count(&self) {
         let now = chrono::Utc::now();
@@ -112,9 +142,33 @@ impl Sent<'_> {
     }
 }
 
+/// The producer span of a batch: one span with a link per message (spans.rs says why).
+fn publish_span(rows: &[OutboxRow], settings: &BatchSettings) -> Traced {
+    let outgoing: Vec<Outgoing<'_>> = rows
+        .iter()
+        .map(|r| Outgoing {
+            topic: &r.topic,
+            key: &r.key,
+            headers: &r.headers,
+        })
+        .collect();
+    spans::publish(&outgoing, settings.broker.as_ref())
+}
+
+/// `error.type` of a failed send: librdkafka's error code (`MessageTimedOut`, …).
+fn error_type(e: &KafkaError) -> String {
+    e.rdkafka_error_code()
+        .map_or_else(|| "publish".to_owned(), |code| format!("{code:?}"))
+}
+
+fn header<'a>(row: &'a OutboxRow, name: &str) -> Option<&'a str> {
+    let (_, v) = row.headers.iter().find(|(k, _)| k == name)?;
+    Some(v)
+}
+
 /// When the row's transition ran: its CloudEvents `time` (every outbox row has one).
 fn written_at(row: &OutboxRow) -> Option<chrono::DateTime<chrono::Utc>> {
-    let (_, t) = row.headers.iter().find(|(k, _)| k == "ce_time")?;
+    let t = header(row, "ce_time")?;
     chrono::DateTime::parse_from_rfc3339(t)
         .ok()
         .map(|t| t.with_timezone(&chrono::Utc))

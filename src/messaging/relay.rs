@@ -24,6 +24,7 @@ pub use super::outbox_batch::{BatchSettings, Outcome, RelayError, publish_shards
 use super::kafka::HealingProducer;
 use crate::runtime::supervise::{Heartbeat, fault};
 use crate::store::{self, OUTBOX_SHARDS, Store, wake};
+use crate::telemetry::spans::Broker;
 
 #[derive(Debug, Clone)]
 pub struct RelaySettings {
@@ -74,6 +75,7 @@ pub async fn run(
             batch_size: settings.batch_size,
             send_timeout: settings.send_timeout,
             idle_timeout: idle_timeout(&settings.kafka),
+            broker: Broker::from_bootstrap(&settings.kafka.bootstrap_servers),
         },
         healthy,
     });

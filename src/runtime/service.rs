@@ -258,6 +258,8 @@ pub async fn run(
                     client_id: kafka::consumer_client_id(&settings.kafka),
                     wedged_after: Duration::from_secs(rt.consumer_wedged_after_s),
                 }),
+                group_id: settings.kafka.group_id.clone(),
+                bootstrap_servers: settings.kafka.bootstrap_servers.clone(),
             },
             health.consumer.clone(),
             intake.clone(),

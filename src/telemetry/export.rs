@@ -64,7 +64,11 @@ pub fn participants_resource(resource: &Resource) -> Resource {
         .map(|v| v.as_str().into_owned())
         .unwrap_or_else(|| "sagaflow".to_owned());
     Resource::builder_empty()
-        .with_attributes(resource.iter().map(|(k, v)| KeyValue::new(k.clone(), v.clone())))
+        .with_attributes(
+            resource
+                .iter()
+                .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+        )
         .with_service_name(format!("{service}{PARTICIPANTS_SUFFIX}"))
         .build()
 }
@@ -123,7 +127,10 @@ mod tests {
             .build();
         let p = participants_resource(&service);
         let get = |k: &'static str| p.get(&Key::from_static_str(k));
-        assert_eq!(get("service.name"), Some(Value::from("orders-participants")));
+        assert_eq!(
+            get("service.name"),
+            Some(Value::from("orders-participants"))
+        );
         assert_eq!(
             get("deployment.environment.name"),
             Some(Value::from("prod"))

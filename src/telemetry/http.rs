@@ -74,7 +74,10 @@ fn connection_attrs(req: &Request) -> Vec<KeyValue> {
     if let Some((host, port)) = authority.and_then(split_authority) {
         let default = if scheme == "https" { 443 } else { 80 };
         attrs.push(KeyValue::new("server.address", host.to_owned()));
-        attrs.push(KeyValue::new("server.port", i64::from(port.unwrap_or(default))));
+        attrs.push(KeyValue::new(
+            "server.port",
+            i64::from(port.unwrap_or(default)),
+        ));
     }
     let version = match req.version() {
         Version::HTTP_09 => "0.9",

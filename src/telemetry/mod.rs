@@ -21,8 +21,8 @@ pub mod spans;
 pub use http::http_middleware;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::Resource;
 use opentelemetry_otlp::SpanExporter;
+use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -138,12 +138,10 @@ fn provider(config: &TelemetryConfig) -> Result<SdkTracerProvider, TelemetryErro
     }
     let builder = SdkTracerProvider::builder().with_resource(resource.build());
     let builder = match (exporter(&config.export)?, exporter(&config.export)?) {
-        (Some(service), Some(participants)) => {
-            builder.with_span_processor(export::Pipelines::new(
-                BatchSpanProcessor::builder(service).build(),
-                BatchSpanProcessor::builder(participants).build(),
-            ))
-        }
+        (Some(service), Some(participants)) => builder.with_span_processor(export::Pipelines::new(
+            BatchSpanProcessor::builder(service).build(),
+            BatchSpanProcessor::builder(participants).build(),
+        )),
         _ => builder,
     };
     Ok(builder.build())

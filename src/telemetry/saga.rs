@@ -22,6 +22,22 @@ pub struct InboundTrace {
     pub tracestate: Option<String>,
     pub topic: String,
     pub key: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The consumer group that read it.
+    pub group: String,
+    pub broker: Option<spans::Broker>,
+}
+
+impl InboundTrace {
+    fn consumed(&self) -> spans::Consumed<'_> {
+        spans::Consumed {
+            group: &self.group,
+            partition: self.partition,
+            offset: self.offset,
+            broker: self.broker.as_ref(),
+        }
+    }
 }
 
 /// The span of one event applied to a saga: a reply continues the participant's
@@ -49,6 +65,7 @@ pub fn event_span(
                 topic: inbound.map(|i| i.topic.as_str()).unwrap_or_default(),
                 message_id: &r.message_id,
                 key: inbound.map(|i| i.key.as_str()).unwrap_or_default(),
+                consumed: inbound.map(InboundTrace::consumed),
             };
             return spans::process_reply(
                 reply_cx.as_ref(),
@@ -80,10 +97,10 @@ pub fn event_span(
     spans::saga_event(saga_cx.as_ref(), saga, name, step)
 }
 
-/// The producer span of one outgoing command or compensation.
+/// The creation span of one outgoing command or compensation.
 pub fn send_span(parent: Option<&SpanContext>, inst: &Instance, out: &Outgoing) -> Traced {
     let id = out.command_id.to_string();
-    spans::send(
+    spans::create(
         parent,
         SagaRef {
             id: inst.id,
@@ -96,6 +113,7 @@ pub fn send_span(parent: Option<&SpanContext>, inst: &Instance, out: &Outgoing) 
             topic: &out.topic,
             message_id: &id,
             key: &out.key,
+            consumed: None,
         },
         inst.status.as_str(),
     )

@@ -2,8 +2,10 @@
 //! ambient span), because one consumer batch or timer sweep carries many sagas.
 //!
 //! Log fields (`saga_id`, `step`, `trace_id`) are tracing fields, so every log line
-//! inside these spans carries them; the OpenTelemetry attributes (`saga.*`,
-//! `messaging.*`) go straight to the OTel span so logs are not cluttered twice.
+//! inside these spans carries them (the exporter drops them from the spans, which have
+//! `saga.id` and `saga.step`); the OpenTelemetry attributes (`saga.*`, `messaging.*`,
+//! `server.*`) go straight to the OTel span so logs are not cluttered twice. Messaging
+//! attributes follow the OpenTelemetry conventions for Kafka (docs/observability.md).
 
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{SpanContext, Status, TraceContextExt};
@@ -12,6 +14,7 @@ use tracing::field::{Empty, display};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use super::export::PARTICIPANT_MARK;
 use super::propagation;
 
 /// One span and the context it propagates.
@@ -54,8 +57,12 @@ impl Traced {
         self.span.set_attribute(key, value);
     }
 
+    pub fn event(&self, name: &'static str, attrs: Vec<KeyValue>) {
+        self.span.add_event(name, attrs);
+    }
+
     /// Marks the span failed; `kind` becomes `error.type`.
-    pub fn error(&self, kind: &'static str, message: impl Into<String>) {
+    pub fn error(&self, kind: impl Into<opentelemetry::Value>, message: impl Into<String>) {
         self.span.set_attribute("error.type", kind);
         self.span.set_status(Status::error(message.into()));
     }
@@ -77,6 +84,58 @@ impl SagaRef<'_> {
     }
 }
 
+/// The broker a client reaches first: the first of its `bootstrap.servers`, which is
+/// what `server.address` and `server.port` name (librdkafka's default port is 9092).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub address: String,
+    pub port: u16,
+}
+
+impl Broker {
+    /// From `bootstrap.servers` (`host:port,…`, each optionally `protocol://`).
+    pub fn from_bootstrap(servers: &str) -> Option<Broker> {
+        let first = servers.split(',').next()?.trim();
+        let first = first.split_once("://").map_or(first, |(_, rest)| rest);
+        let (address, port) = super::http::split_authority(first)?;
+        Some(Broker {
+            address: address.to_owned(),
+            port: port.unwrap_or(9092),
+        })
+    }
+
+    fn attrs(&self) -> [KeyValue; 2] {
+        [
+            KeyValue::new("server.address", self.address.clone()),
+            KeyValue::new("server.port", i64::from(self.port)),
+        ]
+    }
+}
+
+/// Where a received message was read.
+#[derive(Debug, Clone, Copy)]
+pub struct Consumed<'a> {
+    pub group: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub broker: Option<&'a Broker>,
+}
+
+impl Consumed<'_> {
+    fn attrs(&self) -> Vec<KeyValue> {
+        let mut a = vec![
+            KeyValue::new("messaging.consumer.group.name", self.group.to_owned()),
+            KeyValue::new(
+                "messaging.destination.partition.id",
+                self.partition.to_string(),
+            ),
+            KeyValue::new("messaging.kafka.offset", self.offset),
+        ];
+        a.extend(self.broker.into_iter().flat_map(Broker::attrs));
+        a
+    }
+}
+
 /// A message sent or received on behalf of a saga step.
 #[derive(Debug, Clone, Copy)]
 pub struct MessageRef<'a> {
@@ -87,9 +146,13 @@ pub struct MessageRef<'a> {
     pub message_id: &'a str,
     /// The Kafka message key (the definition's `key`, by default the saga id).
     pub key: &'a str,
+    /// For a received message: where it was read.
+    pub consumed: Option<Consumed<'a>>,
 }
 
 impl MessageRef<'_> {
+    /// `operation`: the `messaging.operation.type` (`create`, `send`, `process`), which
+    /// is also its name here.
     fn attrs(&self, saga: &SagaRef<'_>, operation: &'static str) -> Vec<KeyValue> {
         let mut a = saga.attrs();
         a.extend([
@@ -110,6 +173,7 @@ impl MessageRef<'_> {
             KeyValue::new("messaging.message.id", self.message_id.to_owned()),
             KeyValue::new("messaging.kafka.message.key", self.key.to_owned()),
         ]);
+        a.extend(self.consumed.iter().flat_map(Consumed::attrs));
         a
     }
 
@@ -144,8 +208,11 @@ pub fn start(saga: SagaRef<'_>, caller: Option<&SpanContext>) -> Traced {
     Traced::open(span, parent.as_ref(), saga.attrs())
 }
 
-/// A producer span for one command or compensation: its context goes in the headers.
-pub fn send(
+/// The creation of one command or compensation: a producer span around writing it to
+/// the outbox (the relay's `send` span publishes it later). Its context goes in the
+/// message's headers, so it is the message's creation context. Named after the step
+/// rather than the topic: several steps may share a topic.
+pub fn create(
     parent: Option<&SpanContext>,
     saga: SagaRef<'_>,
     m: MessageRef<'_>,
@@ -154,13 +221,13 @@ pub fn send(
     let span = tracing::info_span!(
         target: "sagaflow::saga",
         "saga send",
-        otel.name = format!("send {}", m.label()),
+        otel.name = format!("create {}", m.label()),
         otel.kind = "producer",
         saga_id = %saga.id,
         step = m.step,
         trace_id = Empty,
     );
-    let mut attrs = m.attrs(&saga, "send");
+    let mut attrs = m.attrs(&saga, "create");
     attrs.push(KeyValue::new("saga.status", status.to_owned()));
     Traced::open(span, parent, attrs)
 }
@@ -237,11 +304,19 @@ pub fn participant_process(
         step = m.step,
         trace_id = Empty,
     );
-    Traced::open(span, command, m.attrs(&saga, "process"))
+    let mut attrs = m.attrs(&saga, "process");
+    attrs.push(KeyValue::new(PARTICIPANT_MARK, true));
+    Traced::open(span, command, attrs)
 }
 
-/// The participant's reply: its context is the reply's `traceparent`.
-pub fn participant_reply(parent: &SpanContext, saga: SagaRef<'_>, m: MessageRef<'_>) -> Traced {
+/// The participant's reply (`m.message_id` is the reply's id): its context is the
+/// reply's `traceparent`.
+pub fn participant_reply(
+    parent: &SpanContext,
+    saga: SagaRef<'_>,
+    m: MessageRef<'_>,
+    broker: Option<&Broker>,
+) -> Traced {
     let span = tracing::info_span!(
         target: "sagaflow::participant",
         "participant reply",
@@ -251,5 +326,90 @@ pub fn participant_reply(parent: &SpanContext, saga: SagaRef<'_>, m: MessageRef<
         step = m.step,
         trace_id = Empty,
     );
-    Traced::open(span, Some(parent), m.attrs(&saga, "send"))
+    let mut attrs = m.attrs(&saga, "send");
+    attrs.extend(broker.into_iter().flat_map(Broker::attrs));
+    attrs.push(KeyValue::new(PARTICIPANT_MARK, true));
+    Traced::open(span, Some(parent), attrs)
+}
+
+/// A message the relay publishes: its outbox row.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub key: &'a str,
+    pub headers: &'a [(String, String)],
+}
+
+impl Outgoing<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        let (_, v) = self.headers.iter().find(|(k, _)| k == name)?;
+        Some(v)
+    }
+}
+
+/// One producer span per relay batch. Batches mix sagas, so it opens a trace of its
+/// own and links to each message's creation context (its `traceparent`): a link per
+/// message costs far less than a span per message. Named `send <topic>` when the batch
+/// has one topic, else `send`.
+pub fn publish(batch: &[Outgoing<'_>], broker: Option<&Broker>) -> Traced {
+    let topic = batch
+        .first()
+        .map(|m| m.topic)
+        .filter(|t| batch.iter().all(|m| m.topic == *t));
+    let span = tracing::info_span!(
+        target: "sagaflow::relay",
+        "relay send",
+        otel.name = topic.map_or_else(|| "send".to_owned(), |t| format!("send {t}")),
+        otel.kind = "producer",
+    );
+    let mut attrs = vec![
+        KeyValue::new("messaging.system", "kafka"),
+        KeyValue::new("messaging.operation.type", "send"),
+        KeyValue::new("messaging.operation.name", "send"),
+    ];
+    attrs.extend(topic.map(|t| KeyValue::new("messaging.destination.name", t.to_owned())));
+    match batch {
+        [one] => {
+            let id = one.header("ce_id").unwrap_or_default().to_owned();
+            attrs.push(KeyValue::new("messaging.message.id", id));
+            attrs.push(KeyValue::new(
+                "messaging.kafka.message.key",
+                one.key.to_owned(),
+            ));
+        }
+        many => attrs.push(KeyValue::new(
+            "messaging.batch.message_count",
+            i64::try_from(many.len()).unwrap_or(i64::MAX),
+        )),
+    }
+    attrs.extend(broker.into_iter().flat_map(Broker::attrs));
+    let t = Traced::open(span, None, attrs);
+    for m in batch {
+        let created =
+            propagation::from_headers(m.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let Some(cx) = created {
+            let id = m.header("ce_id").unwrap_or_default().to_owned();
+            t.span
+                .add_link_with_attributes(cx, vec![KeyValue::new("messaging.message.id", id)]);
+        }
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Broker;
+
+    #[test]
+    fn the_first_bootstrap_server_is_the_broker() {
+        let b = |s: &str| Broker::from_bootstrap(s).map(|b| (b.address, b.port));
+        assert_eq!(b("127.0.0.1:29092"), Some(("127.0.0.1".into(), 29092)));
+        assert_eq!(
+            b(" kafka-0.kafka:9093, kafka-1.kafka:9093"),
+            Some(("kafka-0.kafka".into(), 9093))
+        );
+        assert_eq!(b("SSL://broker"), Some(("broker".into(), 9092)));
+        assert_eq!(b("[::1]:19092"), Some(("::1".into(), 19092)));
+        assert_eq!(b(""), None);
+    }
 }
