@@ -550,7 +550,22 @@ fn contract_test(args: ContractTestArgs) -> anyhow::Result<ExitCode> {
         .filter(|d| args.sagas.is_empty() || args.sagas.contains(&d.name))
         .collect();
     if chosen.is_empty() {
-        eprintln!("error: no saga in {} matches --saga", args.dir.display());
+        eprintln!("error: no saga definitions in {}", args.dir.display());
+        return Ok(ExitCode::from(3));
+    }
+    let unknown_saga = args
+        .sagas
+        .iter()
+        .find(|n| !defs.iter().any(|d| &d.name == *n));
+    let unknown_step = args
+        .steps
+        .iter()
+        .find(|n| !chosen.iter().any(|d| d.step(n).is_some()));
+    if let Some(name) = unknown_saga.or(unknown_step) {
+        eprintln!(
+            "error: no saga or step named `{name}` in {}",
+            args.dir.display()
+        );
         return Ok(ExitCode::from(2));
     }
     let opts = sagaflow::contract::probe::ProbeOptions {

@@ -170,7 +170,8 @@ fn success_payload(
         .and_then(|(_, replies)| replies.get(&c.step).cloned())
         .unwrap_or_else(|| json!({}));
     if let Json::Object(map) = &mut payload {
-        for v in map.values_mut() {
+        // Text becomes per saga; other values already fit the reply's schema.
+        for v in map.values_mut().filter(|v| v.is_string()) {
             *v = json!(format!(
                 "{}-{}",
                 c.step,

@@ -8,6 +8,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value as Json, json};
 use uuid::Uuid;
 
+use crate::contract::example::{example_of, merged};
+
 use crate::definition::Definition;
 use crate::definition::template::Template;
 use crate::engine::{
@@ -84,12 +86,24 @@ pub fn synthesized_replies(def: &Definition) -> HashMap<String, Json> {
     }
     templates.extend(def.output.iter());
     let mut replies: HashMap<String, Json> = HashMap::new();
+    // A declared schema of the first success type shapes the reply, so it is accepted.
+    for step in &def.steps {
+        let schema = step
+            .reply
+            .success
+            .first()
+            .and_then(|t| step.reply.schemas.get(t));
+        if let Some(s) = schema {
+            replies.insert(step.name.clone(), example_of(&s.schema, &step.name));
+        }
+    }
     for path in templates.iter().filter_map(|t| t.check().ok()).flatten() {
         let parts: Vec<&str> = path.split('.').collect();
         if let ["steps", step, "reply", field, ..] = parts[..] {
             let entry = replies.entry(step.to_owned()).or_insert_with(|| json!({}));
             if let Json::Object(map) = entry {
-                map.insert(field.to_owned(), json!(format!("sim-{step}-{field}")));
+                map.entry(field.to_owned())
+                    .or_insert_with(|| json!(format!("sim-{step}-{field}")));
             }
         }
     }
@@ -236,7 +250,14 @@ fn answer(def: &Definition, script: &Script, o: &Outgoing) -> Option<Reply> {
                 .find(|f| !f.retryable)
                 .or_else(|| step.reply.failure.first());
             match failure {
-                Some(f) => (f.reply_type.clone(), json!({"error": "simulated failure"})),
+                Some(f) => {
+                    let schema = step.reply.schemas.get(&f.reply_type);
+                    let data = schema.map_or(json!({}), |s| example_of(&s.schema, &o.step));
+                    (
+                        f.reply_type.clone(),
+                        merged(json!({"error": "simulated failure"}), data),
+                    )
+                }
                 None => return None,
             }
         }
@@ -248,10 +269,15 @@ fn answer(def: &Definition, script: &Script, o: &Outgoing) -> Option<Reply> {
                 .cloned()
                 .unwrap_or_else(|| json!({})),
         ),
-        Phase::Compensation => (
-            step.compensation.as_ref()?.reply.success.first()?.clone(),
-            json!({}),
-        ),
+        Phase::Compensation => {
+            let spec = &step.compensation.as_ref()?.reply;
+            let reply_type = spec.success.first()?.clone();
+            let data = spec
+                .schemas
+                .get(&reply_type)
+                .map_or(json!({}), |s| example_of(&s.schema, &o.step));
+            (reply_type, data)
+        }
     };
     Some(Reply {
         step: o.step.clone(),

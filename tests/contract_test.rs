@@ -68,7 +68,13 @@ async fn a_correct_participant_passes() {
         ),
         "{out}"
     );
-    assert!(out.contains(", 0 failed"), "{out}");
+    // Every step reached: 4 commands and 2 compensations, 7 checks each.
+    assert!(out.contains("42 checks, 0 failed"), "{out}");
+    let (code, out) = contract_test(&settings, &["--step", "reserve_stok"]);
+    assert_eq!(
+        code, 2,
+        "a misspelt step is a usage mistake, not an empty pass: {out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,7 +302,7 @@ async fn the_operator_cli_finds_and_closes_a_failed_saga() {
     assert_eq!(listed[0]["id"], id.as_str(), "{out}");
     let (code, out, _) = cli(&rig, "r-secret", &["show", &id]).await;
     assert_eq!(code, 0);
-    assert!(out.contains("failure     forward at ship"), "{out}");
+    assert!(out.contains("failure     command at ship"), "{out}");
     assert!(
         out.lines()
             .any(|l| l.starts_with("ship") && l.contains("failed")),

@@ -47,7 +47,7 @@ pub struct Sent {
     pub never_ran: bool,
 }
 
-/// Every rule one reply must follow; `Err` lists the broken ones.
+/// Every rule one reply must follow, each with `None` when it holds or what breaks it.
 pub fn judge(
     def: &Definition,
     sent: &Sent,
@@ -150,11 +150,15 @@ pub fn equivalent(
             again.event_type, first.event_type
         ));
     }
-    let mut fields = read_fields(def, &sent.message.step);
-    if let Some(schema) = def
-        .step(&sent.message.step)
-        .and_then(|s| s.reply.schemas.get(&first.event_type))
-    {
+    let step = def.step(&sent.message.step);
+    let (mut fields, spec) = match sent.message.phase {
+        Phase::Command => (read_fields(def, &sent.message.step), step.map(|s| &s.reply)),
+        Phase::Compensation => (
+            BTreeSet::new(),
+            step.and_then(|s| s.compensation.as_ref()).map(|c| &c.reply),
+        ),
+    };
+    if let Some(schema) = spec.and_then(|r| r.schemas.get(&first.event_type)) {
         let required = schema.schema["required"].as_array().into_iter().flatten();
         fields.extend(required.filter_map(|f| f.as_str().map(str::to_owned)));
     }

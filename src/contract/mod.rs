@@ -6,6 +6,7 @@
 pub mod asyncapi;
 pub mod check;
 mod derive;
+pub mod example;
 pub mod fields;
 pub mod probe;
 

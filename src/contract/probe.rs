@@ -111,20 +111,38 @@ pub fn plan(
     Ok(out)
 }
 
-/// Runs every check against the participant; the findings, passed and failed.
+/// Runs every check against the participant; the findings, passed and failed. Only the
+/// test's own reply topic is created (and deleted at the end, whatever happened): a
+/// command topic that does not exist is a finding, not something to create.
 pub async fn run(defs: &[&Definition], opts: &ProbeOptions) -> Result<Vec<Finding>, ProbeError> {
-    let reply_topic = format!("sagaflow.contract-test.{}", Uuid::now_v7().simple());
-    let mut topics: Vec<String> = vec![reply_topic.clone()];
     let mut plans = Vec::new();
     for def in defs {
-        let plan = plan(def, opts)?;
-        topics.extend(plan.iter().map(|(_, o, _)| o.topic.clone()));
-        plans.push((*def, plan));
+        plans.push((*def, plan(def, opts)?));
     }
+    let reply_topic = format!("sagaflow.contract-test.{}", Uuid::now_v7().simple());
     let admin = admin(&opts.kafka)?;
-    create_topics(&admin, &topics).await?;
-    let consumer = reply_consumer(&opts.kafka, &reply_topic)?;
+    create_topics(&admin, std::slice::from_ref(&reply_topic)).await?;
+    let result = probe_all(&plans, &reply_topic, opts).await;
+    let opts_admin = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if let Err(e) = admin
+        .delete_topics(&[reply_topic.as_str()], &opts_admin)
+        .await
+    {
+        tracing::warn!(error = %e, topic = %reply_topic, "could not delete the test's reply topic");
+    }
+    result
+}
+
+type Plan<'a> = (&'a Definition, Vec<(Uuid, Outgoing, bool)>);
+
+async fn probe_all(
+    plans: &[Plan<'_>],
+    reply_topic: &str,
+    opts: &ProbeOptions,
+) -> Result<Vec<Finding>, ProbeError> {
+    let consumer = reply_consumer(&opts.kafka, reply_topic)?;
     let producer = kafka::producer(&opts.kafka)?;
+    let existing = existing_topics(&consumer)?;
     let keys =
         ReplyKeys::new(vec![ReplyKeys::random_key()], true).map_err(|_| ProbeError::Render {
             saga: String::new(),
@@ -136,22 +154,62 @@ pub async fn run(defs: &[&Definition], opts: &ProbeOptions) -> Result<Vec<Findin
     };
     let mut findings = Vec::new();
     for (def, plan) in plans {
-        for (saga_id, mut message, never_ran) in plan {
-            message.reply_topic = reply_topic.clone();
+        findings.extend(unreached(def, plan, opts));
+        for (saga_id, message, never_ran) in plan {
+            let mut message = message.clone();
+            if !existing.contains(&message.topic) {
+                findings.push(Finding {
+                    saga: def.name.clone(),
+                    step: message.step.clone(),
+                    phase: message.phase,
+                    rule: "its command topic exists",
+                    problem: Some(format!(
+                        "topic `{}` does not exist on this broker",
+                        message.topic
+                    )),
+                });
+                continue;
+            }
+            message.reply_topic = reply_topic.to_owned();
             let sent = Sent {
-                saga_id,
+                saga_id: *saga_id,
                 token: keys.sign(message.command_id),
                 message,
-                never_ran,
+                never_ran: *never_ran,
             };
             findings.extend(exchange(def, &sent, &producer, &mut inbox, opts.timeout).await?);
         }
     }
-    let opts_admin = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let _ = admin
-        .delete_topics(&[reply_topic.as_str()], &opts_admin)
-        .await;
     Ok(findings)
+}
+
+/// A step the example input never reaches (skipped by `when:`) would pass unchecked.
+fn unreached(
+    def: &Definition,
+    plan: &[(Uuid, Outgoing, bool)],
+    opts: &ProbeOptions,
+) -> Vec<Finding> {
+    def.steps
+        .iter()
+        .filter(|s| opts.steps.is_empty() || opts.steps.contains(&s.name))
+        .filter(|s| !plan.iter().any(|(_, o, _)| o.step == s.name && o.phase == Phase::Command))
+        .map(|s| Finding {
+            saga: def.name.clone(),
+            step: s.name.clone(),
+            phase: Phase::Command,
+            rule: "is reached by the example input",
+            problem: Some("the example input never sends this command (a `when:` skips it); pass another --input".into()),
+        })
+        .collect()
+}
+
+fn existing_topics(consumer: &StreamConsumer) -> Result<HashSet<String>, ProbeError> {
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect())
 }
 
 /// Sends one command twice and judges both replies.

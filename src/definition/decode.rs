@@ -37,6 +37,10 @@ pub(crate) struct TemplateUse {
 pub(crate) struct Ctx {
     pub(crate) d: Diags,
     pub(crate) uses: Vec<TemplateUse>,
+    /// Leave out the checks added after a definition may have been stored (unknown
+    /// JSON Schema keywords, template fields no schema declares): a snapshot that
+    /// loaded when its sagas started must load for as long as they run.
+    pub(crate) lenient: bool,
 }
 
 /// Checks every string in `node` for template syntax, records the variables it reads,
@@ -301,7 +305,7 @@ fn input(node: &Node, ctx: &mut Ctx) -> Option<Schema> {
     let schema_node = f.req("schema", &mut ctx.d);
     f.finish(&mut ctx.d);
     let schema_node = schema_node?;
-    super::schema_check::compile(schema_node, "input", &mut ctx.d)
+    super::schema_check::compile(schema_node, "input", ctx.lenient, &mut ctx.d)
 }
 
 /// The node a JSON pointer designates, or the deepest one found on the way.
@@ -408,6 +412,7 @@ mod tests {
         let mut ctx = Ctx {
             d: Diags::new("f"),
             uses: Vec::new(),
+            lenient: false,
         };
         let t = template(&node, Scope::Output, &mut ctx);
         assert!(matches!(t, Template::Object(_)));

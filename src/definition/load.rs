@@ -80,11 +80,26 @@ pub fn parse_definition(file: &str, source: &str) -> Result<Definition, Vec<Diag
     parse_definition_within(file, source, &ParseLimits::FILE)
 }
 
+/// A stored snapshot (a version sagas run on): parsed without the checks added since it
+/// may have been stored, so an upgrade never makes a running saga's version unreadable.
+pub fn parse_stored_definition(file: &str, source: &str) -> Result<Definition, Vec<Diagnostic>> {
+    parse(file, source, &ParseLimits::FILE, true)
+}
+
 /// [`parse_definition`] under `limits`.
 pub fn parse_definition_within(
     file: &str,
     source: &str,
     limits: &ParseLimits,
+) -> Result<Definition, Vec<Diagnostic>> {
+    parse(file, source, limits, false)
+}
+
+fn parse(
+    file: &str,
+    source: &str,
+    limits: &ParseLimits,
+    lenient: bool,
 ) -> Result<Definition, Vec<Diagnostic>> {
     let mut d = Diags::new(file);
     if source.len() > limits.max_bytes {
@@ -119,6 +134,7 @@ pub fn parse_definition_within(
     let mut ctx = Ctx {
         d,
         uses: Vec::new(),
+        lenient,
     };
     let (mut def, infos) = decode(&root, file, source, &mut ctx);
     validate(&mut def, &infos, &mut ctx);
@@ -318,6 +334,30 @@ impl Definition {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    /// A version stored before the contract checks existed keeps loading for its sagas.
+    #[test]
+    fn stored_snapshots_skip_the_checks_added_since() {
+        // An unknown keyword, and a template field no schema declares: errors today.
+        let keyword = r#"
+name: old
+input: {schema: {type: object, properties: {a: {type: string, maxLenght: 3}}}}
+steps:
+  - name: s
+    command: {topic: t, type: do}
+    reply: {success: [done]}
+    compensation: none
+"#;
+        let field = keyword
+            .replace(", maxLenght: 3", "")
+            .replace("type: do}", "type: do, payload: {b: \"{{ input.b }}\"}}");
+        for old in [keyword, field.as_str()] {
+            let strict = super::parse_definition("old.yaml", old).unwrap_err();
+            assert_eq!(strict.len(), 1, "{strict:?}");
+            let def = super::parse_stored_definition("old.yaml", old).expect("loads as stored");
+            assert_eq!(def.name, "old");
+        }
+    }
+
     #[test]
     fn thousands_groups_digits() {
         assert_eq!(super::thousands(7), "7");

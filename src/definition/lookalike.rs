@@ -62,10 +62,11 @@ fn is_plain(lines: &[&str], pos: Pos) -> bool {
 fn yaml11_reading(text: &str) -> Option<String> {
     const TRUE: [&str; 8] = ["y", "Y", "yes", "Yes", "YES", "on", "On", "ON"];
     const FALSE: [&str; 8] = ["n", "N", "no", "No", "NO", "off", "Off", "OFF"];
-    if TRUE.contains(&text) || ["True", "TRUE"].contains(&text) {
+    // (`True` and `FALSE` are booleans in YAML 1.2 too, so they never reach here.)
+    if TRUE.contains(&text) {
         return Some("the boolean true".into());
     }
-    if FALSE.contains(&text) || ["False", "FALSE"].contains(&text) {
+    if FALSE.contains(&text) {
         return Some("the boolean false".into());
     }
     let unsigned = text.trim_start_matches(['-', '+']);
@@ -148,7 +149,6 @@ mod tests {
             ("NO", "the boolean false"),
             ("on", "the boolean true"),
             ("y", "the boolean true"),
-            ("TRUE", "the boolean true"),
             ("012345", "an octal number (5349)"),
             ("089", "a number"),
             ("1:30", "the number 90 (base 60)"),

@@ -16,9 +16,11 @@ pub mod template;
 mod validate;
 
 pub use diagnostic::{Diagnostic, Severity};
+#[cfg(test)]
+pub(crate) use load::compile_schema;
 pub use load::{
     InputError, MAX_FILE_SIZE, ParseLimits, load_dir, load_file, parse_definition,
-    parse_definition_within,
+    parse_definition_within, parse_stored_definition,
 };
 pub use model::*;
 pub(crate) use reader::closest;

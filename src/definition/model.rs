@@ -47,6 +47,21 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// Every place `value` breaks the schema, each message without the offending value
+    /// (for data that is kept where its sender's readers should not see it).
+    pub fn masked_violations(
+        &self,
+        value: &serde_json::Value,
+    ) -> Vec<crate::definition::InputError> {
+        self.validator
+            .iter_errors(value)
+            .map(|e| crate::definition::InputError {
+                path: e.instance_path().as_str().to_owned(),
+                message: e.masked().to_string(),
+            })
+            .collect()
+    }
+
     /// Every place `value` breaks the schema (empty when it conforms).
     pub fn violations(&self, value: &serde_json::Value) -> Vec<crate::definition::InputError> {
         self.validator
@@ -153,7 +168,8 @@ impl ReplySpec {
         reply_type: &str,
         payload: &serde_json::Value,
     ) -> Option<String> {
-        let errors = self.schemas.get(reply_type)?.violations(payload);
+        // Masked: the timeline keeps the reason, and replies may carry personal data.
+        let errors = self.schemas.get(reply_type)?.masked_violations(payload);
         if errors.is_empty() {
             return None;
         }

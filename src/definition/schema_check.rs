@@ -15,9 +15,13 @@ use super::node::Node;
 
 /// Compiles the JSON Schema written at `node`, reporting every problem at its line;
 /// `what` names it in messages (`input`, `command`, `reply inventory.stock_reserved`).
-pub(crate) fn compile(node: &Node, what: &str, d: &mut Diags) -> Option<Schema> {
+pub(crate) fn compile(node: &Node, what: &str, lenient: bool, d: &mut Diags) -> Option<Schema> {
     let schema = node.to_json();
-    let found = problems(&schema);
+    let found = if lenient {
+        Vec::new()
+    } else {
+        problems(&schema)
+    };
     for p in &found {
         let at = node_at_pointer(node, &p.pointer);
         d.error_help(at.pos, p.message.clone(), p.help.clone());
@@ -56,7 +60,7 @@ const TYPES: [&str; 7] = [
 
 /// The keywords of draft 2020-12 (core, applicators, validation, formats, content,
 /// meta-data), plus `definitions`, which older schemas use for `$defs`.
-const KEYWORDS: [&str; 60] = [
+const KEYWORDS: [&str; 65] = [
     "$schema",
     "$id",
     "$ref",
@@ -114,6 +118,12 @@ const KEYWORDS: [&str; 60] = [
     "deprecated",
     "readOnly",
     "writeOnly",
+    // OpenAPI's annotations, common in schemas copied from an API description.
+    "example",
+    "nullable",
+    "discriminator",
+    "externalDocs",
+    "xml",
     "examples",
     "dependencies",
     "additionalItems",
@@ -158,7 +168,7 @@ pub(crate) fn problems(schema: &Json) -> Vec<SchemaProblem> {
                 _ => SchemaProblem {
                     pointer,
                     message: format!("invalid JSON Schema: {e}"),
-                    help: "the input schema must be valid JSON Schema (draft 2020-12)".into(),
+                    help: "a schema must be valid JSON Schema (draft 2020-12)".into(),
                 },
             }
         })

@@ -108,7 +108,14 @@ fn declared_properties(schema: &Json) -> Option<&serde_json::Map<String, Json>> 
         "if",
         "patternProperties",
     ];
-    if opaque.iter().any(|k| obj.contains_key(*k)) {
+    // Extra fields with a schema of their own (not `additionalProperties: false`) may
+    // be read too.
+    let open_extra = obj
+        .get("additionalProperties")
+        .is_some_and(|a| a != &Json::Bool(false))
+        || obj.contains_key("unevaluatedProperties")
+        || obj.contains_key("dependentSchemas");
+    if open_extra || opaque.iter().any(|k| obj.contains_key(*k)) {
         return None;
     }
     obj.get("properties")?.as_object()

@@ -225,7 +225,7 @@ fn message(f: &mut Fields<'_>, scope: Scope, ctx: &mut Ctx) -> MessageSpec {
         .unwrap_or(Template::Literal(json!({})));
     let schema = f
         .opt("schema")
-        .and_then(|n| super::schema_check::compile(n, "payload", &mut ctx.d));
+        .and_then(|n| super::schema_check::compile(n, "payload", ctx.lenient, &mut ctx.d));
     MessageSpec {
         topic: topic.unwrap_or_default(),
         message_type: message_type.unwrap_or_default(),
@@ -349,7 +349,7 @@ fn reply_schemas(
             continue;
         }
         let what = format!("reply `{}`", key.name);
-        if let Some(schema) = super::schema_check::compile(value, &what, &mut ctx.d) {
+        if let Some(schema) = super::schema_check::compile(value, &what, ctx.lenient, &mut ctx.d) {
             out.insert(key.name.clone(), schema);
         }
     }
@@ -496,6 +496,7 @@ mod tests {
         let mut ctx = Ctx {
             d: Diags::new("f"),
             uses: Vec::new(),
+            lenient: false,
         };
         let policy = retry(&node, base, &mut ctx);
         assert!(ctx.d.is_empty());

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use crate::definition::{Definition, parse_definition};
+use crate::definition::{Definition, parse_stored_definition};
 use crate::store::{self, Store, StoreError};
 
 type Current = Arc<HashMap<String, Arc<Definition>>>;
@@ -109,9 +109,11 @@ impl Registry {
                 version: version.into(),
             });
         };
-        let def = parse_definition(&file, &source).map_err(|_| RegistryError::InvalidSnapshot {
-            name: name.into(),
-            version: version.into(),
+        let def = parse_stored_definition(&file, &source).map_err(|_| {
+            RegistryError::InvalidSnapshot {
+                name: name.into(),
+                version: version.into(),
+            }
         })?;
         let def = Arc::new(def);
         if let Ok(mut v) = self.versions.write() {
