@@ -89,21 +89,10 @@ enum Command {
     /// Check a running participant against the contract: send each step's command
     /// (rendered from an example input) over Kafka and judge the replies. Exit 0 when
     /// every check passes, 1 on any violation, 3 when the test cannot run.
-    ContractTest(Box<ContractTestArgs>),
+    ContractTest(Box<sagaflow::contract::cli::ContractTestArgs>),
     /// Print the AsyncAPI 3.0 document of the participant contract of the sagas in DIR
     /// (what GET /v1/asyncapi serves).
-    Asyncapi {
-        #[arg(long, default_value = "sagas")]
-        dir: PathBuf,
-        #[arg(long, value_enum, default_value_t = DocFormat::Yaml)]
-        format: DocFormat,
-        /// kafka.dead_letter_topic of the deployment.
-        #[arg(long, default_value = "sagaflow.dead-letter")]
-        dead_letter_topic: String,
-        /// kafka.lifecycle_topic of the deployment (empty: lifecycle events are off).
-        #[arg(long, default_value = "sagaflow.lifecycle")]
-        lifecycle_topic: String,
-    },
+    Asyncapi(sagaflow::contract::cli::AsyncapiArgs),
     /// Operate on sagas through the REST API: list, show, abort, retry, terminate,
     /// resolve-step, bulk. Exit codes: 0 done, 1 refused, 2 usage, 3 not found,
     /// 4 denied, 5 API unavailable, 6 bulk partly refused.
@@ -128,41 +117,6 @@ enum Command {
         #[arg(long = "reply", value_name = "STEP=JSON")]
         reply: Vec<String>,
     },
-}
-
-#[derive(Debug, clap::Args)]
-struct ContractTestArgs {
-    /// Kafka bootstrap servers of the participant under test.
-    #[arg(
-        long,
-        env = "SAGAFLOW_KAFKA__BOOTSTRAP_SERVERS",
-        default_value = "localhost:9092"
-    )]
-    bootstrap_servers: String,
-    /// A librdkafka property (security.protocol, sasl.*, ssl.*), repeatable: KEY=VALUE.
-    #[arg(long = "property", value_name = "KEY=VALUE")]
-    properties: Vec<String>,
-    #[arg(long, default_value = "sagas")]
-    dir: PathBuf,
-    /// Only these sagas (repeatable; default: all in DIR).
-    #[arg(long = "saga", value_name = "NAME")]
-    sagas: Vec<String>,
-    /// Only these steps (repeatable; default: all), e.g. the ones your service owns.
-    #[arg(long = "step", value_name = "NAME")]
-    steps: Vec<String>,
-    /// Example input of a saga, repeatable: NAME=JSON (default: its input schema's
-    /// first `examples` entry).
-    #[arg(long = "input", value_name = "NAME=JSON")]
-    inputs: Vec<String>,
-    /// How long to wait for each reply, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
-    timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DocFormat {
-    Yaml,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -388,30 +342,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::ContractTest(args) => contract_test(*args),
-        Command::Asyncapi {
-            dir,
-            format,
-            dead_letter_topic,
-            lifecycle_topic,
-        } => {
-            let (defs, diags) = definition::load_dir(&dir);
-            if !diags.is_empty() {
-                eprint!("{}", definition::diagnostic::render(&diags));
-                bail!("the definitions in {} are invalid", dir.display());
-            }
-            let topics = sagaflow::contract::ContractTopics {
-                lifecycle: Some(lifecycle_topic).filter(|t| !t.is_empty()),
-                dead_letter: dead_letter_topic,
-            };
-            let defs: Vec<&Definition> = defs.iter().collect();
-            let doc = sagaflow::contract::document(&defs, &topics);
-            match format {
-                DocFormat::Json => println!("{}", serde_json::to_string_pretty(&doc)?),
-                DocFormat::Yaml => print!("{}", serde_saphyr::to_string(&doc)?),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::ContractTest(args) => sagaflow::contract::cli::contract_test(*args),
+        Command::Asyncapi(args) => sagaflow::contract::cli::asyncapi(args),
         Command::Graph { saga, dir } => {
             let def = find_definition(&saga, &dir)?;
             print!("{}", definition::graph::mermaid(&def));
@@ -516,84 +448,6 @@ fn validate(paths: Vec<PathBuf>, format: Format) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
-}
-
-fn contract_test(args: ContractTestArgs) -> anyhow::Result<ExitCode> {
-    let (defs, diags) = definition::load_dir(&args.dir);
-    if !diags.is_empty() {
-        eprint!("{}", definition::diagnostic::render(&diags));
-        return Ok(ExitCode::from(3));
-    }
-    let mut kafka = sagaflow::config::KafkaSettings {
-        bootstrap_servers: args.bootstrap_servers,
-        ..Default::default()
-    };
-    for p in &args.properties {
-        let Some((k, v)) = p.split_once('=') else {
-            eprintln!("error: --property {p:?} must look like KEY=VALUE");
-            return Ok(ExitCode::from(2));
-        };
-        kafka.properties.insert(k.to_owned(), v.to_owned());
-    }
-    let mut inputs = HashMap::new();
-    for i in &args.inputs {
-        let Some((name, json)) = i.split_once('=') else {
-            eprintln!("error: --input {i:?} must look like NAME=JSON");
-            return Ok(ExitCode::from(2));
-        };
-        let value = serde_json::from_str(json)
-            .with_context(|| format!("--input for `{name}` is not valid JSON"))?;
-        inputs.insert(name.to_owned(), value);
-    }
-    let chosen: Vec<&Definition> = defs
-        .iter()
-        .filter(|d| args.sagas.is_empty() || args.sagas.contains(&d.name))
-        .collect();
-    if chosen.is_empty() {
-        eprintln!("error: no saga definitions in {}", args.dir.display());
-        return Ok(ExitCode::from(3));
-    }
-    let unknown_saga = args
-        .sagas
-        .iter()
-        .find(|n| !defs.iter().any(|d| &d.name == *n));
-    let unknown_step = args
-        .steps
-        .iter()
-        .find(|n| !chosen.iter().any(|d| d.step(n).is_some()));
-    if let Some(name) = unknown_saga.or(unknown_step) {
-        eprintln!(
-            "error: no saga or step named `{name}` in {}",
-            args.dir.display()
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let opts = sagaflow::contract::probe::ProbeOptions {
-        kafka,
-        inputs,
-        steps: args.steps.into_iter().collect(),
-        timeout: std::time::Duration::from_millis(args.timeout_ms),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let findings = match runtime.block_on(sagaflow::contract::probe::run(&chosen, &opts)) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("contract-test could not run: {e}");
-            return Ok(ExitCode::from(3));
-        }
-    };
-    for f in &findings {
-        println!("{f}");
-    }
-    let failed = findings.iter().filter(|f| f.problem.is_some()).count();
-    println!("{} checks, {failed} failed", findings.len());
-    Ok(if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// `simulate`'s exit code says how the saga ended, so CI can assert outcomes:

@@ -5,6 +5,7 @@
 
 pub mod asyncapi;
 pub mod check;
+pub mod cli;
 mod derive;
 pub mod example;
 pub mod fields;
