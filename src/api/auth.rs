@@ -161,6 +161,8 @@ impl Auth {
         match path {
             "/openapi.json" => Need::Open,
             p if p == "/docs" || p.starts_with("/docs/") => Need::Open,
+            // The console's page and code hold no data; it calls the API with a token.
+            p if p == "/ui" || p.starts_with("/ui/") => Need::Open,
             "/metrics" => Need::Probe,
             // Unknown routes need a token too, so they reveal nothing.
             _ => Need::Scope(Scope::Read),

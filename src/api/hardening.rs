@@ -1,5 +1,5 @@
 //! Browser-facing hardening. The API is for programs, but operators reach it from a
-//! browser too (/docs, and soon a console), so a page on another site must not be able
+//! browser too (/docs and the console at /ui), so a page on another site must not be able
 //! to make their browser act on the API, frame it, or have a response sniffed as HTML.
 
 use axum::extract::Request;
@@ -16,12 +16,23 @@ const API_CSP: &str =
 const DOCS_CSP: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
      script-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
+/// The console (/ui): its own script and style only, talking to this API alone; no
+/// inline code, so an injected string cannot run.
+const UI_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
 /// Adds security headers to every response, errors included.
 pub async fn security_headers(req: Request, next: Next) -> Response {
-    let docs = req.uri().path().starts_with("/docs");
+    let path = req.uri().path();
+    let csp = if path.starts_with("/docs") {
+        DOCS_CSP
+    } else if path == "/ui" || path.starts_with("/ui/") {
+        UI_CSP
+    } else {
+        API_CSP
+    };
     let mut res = next.run(req).await;
     let h = res.headers_mut();
-    let csp = if docs { DOCS_CSP } else { API_CSP };
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(csp),

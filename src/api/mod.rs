@@ -21,6 +21,7 @@ pub mod problem;
 mod sagas;
 mod search;
 pub mod server;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,6 +142,7 @@ pub fn router(state: AppState) -> Router {
                 )
             }),
         )
+        .merge(ui::routes())
         // No validator badge: Swagger UI would send the document to an outside service.
         .merge(
             SwaggerUi::new("/docs")

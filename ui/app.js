@@ -1,0 +1,335 @@
+// The sagaflow console: a client of the REST API at the same origin, nothing else.
+// Every value from the API is put in the page as text (never as HTML), so data in a
+// saga cannot run as code; the page's CSP forbids inline and foreign scripts too.
+
+const TOKEN_KEY = "sagaflow.token";
+const REFRESH_MS = 2000;
+const STATUSES = ["running", "compensating", "completed", "compensated", "failed", "terminated"];
+const main = document.getElementById("main");
+let refreshTimer = null;
+
+/** Builds an element: h("a", {href: "#"}, "text", child, …). */
+function h(tag, attrs = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+
+const badge = (status) => h("span", { class: `badge s-${status}` }, status);
+const when = (t) => (t ? new Date(t).toLocaleString() : "—");
+const json = (v) => h("pre", { class: "mono" }, JSON.stringify(v, null, 2));
+
+class ApiError extends Error {
+  constructor(status, problem) {
+    super(problem?.detail || problem?.title || `HTTP ${status}`);
+    this.status = status;
+  }
+}
+
+/** Calls the API with the tab's token; a problem+json answer becomes an ApiError. */
+async function api(method, path, body, contentType = "application/json") {
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["content-type"] = contentType;
+  const res = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : contentType === "application/json" ? JSON.stringify(body) : body,
+  });
+  const text = await res.text();
+  const data = text && (res.headers.get("content-type") || "").includes("json") ? JSON.parse(text) : text;
+  if (!res.ok) throw new ApiError(res.status, typeof data === "object" ? data : null);
+  return data;
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+}
+
+function failure(err) {
+  const hint = err.status === 401 || err.status === 403 ? " Enter a token with the needed scope above." : "";
+  return h("p", { class: "error", role: "alert" }, `${err.message}.${hint}`);
+}
+
+/** Re-runs `load` every REFRESH_MS while `live()` holds; stops on navigation. */
+function keepFresh(load, live = () => true) {
+  clearInterval(refreshTimer);
+  refreshTimer = setInterval(() => {
+    if (live() && !document.hidden) load().catch(() => {});
+  }, REFRESH_MS);
+}
+
+// ---- Sagas ------------------------------------------------------------------
+
+const FILTERS = ["definition", "status", "key", "key_prefix", "step", "failure"];
+
+async function sagasView(params) {
+  const form = h("form", { class: "filters", role: "search", "aria-label": "Filter sagas" });
+  const defs = await api("GET", "/v1/definitions").catch(() => []);
+  const field = (name, input) => h("label", {}, name.replace("_", " "), input);
+  const value = (name) => params.get(name) || "";
+  form.append(
+    field("definition", h("select", { name: "definition" }, h("option", { value: "" }, "any"),
+      defs.map((d) => h("option", { value: d.name, selected: d.name === value("definition") }, d.name)))),
+    field("status", h("select", { name: "status" }, h("option", { value: "" }, "any"),
+      STATUSES.map((s) => h("option", { value: s, selected: s === value("status") }, s)))),
+    ...["key", "key_prefix", "step", "failure"].map((n) => field(n, h("input", { name: n, value: value(n), size: 12 }))),
+    h("button", { type: "submit" }, "Search"),
+  );
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    for (const n of FILTERS) if (form.elements[n].value) q.set(n, form.elements[n].value);
+    location.hash = `#/sagas?${q}`;
+  });
+  const counts = h("ul", { class: "counts", "aria-label": "Sagas by status" });
+  const body = h("tbody");
+  const table = h("div", { class: "scroll" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["status", "saga", "definition", "key", "created", "updated"].map((c) => h("th", { scope: "col" }, c)))),
+    body));
+  const status = h("p", { class: "muted", "aria-live": "polite" });
+  show(h("h1", {}, "Sagas"), form, counts, table, status);
+  const load = async () => {
+    const q = new URLSearchParams();
+    for (const n of FILTERS) if (value(n)) q.set(n, value(n));
+    q.set("with_counts", "true");
+    q.set("limit", "100");
+    const page = await api("GET", `/v1/sagas?${q}`);
+    counts.replaceChildren(...Object.entries(page.counts?.counts || {}).map(([s, n]) => h("li", {}, badge(s), ` ${n}`)));
+    body.replaceChildren(...page.items.map((s) => h("tr", {},
+      h("td", {}, badge(s.status)),
+      h("td", { class: "mono" }, h("a", { href: `#/saga/${s.id}` }, s.id)),
+      h("td", {}, s.definition), h("td", { class: "mono" }, s.key || "—"),
+      h("td", {}, when(s.created_at)), h("td", {}, when(s.updated_at)))));
+    status.textContent = page.items.length ? `Live: refreshed ${new Date().toLocaleTimeString()}` : "No saga matches.";
+  };
+  await load();
+  keepFresh(load);
+}
+
+// ---- One saga -----------------------------------------------------------------
+
+/** Bars per step and phase: each attempt from its send to its answer (or now). */
+function gantt(detail, timeline) {
+  const start = new Date(detail.created_at).getTime();
+  const open = detail.status === "running" || detail.status === "compensating";
+  const end = open ? Date.now() : new Date(detail.updated_at).getTime();
+  const span = Math.max(end - start, 1);
+  const rows = new Map();
+  const attempts = new Map();
+  const last = new Map(); // the latest answered attempt per row
+  for (const e of timeline) {
+    if (!e.step) continue;
+    const key = `${e.step} · ${e.phase || "command"}`;
+    if (!rows.has(key)) rows.set(key, []);
+    const id = `${key}#${e.attempt}`;
+    const t = new Date(e.at).getTime();
+    if (e.kind === "command_sent" || e.kind === "compensation_sent") {
+      const bar = { from: t, to: null, cls: e.phase === "compensation" ? "b-comp" : "b-run", attempt: e.attempt };
+      attempts.set(id, bar);
+      rows.get(key).push(bar);
+    } else if ((e.kind === "step_failed" || e.kind === "retry_scheduled") && last.get(key)?.cls === "b-ok") {
+      // The answer just received was a failure: the step failed or is retried.
+      last.get(key).cls = "b-bad";
+    } else if (attempts.has(id) && attempts.get(id).to === null) {
+      const bar = attempts.get(id);
+      if (e.kind === "reply_received" || e.kind === "late_reply") {
+        bar.to = t;
+        if (bar.cls !== "b-comp") bar.cls = "b-ok";
+        last.set(key, bar);
+      } else if (e.kind === "timed_out") {
+        bar.to = t;
+        bar.cls = "b-timeout";
+      }
+    }
+  }
+  const pct = (t) => `${(((t - start) / span) * 100).toFixed(2)}%`;
+  const box = h("div", { class: "gantt", role: "img", "aria-label": "Timeline of attempts per step" });
+  for (const [label, bars] of rows) {
+    const track = h("div", { class: "gantt-track" });
+    for (const b of bars) {
+      const to = b.to ?? end;
+      const bar = h("div", { class: `gantt-bar ${b.cls}`, title: `${label} attempt ${b.attempt}: ${to - b.from} ms` });
+      bar.style.left = pct(b.from);
+      bar.style.width = `max(3px, ${(((to - b.from) / span) * 100).toFixed(2)}%)`;
+      track.append(bar);
+    }
+    box.append(h("div", { class: "gantt-row" }, h("span", { class: "gantt-label" }, label), track));
+  }
+  const legend = h("p", { class: "legend" },
+    [["succeeded", "--ok"], ["failed", "--bad"], ["timed out", "--warn"], ["in flight", "--run"], ["compensation", "--comp"]]
+      .map(([name, color]) => { const s = h("span", {}, name); s.style.setProperty("--c", `var(${color})`); return s; }));
+  return [box, legend];
+}
+
+function actionsFor(detail, reload) {
+  const act = (name, path, label, needsReason) => h("button", {
+    type: "button", class: name === "terminate" ? "danger" : undefined,
+    onclick: async () => {
+      const reason = await confirmAction(`${label} saga ${detail.id}?`, needsReason);
+      if (reason === null) return;
+      try {
+        await api("POST", path, { reason });
+        await reload();
+      } catch (err) {
+        main.prepend(failure(err));
+      }
+    },
+  }, label);
+  const open = detail.status === "running" || detail.status === "compensating" || detail.status === "failed";
+  if (!open) return h("p", { class: "muted" }, "Finished: no action applies.");
+  return h("div", { class: "actions" },
+    act("abort", `/v1/sagas/${detail.id}/abort`, "Abort", false),
+    act("retry", `/v1/sagas/${detail.id}/retry`, "Retry", false),
+    act("terminate", `/v1/sagas/${detail.id}/terminate`, "Terminate", true));
+}
+
+/** Asks for confirmation and a reason; resolves to the reason, or null if cancelled. */
+function confirmAction(text, reasonRequired) {
+  const dialog = document.getElementById("confirm");
+  const reason = document.getElementById("confirm-reason");
+  document.getElementById("confirm-text").textContent = text;
+  reason.value = "";
+  reason.required = reasonRequired;
+  dialog.showModal();
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? reason.value : null), { once: true });
+  });
+}
+
+async function sagaView(id) {
+  const section = h("section", { "aria-live": "polite" });
+  show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section);
+  const load = async () => {
+    const [detail, page] = await Promise.all([
+      api("GET", `/v1/sagas/${id}`),
+      api("GET", `/v1/sagas/${id}/timeline?limit=1000`),
+    ]);
+    section.replaceChildren(
+      h("h1", {}, `${detail.definition} `, badge(detail.status)),
+      h("dl", { class: "meta" },
+        h("dt", {}, "id"), h("dd", { class: "mono" }, detail.id),
+        h("dt", {}, "key"), h("dd", { class: "mono" }, detail.key || "—"),
+        h("dt", {}, "version"), h("dd", { class: "mono" }, detail.version.slice(0, 12)),
+        h("dt", {}, "trace"), h("dd", { class: "mono" }, detail.trace_id || "—"),
+        h("dt", {}, "started"), h("dd", {}, when(detail.created_at)),
+        h("dt", {}, "updated"), h("dd", {}, when(detail.updated_at)),
+        detail.failure && [h("dt", {}, "failure"), h("dd", { class: "error" }, `${detail.failure.phase} ${detail.failure.step || ""}: ${detail.failure.reason}`)]),
+      actionsFor(detail, load),
+      h("h2", {}, "Timeline"), ...gantt(detail, page.items),
+      h("h2", {}, "Steps"),
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, detail.steps.map((s) => h("tr", {},
+          h("td", {}, s.name), h("td", {}, badge(s.status)), h("td", {}, s.attempt),
+          h("td", {}, badge(s.compensation)), h("td", {}, s.error || s.compensation_error || "")))))),
+      h("h2", {}, "Input"), json(detail.input),
+      h("h2", {}, "Output"), json(detail.output),
+      h("h2", {}, "Events"),
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["at", "kind", "step", "phase", "attempt", "detail"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, page.items.map((e) => h("tr", {},
+          h("td", {}, when(e.at)), h("td", {}, e.kind), h("td", {}, e.step || ""), h("td", {}, e.phase || ""),
+          h("td", {}, e.attempt ?? ""), h("td", { class: "mono" }, JSON.stringify(e.detail))))))),
+    );
+    return detail;
+  };
+  let last = await load();
+  keepFresh(async () => { last = await load(); }, () => last.status === "running" || last.status === "compensating");
+}
+
+// ---- Definitions and dead letters ---------------------------------------------------
+
+async function definitionsView() {
+  const defs = await api("GET", "/v1/definitions");
+  const input = h("textarea", { class: "yaml", id: "yaml", "aria-label": "Definition YAML to validate", spellcheck: "false" });
+  const out = h("div", { "aria-live": "polite" });
+  const validate = h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        const report = await api("POST", "/v1/definitions/validate", input.value, "application/yaml");
+        const all = [...report.errors, ...report.warnings];
+        out.replaceChildren(h("p", { class: report.valid ? "s-completed" : "error" }, report.valid ? "Valid." : "Invalid:"),
+          h("ul", {}, all.map((d) => h("li", {}, `line ${d.line}, column ${d.column}: ${d.severity}: ${d.message}`, d.help ? ` (${d.help})` : ""))));
+      } catch (err) {
+        out.replaceChildren(failure(err));
+      }
+    },
+  }, "Validate");
+  show(
+    h("h1", {}, "Definitions"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["name", "steps", "pivot", "version"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, defs.map((d) => h("tr", {},
+        h("td", {}, h("a", { href: `#/definitions/${encodeURIComponent(d.name)}` }, d.name)),
+        h("td", {}, d.steps.join(" → ")), h("td", {}, d.pivot || "—"), h("td", { class: "mono" }, d.version.slice(0, 12))))))),
+    h("h2", {}, "Validate a definition"), input, h("div", { class: "actions" }, validate), out,
+  );
+}
+
+async function definitionView(name) {
+  const d = await api("GET", `/v1/definitions/${encodeURIComponent(name)}`);
+  const version = d.current?.version;
+  const source = version ? await api("GET", `/v1/definitions/${encodeURIComponent(name)}/versions/${version}`) : null;
+  show(
+    h("p", {}, h("a", { href: "#/definitions" }, "← all definitions")),
+    h("h1", {}, d.name),
+    h("h2", {}, "Versions in use"),
+    h("ul", {}, d.versions_in_use.map((v) => h("li", { class: "mono" }, `${v.version.slice(0, 12)}: ${v.unfinished_sagas} unfinished${v.current ? " (current)" : ""}`))),
+    h("h2", {}, "Source"), source ? h("pre", { class: "mono" }, source.source) : h("p", { class: "muted" }, "removed"),
+  );
+}
+
+async function deadLettersView() {
+  const page = await api("GET", "/v1/dead-letters?status=open&limit=100");
+  show(
+    h("h1", {}, "Dead letters"),
+    page.items.length === 0 ? h("p", { class: "muted" }, "None open.") :
+      h("div", { class: "scroll" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["at", "kind", "reason", "topic", "saga"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, page.items.map((l) => h("tr", {},
+          h("td", {}, when(l.at)), h("td", {}, l.kind), h("td", {}, l.reason),
+          h("td", { class: "mono" }, `${l.source_topic}/${l.source_partition}@${l.source_offset}`),
+          h("td", { class: "mono" }, l.saga_id ? h("a", { href: `#/saga/${l.saga_id}` }, l.saga_id) : "—")))))),
+  );
+}
+
+// ---- Routing --------------------------------------------------------------------
+
+async function route() {
+  clearInterval(refreshTimer);
+  const [path, query] = (location.hash.slice(1) || "/sagas").split("?");
+  const params = new URLSearchParams(query || "");
+  const parts = path.split("/").filter(Boolean);
+  try {
+    if (parts[0] === "saga" && parts[1]) await sagaView(parts[1]);
+    else if (parts[0] === "definitions" && parts[1]) await definitionView(decodeURIComponent(parts[1]));
+    else if (parts[0] === "definitions") await definitionsView();
+    else if (parts[0] === "dead-letters") await deadLettersView();
+    else await sagasView(params);
+  } catch (err) {
+    show(failure(err));
+  }
+  main.focus();
+}
+
+document.getElementById("token-form").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const value = document.getElementById("token").value.trim();
+  if (value) sessionStorage.setItem(TOKEN_KEY, value);
+  else sessionStorage.removeItem(TOKEN_KEY);
+  document.getElementById("token").value = "";
+  route();
+});
+window.addEventListener("hashchange", route);
+route();
