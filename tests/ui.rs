@@ -51,6 +51,8 @@ fn the_console_loads_nothing_from_elsewhere_and_calls_documented_endpoints() {
     let paths: Vec<String> = doc["paths"].as_object().unwrap().keys().cloned().collect();
     let url = regex::Regex::new(r"(https?:)?//[A-Za-z0-9.-]+\.[A-Za-z]").unwrap();
     let call = regex::Regex::new(r#"[`"](/v1/[^`"?]*)"#).unwrap();
+    let value = regex::Regex::new(r"\$\{[^}]*\}").unwrap();
+    let param = regex::Regex::new(r"\{[^}]*\}").unwrap();
     let mut checked = 0;
     for file in ["index.html", "app.js", "app.css"] {
         let text = std::fs::read_to_string(dir.join(file)).unwrap();
@@ -61,14 +63,10 @@ fn the_console_loads_nothing_from_elsewhere_and_calls_documented_endpoints() {
         );
         for c in call.captures_iter(&text) {
             // `${…}` is a value: it matches any one path parameter.
-            let used = regex::Regex::new(r"\$\{[^}]*\}")
-                .unwrap()
-                .replace_all(&c[1], "{}");
+            let used = value.replace_all(&c[1], "{}");
             let used = used.trim_end_matches('/');
             let known = paths.iter().any(|p| {
-                let shape = regex::Regex::new(r"\{[^}]*\}")
-                    .unwrap()
-                    .replace_all(p, "{}");
+                let shape = param.replace_all(p, "{}");
                 shape == used || shape.starts_with(&format!("{used}/"))
             });
             assert!(
