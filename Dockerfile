@@ -21,10 +21,11 @@ COPY scripts/docker-build-steps scripts/docker-build-steps
 COPY Cargo.toml Cargo.lock ./
 RUN scripts/docker-build-steps deps
 
-# Then sagaflow itself. Migrations are embedded (sqlx::migrate!) and no compile-time
-# checked queries are used, so no database is needed here.
+# Then sagaflow itself. Migrations and the console's files are embedded (sqlx::migrate!,
+# include_str!) and no compile-time checked queries are used, so no database is needed.
 COPY src src
 COPY migrations migrations
+COPY ui ui
 RUN DOCKER_BUILD_BIN_OUT=/build/out/sagaflow scripts/docker-build-steps app
 
 # ---- runtime stage ------------------------------------------------------------------
