@@ -184,3 +184,20 @@ async fn only_cursors_this_service_made_for_this_query_are_accepted() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
 }
+
+/// Swagger UI would send the document to validator.swagger.io for a badge when it is
+/// not served from localhost: the page's config turns that off.
+#[tokio::test]
+async fn swagger_ui_asks_no_outside_validator() {
+    let app = app().await;
+    let init = app
+        .call("GET", "/docs/swagger-initializer.js", None, None)
+        .await;
+    assert_eq!(init.status, 200);
+    assert!(
+        init.text.contains("\"validatorUrl\": \"none\"")
+            || init.text.contains("\"validatorUrl\":\"none\""),
+        "{}",
+        init.text
+    );
+}

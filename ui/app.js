@@ -23,6 +23,8 @@ function h(tag, attrs = {}, ...kids) {
   return el;
 }
 
+/** UUIDv7s share their leading time digits: the tail tells sagas apart at a glance. */
+const shortId = (id) => `…${id.slice(-12)}`;
 const badge = (status) => h("span", { class: `badge s-${status}` }, status);
 const when = (t) => (t ? new Date(t).toLocaleString() : "—");
 const json = (v) => h("pre", { class: "mono" }, JSON.stringify(v, null, 2));
@@ -97,7 +99,7 @@ async function sagasView(params) {
     h("thead", {}, h("tr", {}, ["status", "saga", "definition", "key", "created", "updated"].map((c) => h("th", { scope: "col" }, c)))),
     body));
   const status = h("p", { class: "muted", "aria-live": "polite" });
-  show(h("h1", {}, "Sagas"), form, counts, table, status);
+  show(h("h1", {}, "Sagas"), form, bulkForm(params), counts, table, status);
   const load = async () => {
     const q = new URLSearchParams();
     for (const n of FILTERS) if (value(n)) q.set(n, value(n));
@@ -107,7 +109,7 @@ async function sagasView(params) {
     counts.replaceChildren(...Object.entries(page.counts?.counts || {}).map(([s, n]) => h("li", {}, badge(s), ` ${n}`)));
     body.replaceChildren(...page.items.map((s) => h("tr", {},
       h("td", {}, badge(s.status)),
-      h("td", { class: "mono" }, h("a", { href: `#/saga/${s.id}` }, s.id)),
+      h("td", { class: "mono" }, h("a", { href: `#/saga/${s.id}`, title: s.id }, shortId(s.id))),
       h("td", {}, s.definition), h("td", { class: "mono" }, s.key || "—"),
       h("td", {}, when(s.created_at)), h("td", {}, when(s.updated_at)))));
     status.textContent = page.items.length ? `Live: refreshed ${new Date().toLocaleTimeString()}` : "No saga matches.";
@@ -193,17 +195,83 @@ function actionsFor(detail, reload) {
     act("terminate", `/v1/sagas/${detail.id}/terminate`, "Terminate", true));
 }
 
-/** Asks for confirmation and a reason; resolves to the reason, or null if cancelled. */
-function confirmAction(text, reasonRequired) {
+/**
+ * Asks for confirmation and a reason; resolves to the reason (or, with `withPayload`,
+ * to {reason, payload}), or null if cancelled.
+ */
+function confirmAction(text, reasonRequired, withPayload = false) {
   const dialog = document.getElementById("confirm");
   const reason = document.getElementById("confirm-reason");
+  const payload = document.getElementById("confirm-payload");
   document.getElementById("confirm-text").textContent = text;
+  document.getElementById("confirm-payload-box").hidden = !withPayload;
   reason.value = "";
+  payload.value = "{}";
   reason.required = reasonRequired;
   dialog.showModal();
   return new Promise((resolve) => {
-    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? reason.value : null), { once: true });
+    dialog.addEventListener("close", () => {
+      if (dialog.returnValue !== "ok") return resolve(null);
+      if (!withPayload) return resolve(reason.value);
+      try {
+        resolve({ reason: reason.value, payload: JSON.parse(payload.value || "{}") });
+      } catch {
+        main.prepend(h("p", { class: "error", role: "alert" }, "The reply data is not valid JSON; nothing was sent."));
+        resolve(null);
+      }
+    }, { once: true });
   });
+}
+
+/** Complete or fail a step (or its compensation) by hand: resolve-step. */
+function resolveButtons(detail, step, reload) {
+  const comp = ["running", "waiting_retry", "failed", "timed_out"].includes(step.compensation);
+  const forward = ["running", "waiting_retry", "failed", "timed_out"].includes(step.status);
+  if (!comp && !forward) return "";
+  const attempt = comp ? step.compensation_attempt : step.attempt;
+  const what = comp ? `the compensation of ${step.name}` : step.name;
+  const resolve = (outcome) => h("button", {
+    type: "button",
+    onclick: async () => {
+      const label = outcome === "succeeded" ? "Complete" : "Fail";
+      const answer = await confirmAction(`${label} ${what} (attempt ${attempt}) by hand?`, true, outcome === "succeeded");
+      if (answer === null) return;
+      const body = typeof answer === "string" ? { reason: answer } : answer;
+      try {
+        await api("POST", `/v1/sagas/${detail.id}/steps/${encodeURIComponent(step.name)}/resolve`,
+          { ...body, outcome, attempt: attempt || undefined, compensation: comp });
+        await reload();
+      } catch (err) {
+        main.prepend(failure(err));
+      }
+    },
+  }, outcome === "succeeded" ? "Complete" : "Fail");
+  return h("span", { class: "actions" }, resolve("succeeded"), resolve("failed"));
+}
+
+/** Abort, retry or terminate every saga the list's filters match, after a dry run. */
+function bulkForm(params) {
+  const action = h("select", { "aria-label": "Bulk action" },
+    ["abort", "retry", "terminate"].map((a) => h("option", { value: a }, a)));
+  const out = h("p", { "aria-live": "polite" });
+  const filter = {};
+  for (const n of FILTERS) if (params.get(n)) filter[n] = params.get(n);
+  const run = h("button", {
+    type: "button",
+    onclick: async () => {
+      try {
+        const dry = await api("POST", `/v1/bulk/${action.value}`, { filter, dry_run: true, reason: "" });
+        const n = `${dry.matched}${dry.matched_capped ? "+" : ""}`;
+        const reason = await confirmAction(`${action.value} ${n} saga(s) matching these filters (at most 100 in this call)?`, action.value === "terminate");
+        if (reason === null) return;
+        const r = await api("POST", `/v1/bulk/${action.value}`, { filter, reason, limit: 100 });
+        out.textContent = `${r.applied} applied, ${r.unchanged} unchanged, ${r.refused} refused` + (r.more ? "; more match: run again" : "");
+      } catch (err) {
+        out.replaceChildren(failure(err));
+      }
+    },
+  }, "Act on all matching…");
+  return h("details", {}, h("summary", {}, "Bulk action"), h("div", { class: "actions" }, action, run), out);
 }
 
 async function sagaView(id) {
@@ -228,10 +296,11 @@ async function sagaView(id) {
       h("h2", {}, "Timeline"), ...gantt(detail, page.items),
       h("h2", {}, "Steps"),
       h("div", { class: "scroll" }, h("table", {},
-        h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error"].map((c) => h("th", { scope: "col" }, c)))),
+        h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error", "by hand"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, detail.steps.map((s) => h("tr", {},
           h("td", {}, s.name), h("td", {}, badge(s.status)), h("td", {}, s.attempt),
-          h("td", {}, badge(s.compensation)), h("td", {}, s.error || s.compensation_error || "")))))),
+          h("td", {}, badge(s.compensation)), h("td", {}, s.error || s.compensation_error || ""),
+          h("td", {}, resolveButtons(detail, s, load))))))),
       h("h2", {}, "Input"), json(detail.input),
       h("h2", {}, "Output"), json(detail.output),
       h("h2", {}, "Events"),
@@ -320,7 +389,7 @@ async function route() {
   } catch (err) {
     show(failure(err));
   }
-  main.focus();
+  main.focus({ preventScroll: true });
 }
 
 document.getElementById("token-form").addEventListener("submit", (e) => {
