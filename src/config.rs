@@ -120,6 +120,9 @@ pub struct ApiSettings {
     /// `localhost` always may; other names are refused to browsers then, which is what
     /// stops a DNS-rebinding page from using the API.
     pub allowed_hosts: Vec<String>,
+    /// Where the console links a saga's trace: a URL with `{trace_id}` in it, e.g.
+    /// `http://localhost:16686/trace/{trace_id}` (Jaeger). Empty: no link.
+    pub trace_url: String,
 }
 
 impl Default for ApiSettings {
@@ -133,6 +136,7 @@ impl Default for ApiSettings {
             max_connections: 1024,
             max_concurrent_validations: 1,
             allowed_hosts: Vec::new(),
+            trace_url: String::new(),
         }
     }
 }
@@ -442,6 +446,13 @@ impl ApiSettings {
         if self.auth.enabled && self.auth.tokens.is_empty() {
             return rule("api.auth.enabled needs at least one token in api.auth.tokens");
         }
+        let web = self.trace_url.starts_with("http://") || self.trace_url.starts_with("https://");
+        let template = web && self.trace_url.contains("{trace_id}");
+        if !(self.trace_url.is_empty() || template) {
+            return rule(
+                "api.trace_url must be an http(s) URL with {trace_id} in it, e.g. http://localhost:16686/trace/{trace_id}",
+            );
+        }
         for t in &self.auth.tokens {
             let hex = t.sha256.len() == 64 && t.sha256.bytes().all(|b| b.is_ascii_hexdigit());
             if !hex {
@@ -525,6 +536,19 @@ mod tests {
         v.iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn a_trace_url_needs_a_web_scheme_and_the_trace_id() {
+        let with = |url: &str| Settings::load(None, vars(&[("SAGAFLOW_API__TRACE_URL", url)]));
+        let ok = with("http://localhost:16686/trace/{trace_id}").expect("valid");
+        assert_eq!(ok.api.trace_url, "http://localhost:16686/trace/{trace_id}");
+        for bad in [
+            "http://localhost:16686/trace/",
+            "javascript:alert({trace_id})",
+        ] {
+            assert!(with(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -37,11 +37,25 @@ async fn the_console_is_served_with_a_strict_policy() {
             "{path}"
         );
     }
+    let config = app.call("GET", "/ui/config.json", None, None).await;
+    assert_eq!(config.body, serde_json::json!({"trace_url": ""}));
     let bare = app.call("GET", "/ui", None, None).await;
     assert_eq!(
         (bare.status, bare.headers["location"].to_str().unwrap()),
         (308, "/ui/")
     );
+}
+
+#[tokio::test]
+async fn the_trace_link_template_comes_from_the_settings() {
+    let template = "http://localhost:16686/trace/{trace_id}";
+    let app = app_with(sagaflow::config::ApiSettings {
+        trace_url: template.into(),
+        ..Default::default()
+    })
+    .await;
+    let config = app.call("GET", "/ui/config.json", None, None).await;
+    assert_eq!(config.body["trace_url"], template);
 }
 
 #[test]

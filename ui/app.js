@@ -23,6 +23,19 @@ function h(tag, attrs = {}, ...kids) {
   return el;
 }
 
+let traceUrl = "";
+const configReady = fetch("/ui/config.json")
+  .then((r) => r.json())
+  .then((c) => { traceUrl = c.trace_url || ""; })
+  .catch(() => {});
+
+/** The saga's trace id, linked to the tracing UI when `api.trace_url` is set. */
+function traceLink(id) {
+  if (!id) return "—";
+  if (!traceUrl) return id;
+  return h("a", { href: traceUrl.replace("{trace_id}", id), target: "_blank", rel: "noopener noreferrer" }, id);
+}
+
 /** UUIDv7s share their leading time digits: the tail tells sagas apart at a glance. */
 const shortId = (id) => `…${id.slice(-12)}`;
 const badge = (status) => h("span", { class: `badge s-${status}` }, status);
@@ -275,6 +288,7 @@ function bulkForm(params) {
 }
 
 async function sagaView(id) {
+  await configReady;
   const section = h("section", { "aria-live": "polite" });
   show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section);
   const load = async () => {
@@ -288,7 +302,7 @@ async function sagaView(id) {
         h("dt", {}, "id"), h("dd", { class: "mono" }, detail.id),
         h("dt", {}, "key"), h("dd", { class: "mono" }, detail.key || "—"),
         h("dt", {}, "version"), h("dd", { class: "mono" }, detail.version.slice(0, 12)),
-        h("dt", {}, "trace"), h("dd", { class: "mono" }, detail.trace_id || "—"),
+        h("dt", {}, "trace"), h("dd", { class: "mono" }, traceLink(detail.trace_id)),
         h("dt", {}, "started"), h("dd", {}, when(detail.created_at)),
         h("dt", {}, "updated"), h("dd", {}, when(detail.updated_at)),
         detail.failure && [h("dt", {}, "failure"), h("dd", { class: "error" }, `${detail.failure.phase} ${detail.failure.step || ""}: ${detail.failure.reason}`)]),

@@ -5,9 +5,12 @@
 //! (docs/ui.md says why).
 
 use axum::Router;
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
+
+use super::AppState;
 
 const INDEX: &str = include_str!("../../ui/index.html");
 const SCRIPT: &str = include_str!("../../ui/app.js");
@@ -21,8 +24,9 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
 }
 
 /// The console's routes (not in the OpenAPI document: they are pages, not API).
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/ui/config.json", get(config))
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
         .route(
             "/ui/",
@@ -36,4 +40,9 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
             "/ui/app.css",
             get(|| async { asset(STYLE, "text/css; charset=utf-8") }),
         )
+}
+
+/// What the console needs from the settings: where to link a saga's trace.
+async fn config(State(state): State<AppState>) -> Response {
+    axum::Json(serde_json::json!({ "trace_url": state.settings.trace_url })).into_response()
 }
