@@ -433,6 +433,13 @@ async fn run_sagas(settings: &sagaflow::config::Settings, store: &store::Store) 
     let within = Duration::from_secs(30);
     wait_status(store, happy, SagaStatus::Completed, within).await;
     wait_status(store, comp, SagaStatus::Compensated, within).await;
+    // The API gives the saga's trace id: the caller's, read past the stored tracestate.
+    let (status, body) = http_get(&svc.url(&format!("/v1/sagas/{comp}")))
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["trace_id"], CALLER_TRACE, "{body}");
     park_refused_row(store, happy).await;
     p.stop().await;
     svc.stop().await;

@@ -272,16 +272,6 @@ pub struct SagaDetail {
     pub timeline_complete: bool,
 }
 
-/// The trace id of a stored context (`traceparent`, then optionally a newline and the
-/// `tracestate`): `00-<trace id>-<span id>-<flags>`.
-fn trace_id(context: &str) -> Option<String> {
-    let id = context.lines().next()?.split('-').nth(1)?;
-    let valid = id.len() == 32
-        && id.bytes().all(|b| b.is_ascii_hexdigit())
-        && id.bytes().any(|b| b != b'0');
-    valid.then(|| id.to_ascii_lowercase())
-}
-
 /// A compensation's state in the words the API has always used for it.
 fn compensation_text(status: StepStatus) -> String {
     match status {
@@ -346,7 +336,8 @@ impl SagaDetail {
             created_at: inst.created_at,
             updated_at: inst.updated_at,
             deadline_at: inst.deadline_at,
-            trace_id: trace_context.and_then(trace_id),
+            trace_id: crate::telemetry::propagation::from_stored(trace_context)
+                .map(|sc| sc.trace_id().to_string()),
             timeline_complete: timeline.len() < TIMELINE_IN_DETAIL,
             timeline: timeline.into_iter().map(Into::into).collect(),
         }

@@ -296,14 +296,7 @@ impl Inbox {
 }
 
 fn admin(settings: &KafkaSettings) -> Result<AdminClient<DefaultClientContext>, ProbeError> {
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &settings.bootstrap_servers);
-    for (k, v) in &settings.properties {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            config.set(k, v);
-        }
-    }
-    Ok(kafka::create(&config)?)
+    Ok(kafka::create(&kafka::admin_config(settings))?)
 }
 
 /// Creates the reply topic and any command topic that is missing.

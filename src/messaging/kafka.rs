@@ -155,6 +155,19 @@ impl HealingProducer {
     }
 }
 
+/// An admin client's settings: the bootstrap servers and the connection's security
+/// (`security.*`, `sasl.*`, `ssl.*`), none of the producer's or consumer's tuning.
+pub fn admin_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &settings.bootstrap_servers);
+    for (k, v) in &settings.properties {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            config.set(k, v);
+        }
+    }
+    config
+}
+
 /// Consumer with manual offset storage: an offset is stored only after the database
 /// transaction that applied its message has committed; auto-commit then commits
 /// stored offsets only.

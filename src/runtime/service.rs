@@ -116,14 +116,8 @@ pub fn topic_names(settings: &Settings, registry: &Registry) -> Vec<String> {
 /// definitions), ignoring those that exist. Brokers with auto-creation do not need it.
 pub async fn ensure_topics(settings: &Settings, registry: &Registry) -> Result<(), ServeError> {
     let names = topic_names(settings, registry);
-    let mut config = rdkafka::ClientConfig::new();
-    config.set("bootstrap.servers", &settings.kafka.bootstrap_servers);
-    for (k, v) in &settings.kafka.properties {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            config.set(k, v);
-        }
-    }
-    let admin: AdminClient<DefaultClientContext> = kafka::create(&config)?;
+    let admin: AdminClient<DefaultClientContext> =
+        kafka::create(&kafka::admin_config(&settings.kafka))?;
     let topics: Vec<NewTopic> = names
         .iter()
         .map(|n| {
