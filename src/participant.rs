@@ -116,9 +116,14 @@ type Known = HashMap<String, (Arc<Definition>, HashMap<String, Json>)>;
 type Decided = Mutex<HashMap<(Uuid, String, Phase), Decision>>;
 
 /// The demo's policy: fail forward steps with probability `failure_rate`, answer after
-/// `latency`. The outcome is fixed per (saga, step), as the protocol requires.
+/// `latency`. The outcome is fixed per (saga, step), as the protocol requires. A
+/// command whose payload has a `demo` field is answered as it says instead (see
+/// [`scripted`]), so a saga can be made to decline, stall or fail on purpose.
 pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
     Arc::new(move |c: &Command| {
+        if let Some(d) = scripted(c) {
+            return (d, latency);
+        }
         if c.phase == Phase::Compensation {
             return (Decision::Success, latency);
         }
@@ -134,6 +139,22 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
         };
         (d, latency)
     })
+}
+
+/// The answer a command's `demo` field asks for: a comma-separated list of `success`,
+/// `decline` or `silence`, one per attempt, the last one repeating (`silence,success`
+/// leaves the first attempt unanswered and answers the next). `None` when the field is
+/// absent or holds another word.
+pub fn scripted(c: &Command) -> Option<Decision> {
+    let list = c.payload.get("demo")?.as_str()?;
+    let words: Vec<&str> = list.split(',').map(str::trim).collect();
+    let index = (c.attempt.max(1) as usize - 1).min(words.len() - 1);
+    match words[index] {
+        "success" => Some(Decision::Success),
+        "decline" => Some(Decision::Decline),
+        "silence" => Some(Decision::Silence),
+        _ => None,
+    }
 }
 
 /// Every command and compensation topic of these definitions, sorted.
@@ -438,5 +459,37 @@ mod tests {
             .count();
         let rate = failed as f64 / n as f64;
         assert!((0.07..0.13).contains(&rate), "failure rate {rate}");
+    }
+
+    fn command(attempt: u32, payload: Json) -> Command {
+        Command {
+            saga_id: Uuid::new_v4(),
+            definition: "d".into(),
+            step: "s".into(),
+            attempt,
+            phase: Phase::Compensation,
+            command_type: "t".into(),
+            command_id: "i".into(),
+            payload,
+            reply_to: "r".into(),
+            token: None,
+            traceparent: None,
+            tracestate: None,
+        }
+    }
+
+    #[test]
+    fn a_demo_field_scripts_the_answer_per_attempt_and_the_last_one_repeats() {
+        let policy = random_policy(1.0, Duration::ZERO);
+        let script = json!({"demo": "silence, success"});
+        assert_eq!(policy(&command(1, script.clone())).0, Decision::Silence);
+        assert_eq!(policy(&command(2, script.clone())).0, Decision::Success);
+        assert_eq!(policy(&command(7, script)).0, Decision::Success);
+        let declined = command(1, json!({"demo": "decline"}));
+        assert_eq!(policy(&declined).0, Decision::Decline);
+        // Another word, or no field, leaves the answer to the failure rate.
+        assert_eq!(scripted(&command(1, json!({"demo": "maybe"}))), None);
+        assert_eq!(scripted(&command(1, json!({"demo": 3}))), None);
+        assert_eq!(scripted(&command(1, json!({}))), None);
     }
 }

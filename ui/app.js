@@ -46,6 +46,7 @@ class ApiError extends Error {
   constructor(status, problem) {
     super(problem?.detail || problem?.title || `HTTP ${status}`);
     this.status = status;
+    this.errors = problem?.errors;
   }
 }
 
@@ -81,6 +82,112 @@ function keepFresh(load, live = () => true) {
   refreshTimer = setInterval(() => {
     if (live() && !document.hidden) load().catch(() => {});
   }, REFRESH_MS);
+}
+
+let stopLive = () => {};
+
+/** Shows whether the page is live (a stream is open) in the header's indicator. */
+function setLive(state) {
+  const el = document.getElementById("live");
+  el.dataset.state = state;
+  el.textContent = state === "open" ? "live" : state === "closed" ? "reconnecting…" : "";
+}
+
+/**
+ * Follows a Server-Sent Events stream of the API with the tab's token (EventSource
+ * cannot send one): calls onEvent(name, data) per event and reconnects after the
+ * server's `retry` (longer after failures) until the returned function is called.
+ */
+function follow(path, onEvent) {
+  const ctrl = new AbortController();
+  let stopped = false;
+  (async () => {
+    let wait = 1000;
+    let failures = 0;
+    while (!stopped) {
+      try {
+        const headers = { accept: "text/event-stream" };
+        const token = sessionStorage.getItem(TOKEN_KEY);
+        if (token) headers.authorization = `Bearer ${token}`;
+        const res = await fetch(path, { headers, signal: ctrl.signal });
+        if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
+        failures = 0;
+        setLive("open");
+        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        let buf = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buf += value.replaceAll("\r\n", "\n");
+          for (let cut = buf.indexOf("\n\n"); cut >= 0; cut = buf.indexOf("\n\n")) {
+            const block = buf.slice(0, cut);
+            buf = buf.slice(cut + 2);
+            let name = "message";
+            const data = [];
+            for (const line of block.split("\n")) {
+              if (line.startsWith("event:")) name = line.slice(6).trim();
+              else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+              else if (line.startsWith("retry:")) wait = Number(line.slice(6)) || wait;
+            }
+            if (data.length) onEvent(name, data.join("\n"));
+          }
+        }
+      } catch {
+        if (stopped) return;
+        failures += 1;
+      }
+      if (stopped) return;
+      setLive("closed");
+      await new Promise((r) => setTimeout(r, Math.min(wait * 2 ** failures, 10000)));
+    }
+  })();
+  return () => {
+    stopped = true;
+    ctrl.abort();
+    setLive("");
+  };
+}
+
+/**
+ * Runs `task` for the latest request only, never two at once and at most once per
+ * `gapMs`: a burst of events (hundreds of sagas a second) costs one reload, not one each.
+ */
+function latestOnly(task, gapMs = 0) {
+  let running = false;
+  let next = null;
+  return async function request(arg) {
+    next = { arg };
+    if (running) return;
+    running = true;
+    try {
+      while (next) {
+        const { arg: latest } = next;
+        next = null;
+        const started = Date.now();
+        await task(latest).catch(() => {});
+        const rest = gapMs - (Date.now() - started);
+        if (rest > 0) await new Promise((r) => setTimeout(r, rest));
+      }
+    } finally {
+      running = false;
+    }
+  };
+}
+
+/** The SVG diagram (of a saga, coloured by step state, or of a definition) as an image. */
+async function diagram(path, alt) {
+  const headers = { accept: "image/svg+xml" };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers.authorization = `Bearer ${token}`;
+  const res = await fetch(path, { headers });
+  if (!res.ok || !(res.headers.get("content-type") || "").startsWith("image/svg+xml")) {
+    return h("p", { class: "muted" }, "The diagram is not available.");
+  }
+  // An <img> shows the SVG as a picture: nothing in it can run or reach the page.
+  const url = URL.createObjectURL(await res.blob());
+  const img = h("img", { class: "diagram", src: url, alt });
+  img.addEventListener("load", () => setTimeout(() => URL.revokeObjectURL(url), 0), { once: true });
+  return h("div", { class: "scroll diagram-box" }, img);
 }
 
 // ---- Sagas ------------------------------------------------------------------
@@ -120,15 +227,19 @@ async function sagasView(params) {
     q.set("limit", "100");
     const page = await api("GET", `/v1/sagas?${q}`);
     counts.replaceChildren(...Object.entries(page.counts?.counts || {}).map(([s, n]) => h("li", {}, badge(s), ` ${n}`)));
-    body.replaceChildren(...page.items.map((s) => h("tr", {},
+    body.replaceChildren(...page.items.map((s) => h("tr", { "data-saga-id": s.id },
       h("td", {}, badge(s.status)),
       h("td", { class: "mono" }, h("a", { href: `#/saga/${s.id}`, title: s.id }, shortId(s.id))),
       h("td", {}, s.definition), h("td", { class: "mono" }, s.key || "—"),
       h("td", {}, when(s.created_at)), h("td", {}, when(s.updated_at)))));
-    status.textContent = page.items.length ? `Live: refreshed ${new Date().toLocaleTimeString()}` : "No saga matches.";
+    status.textContent = page.items.length ? `Updated ${new Date().toLocaleTimeString()}` : "No saga matches.";
   };
   await load();
-  keepFresh(load);
+  // Any saga change reloads the list (at most one load at a time, the latest wins);
+  // polling covers the time the stream is down.
+  const reload = latestOnly(load, 1000);
+  stopLive = follow("/v1/streams/sagas", () => reload());
+  keepFresh(load, () => document.getElementById("live").dataset.state !== "open");
 }
 
 // ---- One saga -----------------------------------------------------------------
@@ -238,6 +349,7 @@ function confirmAction(text, reasonRequired, withPayload = false) {
 
 /** Complete or fail a step (or its compensation) by hand: resolve-step. */
 function resolveButtons(detail, step, reload) {
+  if (!["running", "compensating", "failed"].includes(detail.status)) return "";
   const comp = ["running", "waiting_retry", "failed", "timed_out"].includes(step.compensation);
   const forward = ["running", "waiting_retry", "failed", "timed_out"].includes(step.status);
   if (!comp && !forward) return "";
@@ -290,44 +402,62 @@ function bulkForm(params) {
 async function sagaView(id) {
   await configReady;
   const section = h("section", { "aria-live": "polite" });
-  show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section);
-  const load = async () => {
+  const picture = h("div");
+  show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section, h("h2", {}, "Diagram"), picture);
+  let last = null;
+  /** Renders the saga (`given`: as a stream event carried it; else read it). */
+  const load = async (given) => {
     const [detail, page] = await Promise.all([
-      api("GET", `/v1/sagas/${id}`),
+      given ? Promise.resolve(given) : api("GET", `/v1/sagas/${id}`),
       api("GET", `/v1/sagas/${id}/timeline?limit=1000`),
     ]);
-    section.replaceChildren(
-      h("h1", {}, `${detail.definition} `, badge(detail.status)),
-      h("dl", { class: "meta" },
-        h("dt", {}, "id"), h("dd", { class: "mono" }, detail.id),
-        h("dt", {}, "key"), h("dd", { class: "mono" }, detail.key || "—"),
-        h("dt", {}, "version"), h("dd", { class: "mono" }, detail.version.slice(0, 12)),
-        h("dt", {}, "trace"), h("dd", { class: "mono" }, traceLink(detail.trace_id)),
-        h("dt", {}, "started"), h("dd", {}, when(detail.created_at)),
-        h("dt", {}, "updated"), h("dd", {}, when(detail.updated_at)),
-        detail.failure && [h("dt", {}, "failure"), h("dd", { class: "error" }, `${detail.failure.phase} ${detail.failure.step || ""}: ${detail.failure.reason}`)]),
-      actionsFor(detail, load),
-      h("h2", {}, "Timeline"), ...gantt(detail, page.items),
-      h("h2", {}, "Steps"),
-      h("div", { class: "scroll" }, h("table", {},
-        h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error", "by hand"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, detail.steps.map((s) => h("tr", {},
-          h("td", {}, s.name), h("td", {}, badge(s.status)), h("td", {}, s.attempt),
-          h("td", {}, badge(s.compensation)), h("td", {}, s.error || s.compensation_error || ""),
-          h("td", {}, resolveButtons(detail, s, load))))))),
-      h("h2", {}, "Input"), json(detail.input),
-      h("h2", {}, "Output"), json(detail.output),
-      h("h2", {}, "Events"),
-      h("div", { class: "scroll" }, h("table", {},
-        h("thead", {}, h("tr", {}, ["at", "kind", "step", "phase", "attempt", "detail"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, page.items.map((e) => h("tr", {},
-          h("td", {}, when(e.at)), h("td", {}, e.kind), h("td", {}, e.step || ""), h("td", {}, e.phase || ""),
-          h("td", {}, e.attempt ?? ""), h("td", { class: "mono" }, JSON.stringify(e.detail))))))),
-    );
+    last = detail;
+    section.dataset.status = detail.status;
+    section.replaceChildren(...sagaParts(detail, page.items, () => load()));
+    const graph = await diagram(`/v1/sagas/${id}/graph`, `Diagram of ${detail.definition}, each step coloured by its state in this saga`);
+    picture.replaceChildren(graph);
     return detail;
   };
-  let last = await load();
-  keepFresh(async () => { last = await load(); }, () => last.status === "running" || last.status === "compensating");
+  await load();
+  const render = latestOnly(load, 250);
+  stopLive = follow(`/v1/streams/sagas/${id}`, (name, data) => {
+    if (name === "saga") render(JSON.parse(data));
+  });
+  // Polling only while the stream is down and the saga can still change by itself.
+  keepFresh(() => load(), () => document.getElementById("live").dataset.state !== "open" &&
+    (last.status === "running" || last.status === "compensating"));
+}
+
+/** The saga's header, actions, timeline, steps, input, output and events. */
+function sagaParts(detail, events, reload) {
+  return [
+    h("h1", {}, `${detail.definition} `, badge(detail.status)),
+    h("dl", { class: "meta" },
+      h("dt", {}, "id"), h("dd", { class: "mono" }, detail.id),
+      h("dt", {}, "key"), h("dd", { class: "mono" }, detail.key || "—"),
+      h("dt", {}, "version"), h("dd", { class: "mono" }, detail.version.slice(0, 12)),
+      h("dt", {}, "trace"), h("dd", { class: "mono" }, traceLink(detail.trace_id)),
+      h("dt", {}, "started"), h("dd", {}, when(detail.created_at)),
+      h("dt", {}, "updated"), h("dd", {}, when(detail.updated_at)),
+      detail.failure && [h("dt", {}, "failure"), h("dd", { class: "error" }, `${detail.failure.phase} ${detail.failure.step || ""}: ${detail.failure.reason}`)]),
+    actionsFor(detail, reload),
+    h("h2", {}, "Timeline"), ...gantt(detail, events),
+    h("h2", {}, "Steps"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error", "by hand"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, detail.steps.map((s) => h("tr", { "data-step": s.name },
+        h("td", {}, s.name), h("td", {}, badge(s.status)), h("td", {}, s.attempt),
+        h("td", {}, badge(s.compensation)), h("td", {}, s.error || s.compensation_error || ""),
+        h("td", {}, resolveButtons(detail, s, reload))))))),
+    h("h2", {}, "Input"), json(detail.input),
+    h("h2", {}, "Output"), json(detail.output),
+    h("h2", {}, "Events"),
+    h("div", { class: "scroll" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["at", "kind", "step", "phase", "attempt", "detail"].map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, events.map((e) => h("tr", { "data-kind": e.kind, "data-step": e.step || "", "data-phase": e.phase || "" },
+        h("td", {}, when(e.at)), h("td", {}, e.kind), h("td", {}, e.step || ""), h("td", {}, e.phase || ""),
+        h("td", {}, e.attempt ?? ""), h("td", { class: "mono" }, JSON.stringify(e.detail))))))),
+  ];
 }
 
 // ---- Definitions and dead letters ---------------------------------------------------
@@ -364,13 +494,49 @@ async function definitionView(name) {
   const d = await api("GET", `/v1/definitions/${encodeURIComponent(name)}`);
   const version = d.current?.version;
   const source = version ? await api("GET", `/v1/definitions/${encodeURIComponent(name)}/versions/${version}`) : null;
+  const picture = version
+    ? await diagram(`/v1/definitions/${encodeURIComponent(name)}/graph`, `Diagram of ${name}: its steps in order and the compensations that undo them`)
+    : h("p", { class: "muted" }, "removed");
   show(
     h("p", {}, h("a", { href: "#/definitions" }, "← all definitions")),
     h("h1", {}, d.name),
+    d.current?.description ? h("p", {}, d.current.description) : "",
+    version ? startForm(name, d.input_schema) : "",
+    h("h2", {}, "Diagram"), picture,
     h("h2", {}, "Versions in use"),
     h("ul", {}, d.versions_in_use.map((v) => h("li", { class: "mono" }, `${v.version.slice(0, 12)}: ${v.unfinished_sagas} unfinished${v.current ? " (current)" : ""}`))),
     h("h2", {}, "Source"), source ? h("pre", { class: "mono" }, source.source) : h("p", { class: "muted" }, "removed"),
   );
+}
+
+/** Starts a saga of `name` with the JSON typed in (the schema's first example to begin with). */
+function startForm(name, schema) {
+  const example = schema?.examples?.[0] ?? {};
+  const input = h("textarea", { id: "start-input", class: "mono", rows: 4, spellcheck: "false" }, JSON.stringify(example, null, 2));
+  const key = h("input", { id: "start-key", size: 24, autocomplete: "off" });
+  const out = h("div", { "aria-live": "polite" });
+  const form = h("form", { class: "start", "aria-label": "Start a saga" },
+    h("label", { for: "start-input" }, "Input (JSON)"), input,
+    h("label", { for: "start-key" }, "Business key (optional: a second start with it returns the same saga)"), key,
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Start")), out);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    let body;
+    try {
+      body = { input: JSON.parse(input.value || "{}") };
+    } catch {
+      out.replaceChildren(h("p", { class: "error", role: "alert" }, "The input is not valid JSON."));
+      return;
+    }
+    if (key.value.trim()) body.key = key.value.trim();
+    try {
+      const started = await api("POST", `/v1/sagas/${encodeURIComponent(name)}`, body);
+      location.hash = `#/saga/${started.id}`;
+    } catch (err) {
+      out.replaceChildren(failure(err), err.errors ? h("ul", {}, err.errors.map((f) => h("li", {}, `${f.path || "(input)"}: ${f.message}`))) : "");
+    }
+  });
+  return [h("h2", {}, "Start a saga"), form];
 }
 
 async function deadLettersView() {
@@ -391,6 +557,8 @@ async function deadLettersView() {
 
 async function route() {
   clearInterval(refreshTimer);
+  stopLive();
+  stopLive = () => {};
   const [path, query] = (location.hash.slice(1) || "/sagas").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);

@@ -13,6 +13,7 @@ pub mod extract;
 mod hardening;
 mod health;
 mod list;
+pub mod live;
 pub mod model;
 pub mod openapi;
 mod operator;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub reloader: Option<Arc<crate::runtime::reload::Reloader>>,
     /// The topics of the AsyncAPI document that are settings, not definitions.
     pub contract_topics: crate::contract::ContractTopics,
+    /// Saga changes for the live streams (`/v1/streams/…`).
+    pub live: live::LiveFeed,
 }
 
 impl AppState {
@@ -71,8 +74,13 @@ impl AppState {
             validations: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_validations.max(1),
             )),
-            settings: Arc::new(settings),
             reloader: None,
+            // Half the connections at most, so streams never starve the API.
+            live: live::LiveFeed::new(
+                settings.max_connections / 2,
+                tokio_util::sync::CancellationToken::new(),
+            ),
+            settings: Arc::new(settings),
             contract_topics: crate::contract::ContractTopics::of(
                 &crate::config::KafkaSettings::default(),
             ),
@@ -87,6 +95,8 @@ pub fn documented() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         // One path, two meanings by method: see docs/api.md ("Paths") for why.
         .routes(routes!(sagas::start, sagas::get))
         .routes(routes!(sagas::timeline))
+        .routes(routes!(live::sagas_stream))
+        .routes(routes!(live::saga_stream))
         .routes(routes!(operator::abort))
         .routes(routes!(operator::retry))
         .routes(routes!(operator::terminate))

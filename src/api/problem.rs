@@ -59,6 +59,8 @@ pub enum Kind {
     HostNotAllowed,
     NotFound,
     MethodNotAllowed,
+    /// A stream asked for without `Accept: text/event-stream`.
+    NotAcceptable,
     Timeout,
     /// An idempotency key reused with a different input.
     IdempotencyConflict,
@@ -80,7 +82,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 19] = [
+    pub const ALL: [Kind; 20] = [
         Kind::BadRequest,
         Kind::UnknownParameter,
         Kind::Unauthorized,
@@ -89,6 +91,7 @@ impl Kind {
         Kind::HostNotAllowed,
         Kind::NotFound,
         Kind::MethodNotAllowed,
+        Kind::NotAcceptable,
         Kind::Timeout,
         Kind::IdempotencyConflict,
         Kind::NotAllowed,
@@ -128,6 +131,11 @@ impl Kind {
                 "method-not-allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed",
+            ),
+            Kind::NotAcceptable => (
+                "not-acceptable",
+                StatusCode::NOT_ACCEPTABLE,
+                "Not acceptable",
             ),
             Kind::Timeout => ("timeout", StatusCode::REQUEST_TIMEOUT, "Request timed out"),
             Kind::IdempotencyConflict => (
@@ -195,6 +203,7 @@ impl Kind {
             StatusCode::FORBIDDEN => Kind::Forbidden,
             StatusCode::NOT_FOUND => Kind::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
+            StatusCode::NOT_ACCEPTABLE => Kind::NotAcceptable,
             StatusCode::REQUEST_TIMEOUT => Kind::Timeout,
             StatusCode::PAYLOAD_TOO_LARGE => Kind::TooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,

@@ -182,40 +182,43 @@ pub async fn start(
     security(("bearer" = ["read"]))
 )]
 pub async fn get(State(state): State<AppState>, ApiPath(id): ApiPath<Uuid>) -> Response {
+    match detail(&state, id).await {
+        Ok(Some(d)) => json(StatusCode::OK, &d),
+        Ok(None) => Problem::not_found(&format!("no saga {id}")).into_response(),
+        Err(e) => e,
+    }
+}
+
+/// A saga as `GET /v1/sagas/{saga}` shows it (`None`: no such saga); `Err` is the
+/// answer to give, the cause logged.
+pub(super) async fn detail(state: &AppState, id: Uuid) -> Result<Option<SagaDetail>, Response> {
     let pool = &state.applier.store.pool;
     let row = match store::get_saga(pool, id).await {
         Ok(Some(row)) => row,
-        Ok(None) => return Problem::not_found(&format!("no saga {id}")).into_response(),
-        Err(e) => return internal(&e),
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(internal(&e)),
     };
     let latest = store::HistoryPage::Latest;
-    let history = match store::history_page(pool, id, latest, TIMELINE_IN_DETAIL as i64).await {
-        Ok(h) => h,
-        Err(e) => return internal(&e),
-    };
+    let history = store::history_page(pool, id, latest, TIMELINE_IN_DETAIL as i64)
+        .await
+        .map_err(|e| internal(&e))?;
     let inst = row.instance;
-    let def = match state
+    let def = state
         .applier
         .registry
         .version(&state.applier.store, &inst.definition, &inst.version)
         .await
-    {
-        Ok(def) => def,
-        Err(e) => return internal(&e),
-    };
+        .map_err(|e| internal(&e))?;
     let names = def.steps.iter().map(|s| s.name.clone()).collect();
     let current = inst.current_steps(&def);
-    json(
-        StatusCode::OK,
-        &SagaDetail::new(
-            inst,
-            row.revision,
-            names,
-            current,
-            history,
-            row.trace_context.as_deref(),
-        ),
-    )
+    Ok(Some(SagaDetail::new(
+        inst,
+        row.revision,
+        names,
+        current,
+        history,
+        row.trace_context.as_deref(),
+    )))
 }
 
 /// Page through a saga's timeline, oldest first.

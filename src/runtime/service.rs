@@ -334,6 +334,9 @@ pub async fn run(
     let mut state = AppState::new(applier.clone(), health.clone(), settings.api.clone());
     state.reloader = Some(reloader);
     state.contract_topics = crate::contract::ContractTopics::of(&settings.kafka);
+    // Streams end when HTTP stops taking requests.
+    state.live = api::live::LiveFeed::new(settings.api.max_connections / 2, intake.clone());
+    tokio::spawn(state.live.clone().listen(store.pool.clone()));
     let app = api::router(state);
     tasks.spawn(watch(
         "http",

@@ -176,14 +176,6 @@ impl WriteBatch {
             .bind(&self.timer_due)
             .execute(&mut **tx)
             .await?;
-            // Wakes the timer loops, which may sleep past a timer due this soon.
-            let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
-            if self.timer_due.iter().any(|due| *due < soon) {
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(super::wake::TIMERS_CHANNEL)
-                    .execute(&mut **tx)
-                    .await?;
-            }
         }
         if !self.hist_saga.is_empty() {
             sqlx::query(
@@ -217,12 +209,37 @@ impl WriteBatch {
             .bind(&self.out_payload)
             .execute(&mut **tx)
             .await?;
-            // Wakes the outbox relay; delivered at commit, coalesced by PostgreSQL.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(super::wake::OUTBOX_CHANNEL)
-                .execute(&mut **tx)
-                .await?;
         }
+        self.notify(tx).await
+    }
+
+    /// Every notification of this batch in one statement, delivered at commit: the
+    /// outbox relay's wake-up, the timer loops' (for a timer due soon, which they may
+    /// sleep past) and the ids of the sagas that changed, for live streams.
+    async fn notify(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let mut channels: Vec<&str> = Vec::new();
+        let mut payloads: Vec<String> = Vec::new();
+        if !self.out_saga.is_empty() {
+            channels.push(super::wake::OUTBOX_CHANNEL);
+            payloads.push(String::new());
+        }
+        let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
+        if self.timer_due.iter().any(|due| *due < soon) {
+            channels.push(super::wake::TIMERS_CHANNEL);
+            payloads.push(String::new());
+        }
+        for chunk in super::wake::saga_payloads(self.saga_ids.iter().chain(&self.hist_saga)) {
+            channels.push(super::wake::SAGAS_CHANNEL);
+            payloads.push(chunk);
+        }
+        if channels.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS n(c, p)")
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
 }
