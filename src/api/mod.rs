@@ -64,6 +64,8 @@ pub struct AppState {
     pub contract_topics: crate::contract::ContractTopics,
     /// Saga changes for the live streams (`/v1/streams/…`).
     pub live: live::LiveFeed,
+    /// Group commit for starts (absent in handler tests: each start commits alone).
+    pub starts: Option<crate::runtime::start_queue::StartQueue>,
 }
 
 impl AppState {
@@ -81,6 +83,7 @@ impl AppState {
                 tokio_util::sync::CancellationToken::new(),
             ),
             settings: Arc::new(settings),
+            starts: None,
             contract_topics: crate::contract::ContractTopics::of(
                 &crate::config::KafkaSettings::default(),
             ),

@@ -112,7 +112,11 @@ pub async fn start(
     };
     // A new saga is answered from what its transaction committed: a read after the
     // commit could fail and turn a saga that exists into a 500.
-    let (id, created, status) = match state.applier.start(req).await {
+    let started = match &state.starts {
+        Some(queue) => queue.start(req).await,
+        None => state.applier.start(req).await,
+    };
+    let (id, created, status) = match started {
         Ok(StartOutcome::Created(id, status)) => (id, true, Some(status.into())),
         Ok(StartOutcome::Existing(id)) => (id, false, None),
         Ok(StartOutcome::Conflict(id)) => {

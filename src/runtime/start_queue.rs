@@ -1,0 +1,189 @@
+//! Group commit for starts over HTTP: concurrent starts share one transaction, so a
+//! burst of requests costs a few commits instead of one each.
+//!
+//! A few workers take turns at the queue. An idle worker takes the first waiting start
+//! at once, with every other start already waiting (up to [`MAX_BATCH`]), and commits
+//! them together; while it commits, the next worker gathers what arrives meanwhile.
+//! Nothing lingers to fill a batch, so no start waits for more than the commit ahead of
+//! it and its own. Each caller is answered only after its transaction committed.
+//!
+//! A batch whose transaction fails is retried one start per transaction, so one start
+//! that cannot be stored fails alone. Two starts with one business key in a batch are
+//! decided as they would be one after the other: the second sees the first's row.
+
+use std::sync::Arc;
+
+use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
+use crate::definition::Definition;
+use crate::store::StoreError;
+use crate::telemetry::metrics;
+
+/// Starts per transaction at most: bounds a transaction's size and time.
+pub const MAX_BATCH: usize = 256;
+/// Transactions in flight at once (each holds a database connection while it runs).
+pub const WORKERS: usize = 3;
+
+type Answer = Result<StartOutcome, ApplyError>;
+
+struct Pending {
+    def: Arc<Definition>,
+    req: StartRequest,
+    answer: oneshot::Sender<Answer>,
+}
+
+/// The queue HTTP starts go through.
+#[derive(Debug, Clone)]
+pub struct StartQueue {
+    applier: Applier,
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("definition", &self.def.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StartQueue {
+    /// Spawns the workers on `tasks`; they finish the starts already queued and stop
+    /// after `stop`.
+    pub fn spawn(applier: Applier, tasks: &TaskTracker, stop: CancellationToken) -> StartQueue {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WORKERS {
+            tasks.spawn(work(applier.clone(), rx.clone(), stop.clone()));
+        }
+        StartQueue { applier, queue }
+    }
+
+    /// Starts a saga, sharing the transaction with concurrent starts. The checks that
+    /// need no database (definition, input schema) run here, in the caller's task.
+    pub async fn start(&self, req: StartRequest) -> Answer {
+        let Some(def) = self.applier.registry.current(&req.definition) else {
+            return Ok(StartOutcome::UnknownDefinition);
+        };
+        if let Err(errors) = def.validate_input(&req.input) {
+            return Ok(StartOutcome::InvalidInput(errors));
+        }
+        let (answer, answered) = oneshot::channel();
+        let pending = Pending { def, req, answer };
+        if let Err(refused) = self.queue.send(pending) {
+            // The workers have stopped (shutting down): start it alone.
+            return self.applier.start(refused.0.req).await;
+        }
+        match answered.await {
+            Ok(answer) => answer,
+            // The worker is gone (it panicked): say so rather than hang.
+            Err(_) => Err(ApplyError::Store(StoreError::Database(
+                sqlx::Error::PoolClosed,
+            ))),
+        }
+    }
+}
+
+async fn work(
+    applier: Applier,
+    queue: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
+    stop: CancellationToken,
+) {
+    loop {
+        let batch = {
+            let mut rx = queue.lock().await;
+            let first = tokio::select! {
+                biased;
+                p = rx.recv() => p,
+                _ = stop.cancelled() => {
+                    // Refuse new starts (they run alone) and finish the queued ones.
+                    rx.close();
+                    rx.recv().await
+                }
+            };
+            let Some(first) = first else { return };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        commit(&applier, batch).await;
+    }
+}
+
+/// Runs `batch` in one transaction and answers each start; on failure, one by one.
+async fn commit(applier: &Applier, batch: Vec<Pending>) {
+    if batch.len() == 1 {
+        for p in batch {
+            alone(applier, p).await;
+        }
+        return;
+    }
+    // Kept for the one-by-one retry: the transaction consumes the requests.
+    let requests: Vec<StartRequest> = batch.iter().map(|p| p.req.clone()).collect();
+    match together(applier, &batch, requests.clone()).await {
+        Ok(outcomes) => {
+            for (p, outcome) in batch.into_iter().zip(outcomes) {
+                answer(p, Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, starts = batch.len(), "a shared start transaction failed; starting each alone");
+            for (mut p, req) in batch.into_iter().zip(requests) {
+                p.req = req;
+                alone(applier, p).await;
+            }
+        }
+    }
+}
+
+async fn together(
+    applier: &Applier,
+    batch: &[Pending],
+    requests: Vec<StartRequest>,
+) -> Result<Vec<StartOutcome>, ApplyError> {
+    let mut tx = applier.store.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (p, req) in batch.iter().zip(requests) {
+        outcomes.push(applier.start_in_tx(&mut tx, &p.def, req).await?);
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(outcomes)
+}
+
+/// One start in a transaction of its own.
+async fn alone(applier: &Applier, p: Pending) {
+    let Pending {
+        def,
+        req,
+        answer: to,
+    } = p;
+    let result = async {
+        let mut tx = applier.store.begin().await?;
+        let outcome = applier.start_in_tx(&mut tx, &def, req).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(outcome)
+    }
+    .await;
+    send(&def, to, result);
+}
+
+fn answer(p: Pending, result: Answer) {
+    send(&p.def, p.answer, result);
+}
+
+fn send(def: &Definition, to: oneshot::Sender<Answer>, result: Answer) {
+    if let Ok(StartOutcome::Created(..)) = result {
+        metrics::saga_started(&def.name);
+    }
+    // A caller that went away (its request timed out) still has its saga: a repeat
+    // with the same key finds it.
+    let _ = to.send(result);
+}
