@@ -123,6 +123,10 @@ pub struct ApiSettings {
     /// Where the console links a saga's trace: a URL with `{trace_id}` in it, e.g.
     /// `http://localhost:16686/trace/{trace_id}` (Jaeger). Empty: no link.
     pub trace_url: String,
+    /// Concurrent starts share a transaction (group commit): a burst of starts costs a
+    /// few commits instead of one each, and none waits longer than one commit more.
+    /// Off: one transaction per start (for comparison; docs/benchmarks.md).
+    pub group_commit: bool,
 }
 
 impl Default for ApiSettings {
@@ -137,6 +141,7 @@ impl Default for ApiSettings {
             max_concurrent_validations: 1,
             allowed_hosts: Vec::new(),
             trace_url: String::new(),
+            group_commit: true,
         }
     }
 }

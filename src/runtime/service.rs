@@ -334,11 +334,13 @@ pub async fn run(
     let mut state = AppState::new(applier.clone(), health.clone(), settings.api.clone());
     state.reloader = Some(reloader);
     state.contract_topics = crate::contract::ContractTopics::of(&settings.kafka);
-    state.starts = Some(crate::runtime::start_queue::StartQueue::spawn(
-        applier.clone(),
-        &tasks,
-        intake.clone(),
-    ));
+    if settings.api.group_commit {
+        state.starts = Some(crate::runtime::start_queue::StartQueue::spawn(
+            applier.clone(),
+            &tasks,
+            intake.clone(),
+        ));
+    }
     // Streams end when HTTP stops taking requests.
     state.live = api::live::LiveFeed::new(settings.api.max_connections / 2, intake.clone());
     tokio::spawn(state.live.clone().listen(store.pool.clone()));

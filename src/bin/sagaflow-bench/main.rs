@@ -7,6 +7,7 @@
 mod baseline;
 mod broker;
 mod drain;
+mod http;
 mod metrics;
 
 use std::collections::HashMap;
@@ -56,6 +57,8 @@ enum Scenario {
     Relay,
     /// Step timeouts all due at once, fired by 1 replica, then 2.
     Timers,
+    /// Starts over HTTP under wrk (64 connections), with and without group commit.
+    Http,
 }
 
 #[derive(Debug, Parser)]
@@ -804,6 +807,7 @@ async fn run_scenarios(
         Scenario::Loop,
         Scenario::Failing,
         Scenario::Parked,
+        Scenario::Http,
     ]
     .into_iter()
     .any(want);
@@ -816,6 +820,7 @@ async fn run_scenarios(
     std::fs::create_dir_all(&sagas_dir)?;
     std::fs::write(sagas_dir.join("bench.yaml"), BENCH_SAGA)?;
     std::fs::write(sagas_dir.join("bench-parked.yaml"), PARKED_SAGA)?;
+    std::fs::write(sagas_dir.join("bench-http.yaml"), http::HTTP_SAGA)?;
     let log = tmp.join("service.log");
     let db_url = ctx.db_url.clone();
     let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &[])?;
@@ -1023,6 +1028,10 @@ async fn run_scenarios(
             }),
         );
         report.push(r);
+    }
+    if want(Scenario::Http) {
+        let main = (service.pid(), port);
+        http::starts(ctx, report, main, &db_url, &sagas_dir, tmp).await?;
     }
     if let (Some(s), Some(b)) = (loop_median, baseline_median) {
         report.extra.insert(
