@@ -83,6 +83,9 @@ enum Command {
         saga: String,
         #[arg(long, default_value = "sagas")]
         dir: PathBuf,
+        /// Print the chart as an SVG picture instead (what the API serves as image/svg+xml).
+        #[arg(long)]
+        svg: bool,
     },
     /// Print the OpenAPI document of the HTTP API as YAML (committed as openapi/openapi.yaml).
     Openapi,
@@ -344,9 +347,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::ContractTest(args) => sagaflow::contract::cli::contract_test(*args),
         Command::Asyncapi(args) => sagaflow::contract::cli::asyncapi(args),
-        Command::Graph { saga, dir } => {
+        Command::Graph { saga, dir, svg } => {
             let def = find_definition(&saga, &dir)?;
-            print!("{}", definition::graph::mermaid(&def));
+            if svg {
+                print!("{}", definition::svg::svg(&def, None));
+            } else {
+                print!("{}", definition::graph::mermaid(&def));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Simulate {

@@ -96,6 +96,14 @@ async fn sagas_started_over_http_finish_and_are_listed_with_filters_and_pages() 
             .collect();
         assert!(kinds.len() >= 3, "{kinds:?}");
     }
+    // The console's picture of a finished saga: every step marked as succeeded.
+    let graph = svc.url(&format!("/v1/sagas/{}/graph", ids[0]));
+    let svg = [("Authorization", READ), ("Accept", "image/svg+xml")];
+    let (status, text) = http("GET", &graph, None, &svg).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.starts_with("<svg "), "{text}");
+    let ping = "data-step=\"ping\" data-phase=\"command\" data-state=\"succeeded\"";
+    assert!(text.contains(ping), "{text}");
 
     // Two pages of two, newest first, filtered by definition and status.
     let mut seen = Vec::new();

@@ -515,6 +515,18 @@ async fn pinned_versions_stay_visible_and_a_saga_has_its_own_chart() {
         g.text
     );
     assert!(g.text.contains("classDef succeeded"), "{}", g.text);
+    let req = Request::get(format!("/v1/sagas/{id}/graph"))
+        .header(header::ACCEPT, "image/svg+xml")
+        .body(Body::empty())
+        .unwrap();
+    let svg = app.send(req).await;
+    assert_eq!(svg.headers[header::CONTENT_TYPE], "image/svg+xml");
+    assert_eq!(
+        svg.headers[header::CONTENT_SECURITY_POLICY],
+        "default-src 'none'; style-src 'unsafe-inline'"
+    );
+    let in_flight = "data-step=\"reserve_stock\" data-phase=\"command\" data-state=\"current\"";
+    assert!(svg.text.contains(in_flight), "{}", svg.text);
 }
 
 /// Parked outbox rows are listed, put back or dropped through the API, each action in

@@ -9,6 +9,7 @@ use super::AppState;
 use super::extract::ApiPath;
 use super::model::{DefinitionDetail, DefinitionSummary, Graph, ValidationReport, VersionInUse};
 use super::problem::{Kind, Problem, internal};
+use crate::definition::graph::Mark;
 use crate::definition::{self, Definition, ParseLimits};
 use crate::runtime::reload::{ReloadError, ReloadReport};
 use crate::store;
@@ -20,6 +21,11 @@ const VALIDATE_STACK: usize = 16 * 1024 * 1024;
 
 /// Media type of Mermaid source (as used by GitLab and mermaid.js tooling).
 pub const MERMAID: &str = "text/vnd.mermaid";
+/// Media type of the chart drawn on the server (definition::svg).
+pub const SVG: &str = "image/svg+xml";
+/// The SVG is a document of its own: if it is opened directly rather than through an
+/// `<img>`, nothing in it may load or run, and inline styling is all it may use.
+const SVG_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'";
 
 fn summary(def: &Definition) -> DefinitionSummary {
     DefinitionSummary {
@@ -96,14 +102,14 @@ pub async fn get(State(state): State<AppState>, ApiPath(name): ApiPath<String>) 
     .into_response()
 }
 
-/// A Mermaid flowchart of the current version: forward path, groups, pivot,
-/// compensations. `text/vnd.mermaid` by default; JSON when `Accept` asks for it.
+/// A flowchart of the current version: forward path, groups, pivot, compensations.
+/// `text/vnd.mermaid` by default; JSON or an SVG picture when `Accept` asks for it.
 #[utoipa::path(
     get, path = "/v1/definitions/{name}/graph", tag = "definitions", operation_id = "definition_graph",
     params(("name" = String, Path, description = "Definition name", example = "order-fulfilment")),
     responses(
         (status = 200, description = "The flowchart",
-         content((String = "text/vnd.mermaid"), (Graph = "application/json"))),
+         content((String = "text/vnd.mermaid"), (Graph = "application/json"), (String = "image/svg+xml"))),
         (status = 404, description = "No such definition", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))
@@ -116,22 +122,89 @@ pub async fn graph(
     let Some(def) = state.applier.registry.current(&name) else {
         return Problem::not_found(&format!("no saga definition named `{name}`")).into_response();
     };
-    mermaid_response(&headers, definition::graph::mermaid(&def))
+    graph_response(&headers, &def, None)
 }
 
-/// Mermaid as text, or `{"mermaid": …}` for `Accept: application/json`.
-pub(super) fn mermaid_response(headers: &HeaderMap, mermaid: String) -> Response {
-    let wants_json = headers
+/// The chart of `def` (with `marks`, one saga's) in the form `Accept` prefers: an SVG
+/// picture, `{"mermaid": …}`, or Mermaid text, which is also the default.
+pub(super) fn graph_response(
+    headers: &HeaderMap,
+    def: &Definition,
+    marks: Option<&[Mark]>,
+) -> Response {
+    let mermaid = || match marks {
+        Some(marks) => definition::graph::mermaid_marked(def, marks),
+        None => definition::graph::mermaid(def),
+    };
+    let format = negotiate(headers);
+    let mut res = match format {
+        GraphFormat::Json => axum::Json(Graph { mermaid: mermaid() }).into_response(),
+        GraphFormat::Svg => (StatusCode::OK, definition::svg::svg(def, marks)).into_response(),
+        GraphFormat::Mermaid => (StatusCode::OK, mermaid()).into_response(),
+    };
+    let h = res.headers_mut();
+    // The same URL answers in three forms: caches must key on `Accept`.
+    h.insert(header::VARY, HeaderValue::from_static("accept"));
+    match format {
+        GraphFormat::Json => {}
+        GraphFormat::Mermaid => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(MERMAID));
+        }
+        GraphFormat::Svg => {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SVG));
+            // The security-headers layer keeps a policy the handler set.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(SVG_CSP),
+            );
+        }
+    }
+    res
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GraphFormat {
+    Svg,
+    Json,
+    Mermaid,
+}
+
+/// The form `Accept` names with the highest quality; on a tie the first of SVG, JSON,
+/// Mermaid. Wildcards other than `image/*` choose nothing, so `*/*` gets Mermaid.
+fn negotiate(headers: &HeaderMap) -> GraphFormat {
+    let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json") && !a.contains(MERMAID));
-    if wants_json {
-        return axum::Json(Graph { mermaid }).into_response();
-    }
-    let mut res = (StatusCode::OK, mermaid).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(MERMAID));
-    res
+        .unwrap_or_default();
+    let quality = |wanted: &[&str]| -> f32 {
+        accept
+            .split(',')
+            .filter_map(|range| {
+                let mut parts = range.split(';');
+                let media = parts.next()?.trim();
+                wanted
+                    .iter()
+                    .any(|w| media.eq_ignore_ascii_case(w))
+                    .then(|| {
+                        parts
+                            .filter_map(|p| p.trim().strip_prefix("q="))
+                            .find_map(|q| q.trim().parse::<f32>().ok())
+                            .unwrap_or(1.0)
+                    })
+            })
+            .fold(0.0, f32::max)
+    };
+    [
+        (GraphFormat::Svg, quality(&[SVG, "image/*"])),
+        (GraphFormat::Json, quality(&["application/json"])),
+        (GraphFormat::Mermaid, quality(&[MERMAID])),
+    ]
+    .into_iter()
+    .filter(|(_, q)| *q > 0.0)
+    // `max_by` keeps the last of equals: reversed, that is the first in the list.
+    .rev()
+    .max_by(|a, b| a.1.total_cmp(&b.1))
+    .map_or(GraphFormat::Mermaid, |(f, _)| f)
 }
 
 /// Validate a definition (YAML body) without loading it: the same diagnostics as
@@ -221,5 +294,45 @@ pub async fn reload(State(state): State<AppState>) -> Response {
         Err(e) => Problem::of(Kind::InvalidDefinitions)
             .detail(e.to_string())
             .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &'static str) -> GraphFormat {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static(value));
+        negotiate(&h)
+    }
+
+    #[test]
+    fn accept_chooses_svg_json_or_the_mermaid_default() {
+        assert_eq!(negotiate(&HeaderMap::new()), GraphFormat::Mermaid);
+        assert_eq!(accept("*/*"), GraphFormat::Mermaid);
+        assert_eq!(accept("text/vnd.mermaid"), GraphFormat::Mermaid);
+        assert_eq!(accept("application/json"), GraphFormat::Json);
+        assert_eq!(accept("image/svg+xml"), GraphFormat::Svg);
+        // What browsers send for an <img>.
+        let img = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+        assert_eq!(accept(img), GraphFormat::Svg);
+        // A tie goes to the first of SVG, JSON, Mermaid; quality decides otherwise.
+        assert_eq!(
+            accept("text/vnd.mermaid, application/json, image/svg+xml"),
+            GraphFormat::Svg
+        );
+        assert_eq!(
+            accept("application/json, text/vnd.mermaid"),
+            GraphFormat::Json
+        );
+        assert_eq!(
+            accept("image/svg+xml;q=0.5, text/vnd.mermaid"),
+            GraphFormat::Mermaid
+        );
+        assert_eq!(
+            accept("image/svg+xml;q=0, application/json;q=0.1"),
+            GraphFormat::Json
+        );
     }
 }

@@ -95,38 +95,40 @@ struct Watch {
 impl Watch {
     /// The next change, or `None` when the stream should end.
     async fn next_change(&mut self) -> Option<Change> {
-        loop {
-            let received = tokio::select! {
-                _ = self.stop.cancelled() => return None,
-                _ = tokio::time::sleep_until(self.until) => return None,
-                c = self.changes.recv() => c,
-            };
-            match received {
-                Ok(change) => return Some(change),
-                Err(RecvError::Lagged(_)) => return Some(Change::Resync),
-                Err(RecvError::Closed) => return None,
-            }
+        let received = tokio::select! {
+            _ = self.stop.cancelled() => return None,
+            _ = tokio::time::sleep_until(self.until) => return None,
+            c = self.changes.recv() => c,
+        };
+        match received {
+            Ok(change) => Some(change),
+            Err(RecvError::Lagged(_)) => Some(Change::Resync),
+            Err(RecvError::Closed) => None,
         }
     }
 }
 
 /// The stream's opening: refuses clients that do not ask for events, and takes a slot.
-fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Response> {
+fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Box<Response>> {
     let wants_events = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
     if !wants_events {
-        return Err(Problem::of(Kind::NotAcceptable)
-            .detail("this is a stream of Server-Sent Events: send `Accept: text/event-stream`")
-            .into_response());
+        return Err(Box::new(
+            Problem::of(Kind::NotAcceptable)
+                .detail("this is a stream of Server-Sent Events: send `Accept: text/event-stream`")
+                .into_response(),
+        ));
     }
     let feed = &state.live;
     let Ok(slot) = feed.slots.clone().try_acquire_owned() else {
-        return Err(Problem::of(Kind::Unavailable)
-            .detail("too many live streams are open; try again later")
-            .into_response());
+        return Err(Box::new(
+            Problem::of(Kind::Unavailable)
+                .detail("too many live streams are open; try again later")
+                .into_response(),
+        ));
     };
     Ok(Watch {
         state: state.clone(),
@@ -169,7 +171,7 @@ pub async fn saga_stream(
 ) -> Response {
     let watch = match open(&state, &headers) {
         Ok(w) => w,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     let first = match super::sagas::detail(&state, id).await {
         Ok(Some(d)) => serde_json::to_string(&d).unwrap_or_default(),
@@ -230,7 +232,7 @@ pub async fn saga_stream(
 pub async fn sagas_stream(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let watch = match open(&state, &headers) {
         Ok(w) => w,
-        Err(res) => return res,
+        Err(res) => return *res,
     };
     let ready = event("ready", "{}".into()).retry(RECONNECT_AFTER);
     let later = futures::stream::unfold(watch, |mut watch| async move {

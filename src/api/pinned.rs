@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use super::AppState;
-use super::definitions::mermaid_response;
+use super::definitions::graph_response;
 use super::extract::ApiPath;
 use super::model::{DefinitionVersion, Graph};
 use super::problem::{Problem, internal};
-use crate::definition::graph::{self, Mark};
+use crate::definition::graph::Mark;
 use crate::engine::{Instance, StepStatus};
 use crate::runtime::registry::RegistryError;
 use crate::store;
@@ -73,7 +73,7 @@ pub async fn version(
     ),
     responses(
         (status = 200, description = "The flowchart",
-         content((String = "text/vnd.mermaid"), (Graph = "application/json"))),
+         content((String = "text/vnd.mermaid"), (Graph = "application/json"), (String = "image/svg+xml"))),
         (status = 404, description = "No such version", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))
@@ -91,7 +91,7 @@ pub async fn version_graph(
         .version(&state.applier.store, &name, &version)
         .await
     {
-        Ok(def) => mermaid_response(&headers, graph::mermaid(&def)),
+        Ok(def) => graph_response(&headers, &def, None),
         Err(RegistryError::MissingSnapshot { .. }) => Problem::not_found(&format!(
             "no version {version} of a definition named `{name}`"
         ))
@@ -127,13 +127,13 @@ fn marks(inst: &Instance) -> Vec<Mark> {
 
 /// The chart of one saga's definition version, each step coloured by what it did:
 /// succeeded, failed, unknown (timed out), current, skipped; compensations
-/// compensated, failed or current.
+/// compensated, failed or current. As SVG, each node also names its state.
 #[utoipa::path(
     get, path = "/v1/sagas/{saga}/graph", tag = "sagas", operation_id = "saga_graph",
     params(("saga" = Uuid, Path, description = "Saga id")),
     responses(
         (status = 200, description = "The flowchart",
-         content((String = "text/vnd.mermaid"), (Graph = "application/json"))),
+         content((String = "text/vnd.mermaid"), (Graph = "application/json"), (String = "image/svg+xml"))),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))
@@ -153,7 +153,7 @@ pub async fn saga_graph(
         .version(&state.applier.store, &inst.definition, &inst.version)
         .await
     {
-        Ok(def) => mermaid_response(&headers, graph::mermaid_marked(&def, &marks(&inst))),
+        Ok(def) => graph_response(&headers, &def, Some(&marks(&inst))),
         Err(e) => internal(&e),
     }
 }

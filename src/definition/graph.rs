@@ -46,43 +46,32 @@ pub fn mermaid(def: &Definition) -> String {
         out.line(format!("{from} --> {COMPLETED}"));
     }
 
-    // Compensation units, one per stage that has anything to undo, in stage order.
-    // A group's compensations share one box because they run in reverse order of
-    // completion, which is only known at run time.
-    let mut units: Vec<(usize, String)> = Vec::new();
-    for (k, stage) in def.stages.iter().enumerate() {
-        let nodes: Vec<String> = compensated_steps(def, stage)
-            .map(|i| compensation_node(def, i))
-            .collect();
-        if nodes.is_empty() {
-            continue;
-        }
-        match &stage.group {
-            Some(group) => {
-                out.subgraph(&undo_id(group), &format!("undo {group}"), nodes.into_iter());
-                units.push((k, undo_id(group)));
-            }
-            None => {
-                nodes.into_iter().for_each(|n| out.line(n));
-                units.push((k, compensation_id(&def.steps[stage.steps[0]].name)));
-            }
+    compensations(def, &mut out);
+    if def.pivot.is_some() {
+        out.line("classDef pivot fill:#fde68a,stroke:#b45309,stroke-width:3px".into());
+    }
+    out.line("classDef compensation stroke-dasharray:4 3".into());
+    out.0
+}
+
+/// The compensation units, the failure edges into them and their chain to the end.
+fn compensations(def: &Definition, out: &mut Chart) {
+    let units = units(def);
+    let ids: Vec<String> = units.iter().map(|u| unit_id(def, u)).collect();
+    for unit in &units {
+        let nodes = unit.steps.iter().map(|&i| compensation_node(def, i));
+        match &def.stages[unit.stage].group {
+            Some(group) => out.subgraph(&undo_id(group), &format!("undo {group}"), nodes),
+            None => nodes.for_each(|n| out.line(n)),
         }
     }
     out.line(format!("{COMPENSATED}([compensated])"));
 
-    // Failure edges: a failing stage is undone itself (its command went out, so it may
-    // have done work), then every earlier stage. Stages after the pivot never roll back.
-    for (k, stage) in def
-        .stages
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| rolls_back(def, *k))
-    {
-        let target = units
-            .iter()
-            .rev()
-            .find(|(u, _)| *u <= k)
-            .map_or(COMPENSATED, |(_, id)| id.as_str());
+    for (k, stage) in def.stages.iter().enumerate() {
+        if !rolls_back(def, k) {
+            continue;
+        }
+        let target = rollback_start(&units, k).map_or(COMPENSATED, |u| ids[u].as_str());
         for &i in &stage.steps {
             out.line(format!(
                 "{} -. fails .-> {target}",
@@ -90,18 +79,44 @@ pub fn mermaid(def: &Definition) -> String {
             ));
         }
     }
-    for pair in units.windows(2).rev() {
-        out.line(format!("{} -.-> {}", pair[1].1, pair[0].1));
+    for pair in ids.windows(2).rev() {
+        out.line(format!("{} -.-> {}", pair[1], pair[0]));
     }
-    if let Some((_, first)) = units.first() {
+    if let Some(first) = ids.first() {
         out.line(format!("{first} -.-> {COMPENSATED}"));
     }
+}
 
-    if def.pivot.is_some() {
-        out.line("classDef pivot fill:#fde68a,stroke:#b45309,stroke-width:3px".into());
-    }
-    out.line("classDef compensation stroke-dasharray:4 3".into());
-    out.0
+/// The compensations of one stage, which run as one unit. A group's compensations
+/// share one unit because they run in reverse order of completion, which is only
+/// known at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unit {
+    /// Index into `Definition::stages`.
+    pub stage: usize,
+    /// The stage's steps that have a compensation, in declaration order.
+    pub steps: Vec<usize>,
+}
+
+/// One unit per stage that has anything to undo, in stage order.
+pub(crate) fn units(def: &Definition) -> Vec<Unit> {
+    def.stages
+        .iter()
+        .enumerate()
+        .map(|(stage, s)| Unit {
+            stage,
+            steps: compensated_steps(def, s).collect(),
+        })
+        .filter(|u| !u.steps.is_empty())
+        .collect()
+}
+
+/// Where rollback starts when stage `stage` fails: the index in `units` of the latest
+/// unit at or before it (a failing stage is undone itself, since its command went out
+/// and may have done work, then every earlier one), or `None` when there is nothing to
+/// undo and the saga goes straight to compensated.
+pub(crate) fn rollback_start(units: &[Unit], stage: usize) -> Option<usize> {
+    units.iter().rposition(|u| u.stage <= stage)
 }
 
 /// What one step of a running saga has done, for [`mermaid_marked`]: a class for its
@@ -156,7 +171,8 @@ impl Chart {
 }
 
 /// True when a failure in stage `k` leads to compensation (it is before or is the pivot).
-fn rolls_back(def: &Definition, stage: usize) -> bool {
+/// Stages after the pivot never roll back.
+pub(crate) fn rolls_back(def: &Definition, stage: usize) -> bool {
     match def.pivot {
         Some(p) => stage <= def.steps[p].stage,
         None => true,
@@ -201,7 +217,8 @@ fn compensation_node(def: &Definition, i: usize) -> String {
     )
 }
 
-fn template_text(t: &Template) -> String {
+/// A condition as the author wrote it, for a label.
+pub(crate) fn template_text(t: &Template) -> String {
     match t {
         Template::Expr(e) => e.clone(),
         Template::Text(s) => s.clone(),
@@ -214,6 +231,14 @@ fn template_text(t: &Template) -> String {
 // Mermaid would otherwise read as keywords) and the fixed nodes start with `saga_`.
 fn step_id(name: &str) -> String {
     format!("s_{}", safe(name))
+}
+
+/// A unit's node: a group's undo box, or a single step's compensation.
+fn unit_id(def: &Definition, unit: &Unit) -> String {
+    match &def.stages[unit.stage].group {
+        Some(group) => undo_id(group),
+        None => compensation_id(&def.steps[unit.steps[0]].name),
+    }
 }
 
 fn compensation_id(name: &str) -> String {
@@ -251,7 +276,7 @@ fn escape(text: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
@@ -259,11 +284,12 @@ mod tests {
     use crate::definition::node::Pos;
 
     /// `(name, has compensation, pivot, when)`.
-    type StepSpec<'a> = (&'a str, bool, bool, Option<&'a str>);
+    pub(crate) type StepSpec<'a> = (&'a str, bool, bool, Option<&'a str>);
     /// `(group name, steps)`; a single step is a stage without a group.
-    type StageSpec<'a> = (Option<&'a str>, &'a [StepSpec<'a>]);
+    pub(crate) type StageSpec<'a> = (Option<&'a str>, &'a [StepSpec<'a>]);
 
-    fn def(stages: &[StageSpec]) -> Definition {
+    /// A definition built by hand, for charts of shapes the YAML would not allow.
+    pub(crate) fn def(stages: &[StageSpec]) -> Definition {
         let mut d = Definition {
             name: "test".into(),
             description: String::new(),

@@ -12,6 +12,7 @@ mod reader;
 mod schema_check;
 mod schema_refs;
 mod step;
+pub mod svg;
 pub mod template;
 mod validate;
 

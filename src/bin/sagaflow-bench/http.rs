@@ -210,6 +210,7 @@ async fn wait_ready(p: &mut Proc, port: u16, log: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
