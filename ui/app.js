@@ -403,7 +403,7 @@ async function sagaView(id) {
   await configReady;
   const section = h("section", { "aria-live": "polite" });
   const picture = h("div");
-  show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section, h("h2", {}, "Diagram"), picture);
+  show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section);
   let last = null;
   /** Renders the saga (`given`: as a stream event carried it; else read it). */
   const load = async (given) => {
@@ -413,7 +413,7 @@ async function sagaView(id) {
     ]);
     last = detail;
     section.dataset.status = detail.status;
-    section.replaceChildren(...sagaParts(detail, page.items, () => load()));
+    section.replaceChildren(...sagaParts(detail, page.items, picture, () => load()));
     const graph = await diagram(`/v1/sagas/${id}/graph`, `Diagram of ${detail.definition}, each step coloured by its state in this saga`);
     picture.replaceChildren(graph);
     return detail;
@@ -428,8 +428,8 @@ async function sagaView(id) {
     (last.status === "running" || last.status === "compensating"));
 }
 
-/** The saga's header, actions, timeline, steps, input, output and events. */
-function sagaParts(detail, events, reload) {
+/** The saga's header, actions, timeline, diagram (`picture`), steps, input, output and events. */
+function sagaParts(detail, events, picture, reload) {
   return [
     h("h1", {}, `${detail.definition} `, badge(detail.status)),
     h("dl", { class: "meta" },
@@ -442,6 +442,7 @@ function sagaParts(detail, events, reload) {
       detail.failure && [h("dt", {}, "failure"), h("dd", { class: "error" }, `${detail.failure.phase} ${detail.failure.step || ""}: ${detail.failure.reason}`)]),
     actionsFor(detail, reload),
     h("h2", {}, "Timeline"), ...gantt(detail, events),
+    h("h2", {}, "Diagram"), picture,
     h("h2", {}, "Steps"),
     h("div", { class: "scroll" }, h("table", {},
       h("thead", {}, h("tr", {}, ["step", "status", "attempt", "compensation", "error", "by hand"].map((c) => h("th", { scope: "col" }, c)))),
