@@ -5,11 +5,10 @@
 //! Undefined values are errors (strict mode) so a typo never becomes an empty string,
 //! and every evaluation is bounded by fuel so a definition cannot loop forever.
 
-use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock, RwLock};
 
-use minijinja::value::Serde;
-use minijinja::{Environment, UndefinedBehavior};
+use minijinja::{Environment, Expression, UndefinedBehavior, Value};
 use serde_json::Value as Json;
 
 /// Upper bound on the work one template evaluation may do (minijinja fuel units).
@@ -46,6 +45,41 @@ fn environment() -> &'static Environment<'static> {
         env.set_fuel(Some(TEMPLATE_FUEL));
         env
     })
+}
+
+/// A template context converted to minijinja's values once: converting the whole
+/// context (input and every reply) for each expression was most of a transition's cost
+/// (docs/benchmarks.md, engine profile).
+#[derive(Debug, Clone)]
+pub struct Context(Value);
+
+impl Context {
+    pub fn new(context: &Json) -> Context {
+        Context(Value::from(minijinja::value::Serde(context)))
+    }
+}
+
+type Compiled = Arc<Expression<'static, 'static>>;
+
+/// Distinct expressions kept compiled; past this the cache starts over (reloads that
+/// keep changing expressions cannot grow it without bound).
+const COMPILED_CACHE_MAX: usize = 4096;
+
+/// `expr` compiled once per process: rendering used to parse each expression again for
+/// every message (docs/benchmarks.md, engine profile).
+fn compiled(expr: &str) -> Result<Compiled, minijinja::Error> {
+    static CACHE: OnceLock<RwLock<HashMap<String, Compiled>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.read().unwrap_or_else(|p| p.into_inner()).get(expr) {
+        return Ok(hit.clone());
+    }
+    let fresh = Arc::new(environment().compile_expression_owned(expr.to_owned())?);
+    let mut cache = cache.write().unwrap_or_else(|p| p.into_inner());
+    if cache.len() >= COMPILED_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(expr.to_owned(), fresh.clone());
+    Ok(fresh)
 }
 
 /// If `s` is exactly one `{{ expr }}` (surrounding whitespace allowed), the expression.
@@ -123,10 +157,15 @@ impl Template {
 
     /// Renders against a JSON context (`{input, steps, saga, event}`).
     pub fn render(&self, context: &Json) -> Result<Json, RenderError> {
-        self.render_at(context, &mut String::new())
+        self.render_in(&Context::new(context))
     }
 
-    fn render_at(&self, context: &Json, path: &mut String) -> Result<Json, RenderError> {
+    /// Renders against a context converted once for several templates.
+    pub fn render_in(&self, context: &Context) -> Result<Json, RenderError> {
+        self.render_at(&context.0, &mut String::new())
+    }
+
+    fn render_at(&self, context: &Value, path: &mut String) -> Result<Json, RenderError> {
         let env = environment();
         let fail = |path: &str, source| RenderError {
             path: if path.is_empty() {
@@ -139,9 +178,8 @@ impl Template {
         match self {
             Template::Literal(v) => Ok(v.clone()),
             Template::Expr(expr) => {
-                let value = env
-                    .compile_expression(expr)
-                    .and_then(|e| e.eval(Serde(context)))
+                let value = compiled(expr)
+                    .and_then(|e| e.eval(context.clone()))
                     .map_err(|e| fail(path, e))?;
                 if value.is_undefined() {
                     let err = minijinja::Error::new(
@@ -161,7 +199,7 @@ impl Template {
                 })
             }
             Template::Text(text) => env
-                .render_str(text, Serde(context))
+                .render_str(text, context.clone())
                 .map(Json::String)
                 .map_err(|e| fail(path, e)),
             Template::Array(items) => {
@@ -192,7 +230,12 @@ impl Template {
 
     /// Evaluates as a condition: true when the rendered value is truthy.
     pub fn truthy(&self, context: &Json) -> Result<bool, RenderError> {
-        let value = self.render(context)?;
+        self.truthy_in(&Context::new(context))
+    }
+
+    /// [`Template::truthy`] against a context converted once.
+    pub fn truthy_in(&self, context: &Context) -> Result<bool, RenderError> {
+        let value = self.render_in(context)?;
         Ok(match value {
             Json::Null => false,
             Json::Bool(b) => b,

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::effect::{Effect, HistoryEntry, HistoryKind, Lifecycle, LifecycleKind, Outgoing, Timer};
 use super::event::{Env, Phase};
 use super::instance::Instance;
-use crate::definition::template::RenderError;
+use crate::definition::template::{Context, RenderError};
 use crate::definition::{Definition, MessageSpec};
 
 pub(super) struct Machine<'a> {
@@ -148,15 +148,15 @@ impl<'a> Machine<'a> {
         attempt: u32,
         spec: &MessageSpec,
     ) -> Result<Outgoing, RenderError> {
-        let ctx = self.template_context();
-        let payload = spec.payload.render(&ctx)?;
+        let ctx = Context::new(&self.template_context());
+        let payload = spec.payload.render_in(&ctx)?;
         let key = match &spec.key {
-            Some(t) => json_to_text(t.render(&ctx)?),
+            Some(t) => json_to_text(t.render_in(&ctx)?),
             None => self.inst.id.to_string(),
         };
         let mut headers = Vec::with_capacity(spec.headers.len());
         for (name, t) in &spec.headers {
-            headers.push((name.clone(), json_to_text(t.render(&ctx)?)));
+            headers.push((name.clone(), json_to_text(t.render_in(&ctx)?)));
         }
         Ok(Outgoing {
             command_id: command_id(self.inst.id, self.step_name(step), phase, attempt),

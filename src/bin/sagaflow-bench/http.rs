@@ -179,16 +179,36 @@ pub async fn starts(
         "wrk.method = \"POST\"\nwrk.body = '{\"input\":{\"n\":1}}'\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
     )?;
     eprintln!("== http starts, group commit ({CONNECTIONS} connections)");
-    report.push(measure(ctx, "http-starts", main.0, main.1, &script).await?);
+    runs(ctx, report, "http-starts", main, &script).await?;
 
     let log = tmp.join("service-one-tx.log");
     let env = [("SAGAFLOW_API__GROUP_COMMIT", "false".to_owned())];
     let (mut alone, port) = start_service(ctx, db_url, sagas_dir, &log, &env)?;
     wait_ready(&mut alone, port, &log).await?;
     eprintln!("== http starts, one transaction per start");
-    let r = measure(ctx, "http-starts-1tx", alone.pid(), port, &script).await;
+    let r = runs(ctx, report, "http-starts-1tx", (alone.pid(), port), &script).await;
     alone.stop();
-    report.push(r?);
+    r
+}
+
+/// `--runs` measurements of one service, and their median.
+async fn runs(
+    ctx: &Ctx,
+    report: &mut Report,
+    name: &str,
+    (pid, port): (u32, u16),
+    script: &Path,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for i in 0..ctx.opts.runs.max(1) {
+        let mut r = measure(ctx, name, pid, port, script).await?;
+        r.run = (i + 1).to_string();
+        report.push(r.clone());
+        rows.push(r);
+    }
+    if rows.len() > 1 {
+        report.push(metrics::median_row(&rows));
+    }
     Ok(())
 }
 
