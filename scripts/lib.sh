@@ -19,6 +19,18 @@ ensure_nextest() {
     fi
 }
 
+# Debian's Chromium, which tests/ui_browser.rs drives with playwright-core: Playwright's
+# own browser downloads are not reachable from CI, a Debian package is.
+ensure_chromium() {
+    if [ -x /usr/bin/chromium ]; then
+        say "Chromium present: $(/usr/bin/chromium --version 2>/dev/null | head -n1)"
+        return
+    fi
+    say "Chromium missing: apt-get install chromium"
+    as_root apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+}
+
 pg_ready() {
     command -v pg_isready >/dev/null 2>&1 && pg_isready -q -h 127.0.0.1 -p 5432
 }

@@ -40,7 +40,8 @@ function traceLink(id) {
 const shortId = (id) => `…${id.slice(-12)}`;
 const badge = (status) => h("span", { class: `badge s-${status}` }, status);
 const when = (t) => (t ? new Date(t).toLocaleString() : "—");
-const json = (v) => h("pre", { class: "mono" }, JSON.stringify(v, null, 2));
+// Focusable, so a keyboard can scroll a long one.
+const json = (v) => h("pre", { class: "mono", tabindex: 0 }, JSON.stringify(v, null, 2));
 
 class ApiError extends Error {
   constructor(status, problem) {
@@ -68,7 +69,7 @@ async function api(method, path, body, contentType = "application/json") {
 }
 
 function show(...nodes) {
-  main.replaceChildren(...nodes);
+  main.replaceChildren(...nodes.flat().filter((n) => n !== ""));
 }
 
 function failure(err) {
@@ -506,7 +507,7 @@ async function definitionView(name) {
     h("h2", {}, "Diagram"), picture,
     h("h2", {}, "Versions in use"),
     h("ul", {}, d.versions_in_use.map((v) => h("li", { class: "mono" }, `${v.version.slice(0, 12)}: ${v.unfinished_sagas} unfinished${v.current ? " (current)" : ""}`))),
-    h("h2", {}, "Source"), source ? h("pre", { class: "mono" }, source.source) : h("p", { class: "muted" }, "removed"),
+    h("h2", {}, "Source"), source ? h("pre", { class: "mono", tabindex: 0, "aria-label": "YAML source" }, source.source) : h("p", { class: "muted" }, "removed"),
   );
 }
 
