@@ -19,7 +19,7 @@ use support::*;
 
 /// Longest the whole browser run may take (it takes well under a minute; every wait in
 /// it has a deadline of its own, this catches a browser that hangs).
-const BROWSER_RUN: Duration = Duration::from_secs(240);
+const BROWSER_RUN: Duration = Duration::from_secs(180);
 
 /// A child process stopped when this is dropped, also when the test fails: SIGTERM first,
 /// so `sagaflow dev`'s demo participants leave their consumer group instead of holding
@@ -100,7 +100,7 @@ async fn the_console_works_in_a_real_browser() {
     let log = File::create(&log_path).unwrap();
     dev.args(["dev", "--kafka", &settings.kafka.bootstrap_servers])
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--failure-rate", "0"])
+        .args(["--failure-rate", "0", "--latency-ms", "300"])
         .current_dir(repo_path(""))
         .stdout(log.try_clone().unwrap())
         .stderr(log);
@@ -108,7 +108,7 @@ async fn the_console_works_in_a_real_browser() {
 
     eventually(
         "sagaflow dev to answer /readyz",
-        Duration::from_secs(90),
+        Duration::from_secs(60),
         || {
             if let Some(status) = dev.0.try_wait().unwrap() {
                 panic!(

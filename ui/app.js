@@ -86,56 +86,83 @@ function keepFresh(load, live = () => true) {
 }
 
 let stopLive = () => {};
+// Bumped by each navigation: a view that finds it changed after an await has been left,
+// and must not draw, poll or follow anything.
+let navigation = 0;
+const left = (mine) => mine !== navigation;
 
 /** Shows whether the page is live (a stream is open) in the header's indicator. */
 function setLive(state) {
   const el = document.getElementById("live");
   el.dataset.state = state;
-  el.textContent = state === "open" ? "live" : state === "closed" ? "reconnecting…" : "";
+  const text = { open: "live", closed: "reconnecting…", off: "polling" };
+  el.textContent = text[state] || "";
+}
+
+/** Reads Server-Sent Events off a response body, calling onEvent(name, data) for each. */
+async function readEvents(body, onEvent, onRetry) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value.replaceAll("\r\n", "\n");
+    for (let cut = buf.indexOf("\n\n"); cut >= 0; cut = buf.indexOf("\n\n")) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      let name = "message";
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) name = line.slice(6).trim();
+        else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+        else if (line.startsWith("retry:")) onRetry(Number(line.slice(6)));
+      }
+      if (data.length) onEvent(name, data.join("\n"));
+    }
+  }
 }
 
 /**
  * Follows a Server-Sent Events stream of the API with the tab's token (EventSource
  * cannot send one): calls onEvent(name, data) per event and reconnects after the
- * server's `retry` (longer after failures) until the returned function is called.
+ * server's `retry` (longer after failures) until the returned function is called. A
+ * hidden tab lets its stream go (browsers allow six connections per host over HTTP/1.1)
+ * and follows again when shown; a refusal (401, 403, 404, 406) ends it, and the page
+ * polls instead.
  */
 function follow(path, onEvent) {
-  const ctrl = new AbortController();
   let stopped = false;
+  let ctrl = null;
+  const onVisibility = () => { if (document.hidden && ctrl) ctrl.abort(); };
+  document.addEventListener("visibilitychange", onVisibility);
+  const visible = () => new Promise((resolve) => {
+    if (!document.hidden) return resolve();
+    const shown = () => { if (!document.hidden) { document.removeEventListener("visibilitychange", shown); resolve(); } };
+    document.addEventListener("visibilitychange", shown);
+  });
   (async () => {
     let wait = 1000;
     let failures = 0;
     while (!stopped) {
+      await visible();
+      if (stopped) return;
+      ctrl = new AbortController();
       try {
         const headers = { accept: "text/event-stream" };
         const token = sessionStorage.getItem(TOKEN_KEY);
         if (token) headers.authorization = `Bearer ${token}`;
         const res = await fetch(path, { headers, signal: ctrl.signal });
+        if (res.status >= 400 && res.status < 500 && res.status !== 408 && res.status !== 429) {
+          setLive("off");
+          return;
+        }
         if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
         failures = 0;
         setLive("open");
-        const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
-        let buf = "";
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          buf += value.replaceAll("\r\n", "\n");
-          for (let cut = buf.indexOf("\n\n"); cut >= 0; cut = buf.indexOf("\n\n")) {
-            const block = buf.slice(0, cut);
-            buf = buf.slice(cut + 2);
-            let name = "message";
-            const data = [];
-            for (const line of block.split("\n")) {
-              if (line.startsWith("event:")) name = line.slice(6).trim();
-              else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-              else if (line.startsWith("retry:")) wait = Number(line.slice(6)) || wait;
-            }
-            if (data.length) onEvent(name, data.join("\n"));
-          }
-        }
+        await readEvents(res.body, onEvent, (ms) => { wait = ms || wait; });
       } catch {
         if (stopped) return;
-        failures += 1;
+        if (!document.hidden) failures += 1;
       }
       if (stopped) return;
       setLive("closed");
@@ -144,7 +171,8 @@ function follow(path, onEvent) {
   })();
   return () => {
     stopped = true;
-    ctrl.abort();
+    document.removeEventListener("visibilitychange", onVisibility);
+    if (ctrl) ctrl.abort();
     setLive("");
   };
 }
@@ -180,8 +208,8 @@ async function diagram(path, alt) {
   const headers = { accept: "image/svg+xml" };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.authorization = `Bearer ${token}`;
-  const res = await fetch(path, { headers });
-  if (!res.ok || !(res.headers.get("content-type") || "").startsWith("image/svg+xml")) {
+  const res = await fetch(path, { headers }).catch(() => null);
+  if (!res || !res.ok || !(res.headers.get("content-type") || "").startsWith("image/svg+xml")) {
     return h("p", { class: "muted" }, "The diagram is not available.");
   }
   // An <img> shows the SVG as a picture: nothing in it can run or reach the page.
@@ -196,8 +224,10 @@ async function diagram(path, alt) {
 const FILTERS = ["definition", "status", "key", "key_prefix", "step", "failure"];
 
 async function sagasView(params) {
+  const mine = navigation;
   const form = h("form", { class: "filters", role: "search", "aria-label": "Filter sagas" });
   const defs = await api("GET", "/v1/definitions").catch(() => []);
+  if (left(mine)) return;
   const field = (name, input) => h("label", {}, name.replace("_", " "), input);
   const value = (name) => params.get(name) || "";
   form.append(
@@ -236,6 +266,7 @@ async function sagasView(params) {
     status.textContent = page.items.length ? `Updated ${new Date().toLocaleTimeString()}` : "No saga matches.";
   };
   await load();
+  if (left(mine)) return;
   // Any saga change reloads the list (at most one load at a time, the latest wins);
   // polling covers the time the stream is down.
   const reload = latestOnly(load, 1000);
@@ -401,31 +432,41 @@ function bulkForm(params) {
 }
 
 async function sagaView(id) {
+  const mine = navigation;
   await configReady;
   const section = h("section", { "aria-live": "polite" });
   const picture = h("div");
   show(h("p", {}, h("a", { href: "#/sagas" }, "← all sagas")), section);
   let last = null;
+  let render = null;
   /** Renders the saga (`given`: as a stream event carried it; else read it). */
   const load = async (given) => {
     const [detail, page] = await Promise.all([
       given ? Promise.resolve(given) : api("GET", `/v1/sagas/${id}`),
       api("GET", `/v1/sagas/${id}/timeline?limit=1000`),
     ]);
+    // An answer older than what is shown (a read overtaken by a pushed change) is dropped.
+    if (left(mine) || (last && detail.revision < last.revision)) return last;
     last = detail;
     section.dataset.status = detail.status;
-    section.replaceChildren(...sagaParts(detail, page.items, picture, () => load()));
+    section.replaceChildren(...sagaParts(detail, page.items, picture, () => render()));
     const graph = await diagram(`/v1/sagas/${id}/graph`, `Diagram of ${detail.definition}, each step coloured by its state in this saga`);
     picture.replaceChildren(graph);
     return detail;
   };
+  // Every render after the first goes through one queue: never two at once, latest wins.
+  render = latestOnly(load, 250);
   await load();
-  const render = latestOnly(load, 250);
+  if (left(mine)) return;
   stopLive = follow(`/v1/streams/sagas/${id}`, (name, data) => {
     if (name === "saga") render(JSON.parse(data));
+    if (name === "gone") {
+      stopLive();
+      section.prepend(h("p", { class: "muted", role: "status" }, "This saga has been deleted (retention)."));
+    }
   });
   // Polling only while the stream is down and the saga can still change by itself.
-  keepFresh(() => load(), () => document.getElementById("live").dataset.state !== "open" &&
+  keepFresh(() => render(), () => document.getElementById("live").dataset.state !== "open" &&
     (last.status === "running" || last.status === "compensating"));
 }
 
@@ -465,7 +506,9 @@ function sagaParts(detail, events, picture, reload) {
 // ---- Definitions and dead letters ---------------------------------------------------
 
 async function definitionsView() {
+  const mine = navigation;
   const defs = await api("GET", "/v1/definitions");
+  if (left(mine)) return;
   const input = h("textarea", { class: "yaml", id: "yaml", "aria-label": "Definition YAML to validate", spellcheck: "false" });
   const out = h("div", { "aria-live": "polite" });
   const validate = h("button", {
@@ -493,12 +536,14 @@ async function definitionsView() {
 }
 
 async function definitionView(name) {
+  const mine = navigation;
   const d = await api("GET", `/v1/definitions/${encodeURIComponent(name)}`);
   const version = d.current?.version;
   const source = version ? await api("GET", `/v1/definitions/${encodeURIComponent(name)}/versions/${version}`) : null;
   const picture = version
     ? await diagram(`/v1/definitions/${encodeURIComponent(name)}/graph`, `Diagram of ${name}: its steps in order and the compensations that undo them`)
     : h("p", { class: "muted" }, "removed");
+  if (left(mine)) return;
   show(
     h("p", {}, h("a", { href: "#/definitions" }, "← all definitions")),
     h("h1", {}, d.name),
@@ -531,10 +576,14 @@ function startForm(name, schema) {
       return;
     }
     if (key.value.trim()) body.key = key.value.trim();
+    // One start per click: a double click must not start two sagas without a key.
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
     try {
       const started = await api("POST", `/v1/sagas/${encodeURIComponent(name)}`, body);
       location.hash = `#/saga/${started.id}`;
     } catch (err) {
+      button.disabled = false;
       out.replaceChildren(failure(err), err.errors ? h("ul", {}, err.errors.map((f) => h("li", {}, `${f.path || "(input)"}: ${f.message}`))) : "");
     }
   });
@@ -542,7 +591,9 @@ function startForm(name, schema) {
 }
 
 async function deadLettersView() {
+  const mine = navigation;
   const page = await api("GET", "/v1/dead-letters?status=open&limit=100");
+  if (left(mine)) return;
   show(
     h("h1", {}, "Dead letters"),
     page.items.length === 0 ? h("p", { class: "muted" }, "None open.") :
@@ -558,6 +609,7 @@ async function deadLettersView() {
 // ---- Routing --------------------------------------------------------------------
 
 async function route() {
+  navigation += 1;
   clearInterval(refreshTimer);
   stopLive();
   stopLive = () => {};

@@ -170,6 +170,12 @@ const scenarios = [
     // The page polls only while its stream is down: an open stream means the update was pushed.
     const live = await page.locator("#live").getAttribute("data-state");
     if (live !== "open") throw new Error(`the page's live stream is \`${live}\`, not open`);
+    // The demo participants answer after 300 ms (tests/ui_browser.rs), so the page opened on
+    // a running saga, and only a pushed change can have shown it completed.
+    const shown = await page.evaluate(() => window.__seen);
+    if (shown[0] !== "running" || shown.at(-1) !== "completed") {
+      throw new Error(`the page showed ${shown.join(" → ")}, not running → … → completed`);
+    }
     state.started = { id, key };
     const seen = await page.evaluate(() => window.__seen.join(" → "));
     await close(page);

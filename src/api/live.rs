@@ -20,6 +20,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast};
 use tokio::time::Instant;
@@ -37,6 +38,8 @@ pub const STREAM_LIFETIME: Duration = Duration::from_secs(50);
 /// How long a client waits before it reconnects (the SSE `retry` field).
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Database reads by streams at once, per replica.
+const STREAM_READS: usize = 2;
 /// Changes a slow stream may fall behind by before it is told to resync.
 const FAN_OUT_BACKLOG: usize = 1024;
 
@@ -55,6 +58,9 @@ pub enum Change {
 pub struct LiveFeed {
     changes: broadcast::Sender<Change>,
     slots: Arc<Semaphore>,
+    /// Streams reading the database at once: a resync makes every open stream read,
+    /// and they must not take every pooled connection from the rest of the service.
+    reads: Arc<Semaphore>,
     stop: CancellationToken,
 }
 
@@ -64,14 +70,19 @@ impl LiveFeed {
         LiveFeed {
             changes: broadcast::channel(FAN_OUT_BACKLOG).0,
             slots: Arc::new(Semaphore::new(max_streams.max(1))),
+            reads: Arc::new(Semaphore::new(STREAM_READS)),
             stop,
         }
     }
 
-    /// Listens on `pool` and fans changes out until the feed stops.
+    /// Listens with `pool`'s settings and fans changes out until the feed stops. The
+    /// listening connection is its own, not one of `pool`'s: it is held for good.
     pub async fn listen(self, pool: PgPool) {
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with((*pool.connect_options()).clone());
         let changes = self.changes.clone();
-        wake::listen_with(&pool, wake::SAGAS_CHANNEL, self.stop, |payload| {
+        wake::listen_with(&own, wake::SAGAS_CHANNEL, self.stop, |payload| {
             let change = match payload {
                 None => Change::Resync,
                 Some(p) => Change::Sagas(wake::parse_saga_payload(p).into()),
@@ -87,6 +98,7 @@ impl LiveFeed {
 struct Watch {
     state: AppState,
     changes: broadcast::Receiver<Change>,
+    reads: Arc<Semaphore>,
     stop: CancellationToken,
     until: Instant,
     _slot: OwnedSemaphorePermit,
@@ -133,6 +145,7 @@ fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Box<Response>> {
     Ok(Watch {
         state: state.clone(),
         changes: feed.changes.subscribe(),
+        reads: feed.reads.clone(),
         stop: feed.stop.clone(),
         until: Instant::now() + STREAM_LIFETIME,
         _slot: slot,
@@ -190,7 +203,11 @@ pub async fn saga_stream(
                     Change::Sagas(ids) if !ids.contains(&id) => continue,
                     _ => {}
                 }
-                match super::sagas::detail(&watch.state, id).await {
+                let read = {
+                    let _turn = watch.reads.acquire().await.ok()?;
+                    super::sagas::detail(&watch.state, id).await
+                };
+                match read {
                     // Unchanged as shown (e.g. a notification for an earlier commit).
                     Ok(Some(d)) => {
                         let text = serde_json::to_string(&d).unwrap_or_default();

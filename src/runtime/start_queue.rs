@@ -1,7 +1,7 @@
 //! Group commit for starts over HTTP: concurrent starts share one transaction, so a
 //! burst of requests costs a few commits instead of one each.
 //!
-//! A few workers take turns at the queue. An idle worker takes the first waiting start
+//! Two workers take turns at the queue. An idle worker takes the first waiting start
 //! at once, with every other start already waiting (up to [`MAX_BATCH`]), and commits
 //! them together; while it commits, the next worker gathers what arrives meanwhile.
 //! Nothing lingers to fill a batch, so no start waits for more than the commit ahead of
@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
 use crate::definition::Definition;
@@ -24,8 +25,9 @@ use crate::telemetry::metrics;
 
 /// Starts per transaction at most: bounds a transaction's size and time.
 pub const MAX_BATCH: usize = 256;
-/// Transactions in flight at once (each holds a database connection while it runs).
-pub const WORKERS: usize = 3;
+/// Transactions in flight at once (each holds a database connection while it runs):
+/// while one commits, the other gathers what arrives meanwhile.
+pub const WORKERS: usize = 2;
 
 type Answer = Result<StartOutcome, ApplyError>;
 
@@ -114,7 +116,24 @@ async fn work(
             }
             batch
         };
-        commit(&applier, batch).await;
+        // A client that went away (its request timed out) gets no saga, as when its
+        // own transaction was dropped with its request.
+        let mut batch: Vec<Pending> = batch
+            .into_iter()
+            .filter(|p| !p.answer.is_closed())
+            .collect();
+        // Each start's id is fixed before its first transaction: if a shared commit
+        // fails ambiguously (committed, but the answer was lost), the retry alone hits
+        // the same primary key instead of creating the saga twice.
+        for p in &mut batch {
+            p.req.id.get_or_insert_with(Uuid::now_v7);
+        }
+        // One order for keys across batches, so two batches never wait on each other's
+        // business-key rows in opposite orders (a deadlock).
+        batch.sort_by(|a, b| (&a.req.definition, &a.req.key).cmp(&(&b.req.definition, &b.req.key)));
+        if !batch.is_empty() {
+            commit(&applier, batch).await;
+        }
     }
 }
 

@@ -39,8 +39,8 @@ pub async fn listen(
 }
 
 /// Calls `on` with each notification's payload on `channel`, and with `None` after
-/// each (re)connection (notifications sent while nobody listened are lost: the caller
-/// must look for itself), until cancelled.
+/// each (re)connection and each lost connection (notifications sent while nobody
+/// listened are lost: the caller must look for itself), until cancelled.
 pub async fn listen_with(
     pool: &PgPool,
     channel: &str,
@@ -59,8 +59,14 @@ pub async fn listen_with(
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
-                        n = l.recv() => match n {
-                            Ok(n) => on(Some(n.payload())),
+                        // `recv` would reconnect a lost connection without a word, and
+                        // what was notified meanwhile would be missed unnoticed.
+                        n = l.try_recv() => match n {
+                            Ok(Some(n)) => on(Some(n.payload())),
+                            Ok(None) => {
+                                tracing::warn!(channel, "notification connection lost; reconnecting");
+                                on(None);
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, channel, "notifications lost; polling until they are back");
                                 break;
