@@ -9,6 +9,7 @@ mod broker;
 mod drain;
 mod http;
 mod metrics;
+mod profile;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -123,6 +124,10 @@ struct Opts {
     /// Keep the database afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
+    /// Only run this many sagas through the CPU path with no I/O (decode, engine,
+    /// staging), for valgrind (`scripts/profile`); no database or broker needed.
+    #[arg(long)]
+    profile_sagas: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1194,6 +1199,21 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
 
 fn main() -> std::process::ExitCode {
     let opts = Opts::parse();
+    if let Some(sagas) = opts.profile_sagas {
+        // One thread, so valgrind's counts do not depend on scheduling.
+        let profiled = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(profile::run(sagas)));
+        return match profiled {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
