@@ -117,6 +117,26 @@ fn graph_prints_a_mermaid_flowchart() {
 }
 
 #[test]
+fn graph_draws_the_same_chart_as_svg() {
+    let o = sagaflow(&["graph", "order-fulfilment", "--svg"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("<svg"), "{out}");
+    for step in [
+        "reserve_stock",
+        "authorize_payment",
+        "capture_payment",
+        "ship_order",
+    ] {
+        assert!(
+            out.contains(&format!("data-step=\"{step}\"")),
+            "{step} missing:\n{out}"
+        );
+    }
+    assert!(out.trim_end().ends_with("</svg>"), "{out}");
+}
+
+#[test]
 fn serve_refuses_to_start_with_invalid_definitions() {
     let o = Command::new(env!("CARGO_BIN_EXE_sagaflow"))
         .arg("serve")
