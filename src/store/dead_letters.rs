@@ -359,6 +359,12 @@ pub async fn settle_parked(
     .bind(reason)
     .execute(&mut *tx)
     .await?;
+    // The saga's timeline changed: live streams show it.
+    sqlx::query("SELECT pg_notify($1, $2::text)")
+        .bind(super::wake::SAGAS_CHANNEL)
+        .bind(saga_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     Ok(Resolved::Done)
 }

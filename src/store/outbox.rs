@@ -158,8 +158,14 @@ pub async fn park_outbox_row(
     )
     .bind(id)
     .bind(reason)
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
+    // The saga's timeline changed (`message_parked`): live streams show it.
+    sqlx::query("SELECT pg_notify($1, saga_id::text) FROM outbox_parked WHERE id = $2")
+        .bind(super::wake::SAGAS_CHANNEL)
+        .bind(id)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
