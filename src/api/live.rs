@@ -136,11 +136,14 @@ fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Box<Response>> {
     }
     let feed = &state.live;
     let Ok(slot) = feed.slots.clone().try_acquire_owned() else {
-        return Err(Box::new(
-            Problem::of(Kind::Unavailable)
-                .detail("too many live streams are open; try again later")
-                .into_response(),
-        ));
+        let mut busy = Problem::of(Kind::Unavailable)
+            .detail("too many live streams are open; try again later")
+            .into_response();
+        busy.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        return Err(Box::new(busy));
     };
     Ok(Watch {
         state: state.clone(),
