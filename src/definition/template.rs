@@ -55,7 +55,18 @@ pub struct Context(Value);
 
 impl Context {
     pub fn new(context: &Json) -> Context {
+        Context::of(context)
+    }
+
+    /// Any serializable value as the context (the engine serializes its instance
+    /// straight in, without a JSON tree in between).
+    pub fn of<T: serde::Serialize>(context: &T) -> Context {
         Context(Value::from(minijinja::value::Serde(context)))
+    }
+
+    /// The context as JSON text (for comparing contexts in tests).
+    pub fn to_json_text(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_default()
     }
 }
 

@@ -41,7 +41,7 @@ impl Machine<'_> {
             let steps = self.def.stages[stage].steps.clone();
             for &idx in &steps {
                 if let Some(cond) = &self.def.steps[idx].when {
-                    match cond.truthy(&self.template_context()) {
+                    match cond.truthy_in(&self.template_context()) {
                         Ok(true) => {}
                         Ok(false) => {
                             self.inst.steps[idx].forward.status = StepStatus::Skipped;
@@ -138,7 +138,7 @@ impl Machine<'_> {
     fn complete(&mut self) {
         let mut detail = json!({});
         if let Some(output) = &self.def.output {
-            match output.render(&self.template_context()) {
+            match output.render_in(&self.template_context()) {
                 Ok(v) => self.inst.output = Some(v),
                 Err(e) => detail = json!({ "output_error": e.to_string() }),
             }

@@ -2,7 +2,7 @@
 //! copy of the instance plus the effects emitted so far.
 
 use chrono::Duration as ChronoDuration;
-use serde_json::{Map, Value as Json, json};
+use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::effect::{Effect, HistoryEntry, HistoryKind, Lifecycle, LifecycleKind, Outgoing, Timer};
@@ -128,17 +128,8 @@ impl<'a> Machine<'a> {
     /// every step: its success reply, or an empty object when it has none (not reached,
     /// skipped, failed, outcome unknown). So `steps.x.reply.id | default(none)` works for
     /// a step that may not have succeeded, while a bare `steps.x.reply.id` stays an error.
-    pub fn template_context(&self) -> Json {
-        let mut steps = Map::new();
-        for (state, def) in self.inst.steps.iter().zip(&self.def.steps) {
-            let reply = state.reply.clone().unwrap_or_else(|| json!({}));
-            steps.insert(def.name.clone(), json!({ "reply": reply }));
-        }
-        json!({
-            "input": self.inst.input,
-            "saga": { "id": self.inst.id.to_string(), "name": self.def.name, "key": self.inst.key },
-            "steps": steps,
-        })
+    pub fn template_context(&self) -> Context {
+        super::vars::context(&self.inst, self.def)
     }
 
     pub fn render_message(
@@ -148,7 +139,7 @@ impl<'a> Machine<'a> {
         attempt: u32,
         spec: &MessageSpec,
     ) -> Result<Outgoing, RenderError> {
-        let ctx = Context::new(&self.template_context());
+        let ctx = self.template_context();
         let payload = spec.payload.render_in(&ctx)?;
         let key = match &spec.key {
             Some(t) => json_to_text(t.render_in(&ctx)?),

@@ -15,6 +15,7 @@ pub mod instance;
 mod late;
 mod machine;
 mod operator;
+mod vars;
 
 pub use effect::{Effect, HistoryEntry, HistoryKind, Lifecycle, LifecycleKind, Outgoing, Timer};
 pub use event::{Env, Event, Phase, Rejection, Reply, Resolution};
