@@ -40,6 +40,10 @@ pub struct KafkaSettings {
     pub dead_letter_topic: String,
     /// Where lifecycle events go; empty disables them.
     pub lifecycle_topic: String,
+    /// Also publish the per-step lifecycle events (`step_succeeded`, `step_failed`,
+    /// `step_skipped`); false keeps only the saga's own (started, completed, …), which
+    /// is 3 of the 8 messages of a 3-step saga fewer through the outbox and the broker.
+    pub lifecycle_steps: bool,
     /// Create missing topics at start-up (reply, trigger, command, DLQ, lifecycle).
     pub create_topics: bool,
     pub topic_partitions: i32,
@@ -239,6 +243,7 @@ impl Default for KafkaSettings {
             properties: BTreeMap::new(),
             dead_letter_topic: "sagaflow.dead-letter".into(),
             lifecycle_topic: "sagaflow.lifecycle".into(),
+            lifecycle_steps: true,
             create_topics: true,
             topic_partitions: 8,
             topic_replication: 1,

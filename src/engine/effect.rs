@@ -82,6 +82,16 @@ pub enum LifecycleKind {
     Terminated,
 }
 
+impl LifecycleKind {
+    /// Events about one step rather than the saga (`kafka.lifecycle_steps`).
+    pub fn is_per_step(self) -> bool {
+        matches!(
+            self,
+            LifecycleKind::StepSucceeded | LifecycleKind::StepFailed | LifecycleKind::StepSkipped
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lifecycle {
     pub kind: LifecycleKind,

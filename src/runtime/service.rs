@@ -214,6 +214,7 @@ pub async fn run(
             source: settings.runtime.source.clone(),
             reply_keys: Arc::new(reply_keys(&settings, &store).await?),
             lifecycle_input: settings.security.lifecycle_input,
+            lifecycle_steps: settings.kafka.lifecycle_steps,
         }),
     };
     let producer: FutureProducer = kafka::producer(&settings.kafka)?;

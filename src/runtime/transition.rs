@@ -33,6 +33,8 @@ pub struct TransitionSettings {
     pub reply_keys: Arc<ReplyKeys>,
     /// Whether `started` lifecycle events carry the saga's input.
     pub lifecycle_input: bool,
+    /// Whether per-step lifecycle events are published (`kafka.lifecycle_steps`).
+    pub lifecycle_steps: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -436,6 +438,7 @@ impl Applier {
                 }
                 Effect::CancelTimer { timer } => batch.cancel(id, timer_key(timer)),
                 Effect::Record(h) => batch.history(id, h),
+                Effect::Publish(l) if !self.settings.lifecycle_steps && l.kind.is_per_step() => {}
                 Effect::Publish(l) => {
                     if let Some(topic) = &self.settings.lifecycle_topic {
                         // Unique per event (two transitions of one saga can share a batch and a clock reading).
@@ -585,5 +588,55 @@ mod tests {
         assert_ne!(input_hash(&json!("1")), input_hash(&json!(1)));
         // What an earlier release stored for an input without floats is unchanged.
         assert_eq!(input_hash(&a), legacy_input_hash(&a));
+    }
+
+    #[tokio::test]
+    async fn per_step_lifecycle_events_are_left_out_when_turned_off() {
+        use crate::engine::{Lifecycle, LifecycleKind};
+        let (defs, _) = crate::definition::load_dir(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/sagas"
+        )));
+        let def = defs.into_iter().next().unwrap_or_else(|| panic!("a saga"));
+        let publish = |kind| {
+            Effect::Publish(Lifecycle {
+                kind,
+                step: None,
+                detail: json!({}),
+            })
+        };
+        let t = Transition {
+            instance: Instance::new(Uuid::now_v7(), &def, json!({}), None, Utc::now()),
+            effects: vec![
+                publish(LifecycleKind::Started),
+                publish(LifecycleKind::StepSucceeded),
+                publish(LifecycleKind::StepSkipped),
+                publish(LifecycleKind::StepFailed),
+                publish(LifecycleKind::Completed),
+            ],
+        };
+        for (steps, published) in [(true, 5), (false, 2)] {
+            let applier = Applier {
+                // Never connected: staging does no I/O.
+                store: Store {
+                    pool: sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/unused")
+                        .unwrap_or_else(|e| panic!("{e}")),
+                },
+                registry: Arc::new(Registry::new(Vec::new())),
+                settings: Arc::new(TransitionSettings {
+                    lifecycle_topic: Some("sagaflow.lifecycle".into()),
+                    source: "/sagaflow".into(),
+                    reply_keys: Arc::new(
+                        ReplyKeys::new(vec![ReplyKeys::random_key()], true)
+                            .unwrap_or_else(|e| panic!("{e}")),
+                    ),
+                    lifecycle_input: false,
+                    lifecycle_steps: steps,
+                }),
+            };
+            let mut batch = WriteBatch::default();
+            applier.stage(&mut batch, &def, &t, None, Utc::now());
+            assert_eq!(batch.outbox_len(), published, "lifecycle_steps: {steps}");
+        }
     }
 }

@@ -56,6 +56,7 @@ pub async fn app_with(settings: ApiSettings) -> App {
                 .expect("a random key is long enough"),
             ),
             lifecycle_input: false,
+            lifecycle_steps: true,
         }),
     };
     let router = api::router(AppState::new(

@@ -124,10 +124,20 @@ struct Opts {
     /// Keep the database afterwards (for inspection).
     #[arg(long)]
     keep_db: bool,
+    /// A setting for the measured service, as an environment variable (repeatable):
+    /// `--service-env SAGAFLOW_KAFKA__LIFECYCLE_STEPS=false`.
+    #[arg(long, value_parser = parse_env)]
+    service_env: Vec<(String, String)>,
     /// Only run this many sagas through the CPU path with no I/O (decode, engine,
     /// staging), for valgrind (`scripts/profile`); no database or broker needed.
     #[arg(long)]
     profile_sagas: Option<usize>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -828,7 +838,12 @@ async fn run_scenarios(
     std::fs::write(sagas_dir.join("bench-http.yaml"), http::HTTP_SAGA)?;
     let log = tmp.join("service.log");
     let db_url = ctx.db_url.clone();
-    let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &[])?;
+    let env: Vec<(&str, String)> = o
+        .service_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &env)?;
     eprintln!(
         "sagaflow serve: pid {}, log {}",
         service.pid(),
@@ -880,6 +895,7 @@ async fn run_scenarios(
                 true,
             )?),
             lifecycle_input: false,
+            lifecycle_steps: true,
         }),
     };
     let steps = Arc::new(AtomicU64::new(0));

@@ -49,6 +49,7 @@ pub async fn run(sagas: usize) -> anyhow::Result<()> {
             source: "/sagaflow".into(),
             reply_keys: keys.clone(),
             lifecycle_input: false,
+            lifecycle_steps: true,
         }),
     };
     let input = def
