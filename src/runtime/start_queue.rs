@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
@@ -35,6 +36,9 @@ struct Pending {
     def: Arc<Definition>,
     req: StartRequest,
     answer: oneshot::Sender<Answer>,
+    /// The request's span (the HTTP server span): the saga's start span is its child,
+    /// as when the handler started the saga itself.
+    span: tracing::Span,
 }
 
 /// The queue HTTP starts go through.
@@ -74,7 +78,12 @@ impl StartQueue {
             return Ok(StartOutcome::InvalidInput(errors));
         }
         let (answer, answered) = oneshot::channel();
-        let pending = Pending { def, req, answer };
+        let pending = Pending {
+            def,
+            req,
+            answer,
+            span: tracing::Span::current(),
+        };
         if let Err(refused) = self.queue.send(pending) {
             // The workers have stopped (shutting down): start it alone.
             return self.applier.start(refused.0.req).await;
@@ -171,7 +180,8 @@ async fn together(
     let mut tx = applier.store.begin().await?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for (p, req) in batch.iter().zip(requests) {
-        outcomes.push(applier.start_in_tx(&mut tx, &p.def, req).await?);
+        let start = applier.start_in_tx(&mut tx, &p.def, req);
+        outcomes.push(start.instrument(p.span.clone()).await?);
     }
     tx.commit().await.map_err(StoreError::from)?;
     Ok(outcomes)
@@ -183,10 +193,12 @@ async fn alone(applier: &Applier, p: Pending) {
         def,
         req,
         answer: to,
+        span,
     } = p;
     let result = async {
         let mut tx = applier.store.begin().await?;
-        let outcome = applier.start_in_tx(&mut tx, &def, req).await?;
+        let start = applier.start_in_tx(&mut tx, &def, req);
+        let outcome = start.instrument(span).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(outcome)
     }
