@@ -127,7 +127,7 @@ async function readEvents(body, onEvent, onRetry) {
  * cannot send one): calls onEvent(name, data) per event and reconnects after the
  * server's `retry` (longer after failures) until the returned function is called. A
  * hidden tab lets its stream go (browsers allow six connections per host over HTTP/1.1)
- * and follows again when shown; a refusal (401, 403, 404, 406) ends it, and the page
+ * and follows again when shown; a refusal (401, 403, 404) ends it, and the page
  * polls instead.
  */
 function follow(path, onEvent) {

@@ -6,9 +6,9 @@
 //!
 //! A stream lasts at most [`STREAM_LIFETIME`] and then ends; clients reconnect (the
 //! `retry` field says after how long) and get the current state again, so nothing is
-//! missed between two streams. Streams need `Accept: text/event-stream`: any other
-//! client (a fuzzer, a curious `curl`) gets a 406 rather than a response that never
-//! ends.
+//! missed between two streams. A client that does not send `Accept:
+//! text/event-stream` (a fuzzer, a curious `curl`) gets a snapshot, the opening event
+//! and the end, rather than a response that never ends.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,6 +42,19 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const STREAM_READS: usize = 2;
 /// Changes a slow stream may fall behind by before it is told to resync.
 const FAN_OUT_BACKLOG: usize = 1024;
+
+/// One Server-Sent Event as a client reads it (the OpenAPI document's description of
+/// each event of a stream).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// `saga` or `gone` (one saga); `ready`, `changed` or `resync` (all sagas).
+    pub event: String,
+    /// JSON text: the saga as `GET /v1/sagas/{saga}` gives it (`saga`), `{"id": …}`
+    /// (`gone`), `{"sagas": [ids]}` (`changed`), `{}` (`ready`, `resync`).
+    pub data: String,
+    /// Milliseconds to wait before reconnecting once the stream ends (first event only).
+    pub retry: Option<u64>,
+}
 
 /// What the listener fans out.
 #[derive(Debug, Clone)]
@@ -108,6 +121,7 @@ impl Watch {
     /// The next change, or `None` when the stream should end.
     async fn next_change(&mut self) -> Option<Change> {
         let received = tokio::select! {
+            biased;
             _ = self.stop.cancelled() => return None,
             _ = tokio::time::sleep_until(self.until) => return None,
             c = self.changes.recv() => c,
@@ -127,13 +141,6 @@ fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Box<Response>> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/event-stream"));
-    if !wants_events {
-        return Err(Box::new(
-            Problem::of(Kind::NotAcceptable)
-                .detail("this is a stream of Server-Sent Events: send `Accept: text/event-stream`")
-                .into_response(),
-        ));
-    }
     let feed = &state.live;
     let Ok(slot) = feed.slots.clone().try_acquire_owned() else {
         let mut busy = Problem::of(Kind::Unavailable)
@@ -150,7 +157,13 @@ fn open(state: &AppState, headers: &HeaderMap) -> Result<Watch, Box<Response>> {
         changes: feed.changes.subscribe(),
         reads: feed.reads.clone(),
         stop: feed.stop.clone(),
-        until: Instant::now() + STREAM_LIFETIME,
+        // A snapshot ends at once, after its opening event.
+        until: Instant::now()
+            + if wants_events {
+                STREAM_LIFETIME
+            } else {
+                Duration::ZERO
+            },
         _slot: slot,
     })
 }
@@ -167,15 +180,15 @@ fn event(name: &str, data: String) -> Event {
 
 /// Follow one saga live: an event `saga` with the saga as `GET /v1/sagas/{saga}`
 /// gives it, at once and after each change; `gone` if it is deleted (retention).
-/// The stream ends after 50 s: reconnect to go on (EventSource does).
+/// The stream ends after 50 s: reconnect to go on (EventSource does). Without
+/// `Accept: text/event-stream`, only the opening event is sent (a snapshot).
 #[utoipa::path(
     get, path = "/v1/streams/sagas/{saga}", tag = "sagas", operation_id = "stream_saga",
     params(("saga" = Uuid, Path, description = "Saga id")),
     responses(
         (status = 200, description = "Server-Sent Events: `saga` (data: the saga, as `GET /v1/sagas/{saga}`), `gone`",
-         content_type = "text/event-stream", body = String),
+         content_type = "text/event-stream", body = StreamEvent),
         (status = 404, description = "No such saga", body = Problem, content_type = "application/problem+json"),
-        (status = 406, description = "No `Accept: text/event-stream`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many streams open", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))
@@ -238,13 +251,13 @@ pub async fn saga_stream(
 /// Every saga change as it commits: `ready` once the stream listens, then `changed`
 /// (data: `{"sagas": [ids]}`) per commit, and `resync` when changes may have been
 /// missed (read what you show again). Reconnect after the end (50 s), and read again
-/// on `ready`: changes between two streams are not replayed.
+/// on `ready`: changes between two streams are not replayed. Without `Accept:
+/// text/event-stream`, only `ready` is sent.
 #[utoipa::path(
     get, path = "/v1/streams/sagas", tag = "sagas", operation_id = "stream_sagas",
     responses(
         (status = 200, description = "Server-Sent Events: `ready`, `changed` (data: `{\"sagas\": [ids]}`), `resync`",
-         content_type = "text/event-stream", body = String),
-        (status = 406, description = "No `Accept: text/event-stream`", body = Problem, content_type = "application/problem+json"),
+         content_type = "text/event-stream", body = StreamEvent),
         (status = 503, description = "Too many streams open", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = ["read"]))

@@ -59,8 +59,6 @@ pub enum Kind {
     HostNotAllowed,
     NotFound,
     MethodNotAllowed,
-    /// A stream asked for without `Accept: text/event-stream`.
-    NotAcceptable,
     Timeout,
     /// An idempotency key reused with a different input.
     IdempotencyConflict,
@@ -82,7 +80,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 20] = [
+    pub const ALL: [Kind; 19] = [
         Kind::BadRequest,
         Kind::UnknownParameter,
         Kind::Unauthorized,
@@ -91,7 +89,6 @@ impl Kind {
         Kind::HostNotAllowed,
         Kind::NotFound,
         Kind::MethodNotAllowed,
-        Kind::NotAcceptable,
         Kind::Timeout,
         Kind::IdempotencyConflict,
         Kind::NotAllowed,
@@ -131,11 +128,6 @@ impl Kind {
                 "method-not-allowed",
                 StatusCode::METHOD_NOT_ALLOWED,
                 "Method not allowed",
-            ),
-            Kind::NotAcceptable => (
-                "not-acceptable",
-                StatusCode::NOT_ACCEPTABLE,
-                "Not acceptable",
             ),
             Kind::Timeout => ("timeout", StatusCode::REQUEST_TIMEOUT, "Request timed out"),
             Kind::IdempotencyConflict => (
@@ -203,7 +195,6 @@ impl Kind {
             StatusCode::FORBIDDEN => Kind::Forbidden,
             StatusCode::NOT_FOUND => Kind::NotFound,
             StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
-            StatusCode::NOT_ACCEPTABLE => Kind::NotAcceptable,
             StatusCode::REQUEST_TIMEOUT => Kind::Timeout,
             StatusCode::PAYLOAD_TOO_LARGE => Kind::TooLarge,
             StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
