@@ -56,13 +56,7 @@ fn started(def: &Definition, input: &Value) -> Instance {
 
 fn benches(c: &mut Criterion) {
     let def = order_fulfilment();
-    let input = def
-        .input_schema
-        .as_ref()
-        .and_then(|s| s.schema.get("examples"))
-        .and_then(|e| e.get(0))
-        .cloned()
-        .expect("an example input");
+    let input = def.example_input().cloned().expect("an example input");
     let replies = sagaflow::simulate::synthesized_replies(&def);
     let steps: Vec<String> = def.steps.iter().map(|s| s.name.clone()).collect();
 

@@ -58,8 +58,8 @@ pub fn plan(
         Some(i) => i.clone(),
         None => match &def.input_schema {
             None => Json::Object(Default::default()),
-            Some(s) => s.schema["examples"]
-                .get(0)
+            Some(_) => def
+                .example_input()
                 .cloned()
                 .ok_or_else(|| ProbeError::NoInput(def.name.clone()))?,
         },

@@ -244,6 +244,11 @@ impl Definition {
         self.steps.iter().find(|s| s.name == name)
     }
 
+    /// The input schema's first `examples` entry, if it has one.
+    pub fn example_input(&self) -> Option<&serde_json::Value> {
+        self.input_schema.as_ref()?.schema.get("examples")?.get(0)
+    }
+
     /// True when `step` comes strictly after the pivot stage (or is the pivot).
     pub fn at_or_after_pivot(&self, step: usize) -> bool {
         match self.pivot {

@@ -52,13 +52,7 @@ pub async fn run(sagas: usize) -> anyhow::Result<()> {
             lifecycle_steps: true,
         }),
     };
-    let input = def
-        .input_schema
-        .as_ref()
-        .and_then(|s| s.schema.get("examples"))
-        .and_then(|e| e.get(0))
-        .cloned()
-        .context("an example input")?;
+    let input = def.example_input().cloned().context("an example input")?;
     let replies = sagaflow::simulate::synthesized_replies(&def);
     let mut steps = 0;
     for _ in 0..sagas {
