@@ -123,6 +123,8 @@ async fn a_saga_is_followed_live_from_running_to_completed_and_the_list_hears_of
         })
         .await;
     assert_eq!(done["steps"][0]["status"], "succeeded", "{done:#}");
+    // Nothing should fail here: a retry would hide a lost command or reply.
+    assert_eq!(done["steps"][0]["attempt"], 1, "{done:#}");
 
     let id_text = id.to_string();
     list.until("the saga's change", |name, d| {
