@@ -116,6 +116,18 @@ pub fn synthetic_child(parent: Option<&SpanContext>) -> SpanContext {
     SpanContext::new(trace_id, span_id, TraceFlags::SAMPLED, false, state)
 }
 
+/// A new span id under `parent`, keeping its trace id, flags and state.
+pub fn child_of(parent: &SpanContext) -> SpanContext {
+    let span_id: SpanId = RandomIdGenerator::default().new_span_id();
+    SpanContext::new(
+        parent.trace_id(),
+        span_id,
+        parent.trace_flags(),
+        false,
+        parent.trace_state().clone(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{SecondsFormat, Utc};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -15,10 +15,12 @@ use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub mod handling;
+
 use crate::config::KafkaSettings;
 use crate::definition::Definition;
 use crate::engine::Phase;
-use crate::messaging::envelope::{self, Record};
+use crate::messaging::envelope::Record;
 use crate::messaging::{kafka, reply_token};
 use crate::telemetry::propagation;
 use crate::telemetry::spans::{self, Broker, Consumed, MessageRef, SagaRef};
@@ -236,27 +238,19 @@ fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(Str
     }
 }
 
+/// The command in `m`, decoded as every participant library does
+/// ([`handling::decode`]); `None` for a message that is not one.
 pub fn read_command(m: &OwnedMessage) -> Option<Command> {
     let headers = kafka::headers_of(m);
-    let ev = envelope::decode(&headers, m.payload()).ok()?;
-    let addr = envelope::reply_address(&ev).ok()?;
-    Some(Command {
-        saga_id: addr.saga_id,
-        definition: ev
-            .ext(envelope::EXT_DEFINITION)
-            .unwrap_or_default()
-            .to_owned(),
-        step: addr.step,
-        attempt: addr.attempt,
-        phase: addr.phase,
-        command_type: ev.event_type.clone(),
-        command_id: ev.id.clone(),
-        payload: ev.data.clone(),
-        reply_to: ev.ext(envelope::EXT_REPLY_TO)?.to_owned(),
-        token: ev.ext(reply_token::EXT_TOKEN).map(str::to_owned),
-        traceparent: ev.ext("traceparent").map(str::to_owned),
-        tracestate: ev.ext("tracestate").map(str::to_owned),
-    })
+    let incoming = handling::Incoming {
+        topic: m.topic(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        headers: &headers,
+        value: m.payload(),
+    };
+    handling::decode(&incoming).ok()
 }
 
 /// The reply to `c`, continuing its trace: its `traceparent` is a new child of the
@@ -287,7 +281,10 @@ pub fn reply_record_traced(
             "/sagaflow/demo-participant".to_owned(),
         ),
         ("ce_type".to_owned(), reply_type.to_owned()),
-        ("ce_time".to_owned(), Utc::now().to_rfc3339()),
+        (
+            "ce_time".to_owned(),
+            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        ),
         ("content-type".to_owned(), "application/json".to_owned()),
         ("ce_sagaid".to_owned(), c.saga_id.to_string()),
         ("ce_sagastep".to_owned(), c.step.clone()),
