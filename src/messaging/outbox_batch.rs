@@ -30,11 +30,11 @@ pub enum RelayError {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Rows the broker acknowledged or refused for good (parked); 0 if the locked
-    /// shards had emptied meanwhile.
+    /// Rows the broker acknowledged or refused for good (parked); 0 if the shards it
+    /// was given had no rows, or emptied meanwhile.
     Published(usize),
-    /// Another transaction held every shard it was given (another replica's batch, or
-    /// a relay of the version before shards): that holder publishes them.
+    /// Another transaction held every shard with rows it was given (another replica's
+    /// batch, or a relay of the version before shards): that holder publishes them.
     HeldElsewhere,
 }
 
@@ -57,10 +57,14 @@ pub async fn publish_shards(
     shards: &[i16],
 ) -> Result<Outcome, RelayError> {
     let mut tx = store.pool.begin().await?;
-    let locked = store::lock_outbox_shards(&mut tx, shards, settings.idle_timeout).await?;
+    let locks = store::lock_outbox_shards(&mut tx, shards, settings.idle_timeout).await?;
+    let locked = locks.locked;
     if locked.is_empty() {
         tx.rollback().await?;
-        return Ok(Outcome::HeldElsewhere);
+        return Ok(match locks.held.is_empty() {
+            true => Outcome::Published(0),
+            false => Outcome::HeldElsewhere,
+        });
     }
     let rows = store::outbox_batch(&mut tx, &locked, settings.batch_size).await?;
     if rows.is_empty() {

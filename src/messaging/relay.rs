@@ -89,13 +89,14 @@ pub async fn run(
     futures::future::join(listening, d.run(woken, &cancel)).await;
 }
 
-type Ended = (Vec<i16>, Result<Outcome, RelayError>);
+/// A batch's shards, whether they were known to have rows, and how it ended.
+type Ended = (Vec<i16>, bool, Result<Outcome, RelayError>);
 
-/// Starts batches for the shards that have rows and no batch of this replica yet,
-/// whenever woken, a batch ends or `poll` passes, with at most `concurrency` batches in
-/// flight. At low load one batch takes every such shard: one transaction per wake-up,
-/// as with a single relay. Once a batch comes back full (a backlog), the shards are
-/// split over several batches, which wait for the broker side by side.
+/// Starts batches for the shards that have no batch of this replica yet, whenever
+/// woken, a batch ends or `poll` passes, with at most `concurrency` batches in flight.
+/// At low load one batch takes every such shard: one transaction per wake-up, as with
+/// a single relay. Once a batch comes back full (a backlog), the shards that have rows
+/// are split over several batches, which wait for the broker side by side.
 struct Dispatcher {
     relay: Arc<Relay>,
     poll: Duration,
@@ -109,6 +110,9 @@ struct Dispatcher {
     held_elsewhere: HashSet<i16>,
     /// The last batch that published came back full.
     backlog: bool,
+    /// Something may have been written since the last batch looked: a wake-up, a
+    /// poll, the end of a backoff, or a batch that published (more may follow).
+    due: bool,
     /// Where this replica starts in the shard order, so that replicas splitting a
     /// backlog mostly start on different shards.
     offset: usize,
@@ -132,6 +136,7 @@ impl Dispatcher {
             busy: HashSet::new(),
             held_elsewhere: HashSet::new(),
             backlog: false,
+            due: true,
             offset,
             backoff: Duration::from_millis(100),
             retry_at: None,
@@ -162,8 +167,10 @@ impl Dispatcher {
             if stopping && !last_round_started {
                 // The last round tries every shard again.
                 self.held_elsewhere.clear();
+                self.due = true;
             }
-            if self.may_start() && (!stopping || self.in_flight.is_empty()) {
+            let wanted = self.due || self.backlog;
+            if wanted && self.may_start() && (!stopping || self.in_flight.is_empty()) {
                 fault("relay.round");
                 last_round_started = stopping;
                 match self.start_batches().await {
@@ -207,16 +214,17 @@ impl Dispatcher {
             .map_or(self.next_poll, |t| t.min(self.next_poll));
         tokio::select! {
             Some(joined) = self.in_flight.join_next() => match joined {
-                Ok((shards, ended)) => self.ended(&shards, ended),
+                Ok((shards, had_rows, ended)) => self.ended(&shards, had_rows, ended),
                 // A batch that panicked takes the relay with it: supervision reports it.
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             },
             _ = cancel.cancelled(), if !stopping => {}
             // Not a reason to try held shards again: their holder looks again itself.
-            _ = woken.changed(), if !stopping => {}
+            _ = woken.changed(), if !stopping => self.due = true,
             _ = tokio::time::sleep_until(until) => {
                 let now = tokio::time::Instant::now();
                 self.retry_at = self.retry_at.filter(|t| now < *t);
+                self.due = true;
                 if now >= self.next_poll {
                     // Shards held elsewhere at the last try are tried again once per poll.
                     self.held_elsewhere.clear();
@@ -235,46 +243,66 @@ impl Dispatcher {
         if free.is_empty() {
             return Ok(0);
         }
+        if !self.backlog {
+            // One batch tries every free shard: it locks those no one holds and reads
+            // their rows, and when all are empty it rolls back, which is no commit.
+            // Asking first which shards have rows would cost a commit every round.
+            self.due = false;
+            self.spawn_batch(free, false);
+            return Ok(1);
+        }
         let mut waiting = store::outbox_shards_with_rows(&self.relay.store.pool, &free).await?;
         // The query returns them sorted; keep this replica's order.
         waiting.sort_by_key(|s| free.iter().position(|f| f == s));
         let slots = self.concurrency - self.in_flight.len();
-        let per_batch = if self.backlog {
-            waiting.len().div_ceil(slots).max(1)
-        } else {
-            OUTBOX_SHARDS as usize
-        };
+        let per_batch = waiting.len().div_ceil(slots).max(1);
         let mut started = 0;
         for shards in waiting.chunks(per_batch).take(slots) {
-            self.busy.extend(shards);
-            let (relay, shards) = (self.relay.clone(), shards.to_vec());
-            self.in_flight.spawn(async move {
-                let producer = relay.producer.get();
-                let ended = publish_shards(&relay.store, &producer, &relay.batch, &shards).await;
-                (shards, ended)
-            });
+            self.spawn_batch(shards.to_vec(), true);
             started += 1;
         }
         Ok(started)
     }
 
-    fn ended(&mut self, shards: &[i16], ended: Result<Outcome, RelayError>) {
+    fn spawn_batch(&mut self, shards: Vec<i16>, had_rows: bool) {
+        self.busy.extend(&shards);
+        let relay = self.relay.clone();
+        self.in_flight.spawn(async move {
+            let producer = relay.producer.get();
+            let ended = publish_shards(&relay.store, &producer, &relay.batch, &shards).await;
+            (shards, had_rows, ended)
+        });
+    }
+
+    fn ended(&mut self, shards: &[i16], had_rows: bool, ended: Result<Outcome, RelayError>) {
         for s in shards {
             self.busy.remove(s);
         }
         match ended {
-            Ok(Outcome::Published(n)) => {
-                if n > 0 {
-                    // Only acknowledgements prove the producer works.
-                    self.relay.producer.succeeded();
-                    self.backoff = Duration::from_millis(100);
-                    self.backlog = n == self.relay.batch.batch_size as usize;
+            Ok(Outcome::Published(0)) => {
+                self.backlog = false;
+                if self.busy.is_empty() && self.held_elsewhere.is_empty() {
+                    // Every shard this replica tried was empty: nothing is left to publish.
                     self.failure_pending = false;
                 }
                 self.beat();
             }
+            Ok(Outcome::Published(n)) => {
+                // More may have been written meanwhile; only acknowledgements prove the
+                // producer works.
+                self.due = true;
+                self.relay.producer.succeeded();
+                self.backoff = Duration::from_millis(100);
+                self.backlog = n == self.relay.batch.batch_size as usize;
+                self.failure_pending = false;
+                self.beat();
+            }
+            // A batch of every free shard does not say which were held: it is tried
+            // again at the next wake-up, at the cost of a rollback.
             Ok(Outcome::HeldElsewhere) => {
-                self.held_elsewhere.extend(shards);
+                if had_rows {
+                    self.held_elsewhere.extend(shards);
+                }
                 self.beat();
             }
             Err(e) => {

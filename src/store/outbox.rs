@@ -20,9 +20,15 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
+/// Which shards a batch took, and which it found holding rows under another holder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardLocks {
+    pub locked: Vec<i16>,
+    pub held: Vec<i16>,
+}
+
 /// Takes, for the caller's transaction, those of `shards` that have rows and that no
-/// other transaction holds; returns them. Nothing if a relay of a version before
-/// sharding publishes: it holds the old single lock, which conflicts with the shared
+/// other transaction holds. None if a relay of a version before sharding publishes: it holds the old single lock, which conflicts with the shared
 /// hold taken here, so two relays never publish one saga.
 ///
 /// The transaction also gets an idle timeout: it waits for the broker between
@@ -35,7 +41,7 @@ pub async fn lock_outbox_shards(
     conn: &mut PgConnection,
     shards: &[i16],
     idle_timeout: std::time::Duration,
-) -> Result<Vec<i16>, StoreError> {
+) -> Result<ShardLocks, StoreError> {
     let old_relay_absent: bool = sqlx::query_scalar(
         "SELECT set_config('idle_in_transaction_session_timeout', $1, true) <> '' \
             AND set_config('synchronous_commit', 'off', true) <> '' \
@@ -46,20 +52,28 @@ pub async fn lock_outbox_shards(
     .fetch_one(&mut *conn)
     .await?;
     if !old_relay_absent {
-        return Ok(Vec::new());
+        return Ok(ShardLocks {
+            locked: Vec::new(),
+            held: shards.to_vec(),
+        });
     }
     // Which shards have rows is settled first (a materialised CTE), so the lock is
-    // tried only on those, once each, and exactly the granted ones are returned.
-    Ok(sqlx::query_scalar(
+    // tried only on those, once each.
+    let tried: Vec<(i16, bool)> = sqlx::query_as(
         "WITH waiting AS MATERIALIZED ( \
              SELECT s FROM UNNEST($1::smallint[]) AS s \
              WHERE EXISTS (SELECT 1 FROM outbox WHERE shard = s)) \
-         SELECT s FROM waiting WHERE pg_try_advisory_xact_lock($2, s::int) ORDER BY s",
+         SELECT s, pg_try_advisory_xact_lock($2, s::int) FROM waiting ORDER BY s",
     )
     .bind(shards)
     .bind(SHARD_LOCKS)
     .fetch_all(conn)
-    .await?)
+    .await?;
+    let (locked, held): (Vec<_>, Vec<_>) = tried.into_iter().partition(|(_, got)| *got);
+    Ok(ShardLocks {
+        locked: locked.into_iter().map(|(s, _)| s).collect(),
+        held: held.into_iter().map(|(s, _)| s).collect(),
+    })
 }
 
 /// The advisory lock (a bigint key) a single relay held before the outbox had shards.
