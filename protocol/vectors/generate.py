@@ -225,6 +225,19 @@ def vectors():
          step(m2, None, None, reply(m2, "payments.declined", REFUSED)),
          step(dict(m2, offset=2), None, None, reply(m2, "payments.declined", REFUSED))])
 
+    busy = {"error": "gateway busy"}
+    m1, c1 = command()
+    m2, _ = command(phase="compensation", ctype="payments.void_authorization", payload=comp_payload, offset=1)
+    m3, _ = command(attempt=2, offset=2)
+    v["command-after-compensation-retryable"] = (
+        "A retryable failure, then the compensation (nothing to undo), then a new attempt: the new attempt is "
+        "refused, not evaluated afresh, since the step is compensated. The refusal replaces the stored outcome, "
+        "so a late repeat of the failed attempt gets the refusal too (one outcome per saga, step and phase).",
+        [step(m1, c1, failure("payments.gateway_timeout", busy, True), reply(m1, "payments.gateway_timeout", busy)),
+         step(m2, None, None, reply(m2, "payments.authorization_voided", {})),
+         step(m3, None, None, reply(m3, "payments.declined", REFUSED)),
+         step(dict(m1, offset=3), None, None, reply(m1, "payments.declined", REFUSED))])
+
     m1, _ = command(step="send_receipt", phase="compensation", ctype="payments.void_authorization",
                     payload={})
     m2, _ = command(step="send_receipt", ctype="payments.send_receipt", payload={"order_id": "ord-20417"},
