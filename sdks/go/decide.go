@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 )
 
 // refusedBody is the body of a refusal: the command came after its step's compensation.
@@ -56,7 +57,7 @@ func reusable(o *Outcome, commandID string) bool {
 
 // run calls the handler and turns its result into the outcome to reply with and store.
 func (p *Participant) run(ctx context.Context, env envelope, reg Registration) (*Outcome, *Save, error) {
-	res, err := reg.Handler(ctx, env.cmd)
+	res, err := p.callHandler(ctx, env, reg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -71,4 +72,17 @@ func (p *Participant) run(ctx context.Context, env envelope, reg Registration) (
 		return nil, nil, fmt.Errorf("participant: encoding the %s payload: %w", o.ReplyType, err)
 	}
 	return &o, &Save{Phase: env.cmd.Phase, Outcome: o}, nil
+}
+
+// callHandler calls the handler and turns a panic into an error, so that it is handled like
+// one (store rolled back, nothing sent, retried after a backoff) instead of ending the process.
+func (p *Participant) callHandler(ctx context.Context, env envelope, reg Registration) (res Result, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p.cfg.Logger.Error("handler panicked", "phase", env.cmd.Phase, "type", env.cmd.Type,
+				"saga_id", env.cmd.SagaID, "step", env.cmd.Step, "panic", v, "stack", string(debug.Stack()))
+			err = fmt.Errorf("participant: the %s handler of %s panicked: %v", env.cmd.Phase, env.cmd.Type, v)
+		}
+	}()
+	return reg.Handler(ctx, env.cmd)
 }

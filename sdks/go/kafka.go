@@ -28,14 +28,16 @@ const (
 	// metadataMaxAge bounds how long a topic created after start-up goes unnoticed.
 	metadataMaxAge  = 10 * time.Second
 	deliveryTimeout = 30 * time.Second
+	fetchMaxWait    = time.Second
 	pollBatch       = 100
 )
 
 // kafkaOptions are the client options of Run: its own group, earliest reset, no automatic
 // commits, idempotent producer with acks=all (franz-go's defaults, stated anyway), and no topic
 // auto-creation (franz-go's default). Rebalances wait until a polled batch is done, so an
-// offset is never committed for a partition that moved to another member mid-batch.
-func (p *Participant) kafkaOptions(cfg KafkaConfig) []kgo.Opt {
+// offset is never committed for a partition that moved to another member mid-batch;
+// onBlocked is told when a rebalance waits, so that the batch is cut short.
+func (p *Participant) kafkaOptions(cfg KafkaConfig, onBlocked func()) []kgo.Opt {
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.GroupID),
@@ -45,7 +47,11 @@ func (p *Participant) kafkaOptions(cfg KafkaConfig) []kgo.Opt {
 		kgo.SessionTimeout(sessionTimeout),
 		kgo.RebalanceTimeout(rebalanceTimeout),
 		kgo.BlockRebalanceOnPoll(),
+		kgo.OnPartitionsCallbackBlocked(func(context.Context, *kgo.Client) { onBlocked() }),
 		kgo.MetadataMaxAge(metadataMaxAge),
+		// A partition resumed after its backoff joins the next fetch, after the one in flight:
+		// a short wait keeps that delay small.
+		kgo.FetchMaxWait(fetchMaxWait),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
 		kgo.RecordDeliveryTimeout(deliveryTimeout),
 		kgo.WithLogger(kafkaLogger{p.cfg.Logger}),
@@ -60,30 +66,33 @@ func (p *Participant) Run(ctx context.Context, cfg KafkaConfig) error {
 	if cfg.GroupID == "" || len(cfg.Topics) == 0 {
 		return errors.New("participant: KafkaConfig needs a GroupID and Topics")
 	}
-	cl, err := kgo.NewClient(p.kafkaOptions(cfg)...)
+	c := newConsumer(p, cfg)
+	cl, err := kgo.NewClient(p.kafkaOptions(cfg, c.rebalanceWaits)...)
 	if err != nil {
 		return err
 	}
+	c.cl = cl
 	defer p.shutdown(cl)
 	p.cfg.Logger.Info("participant consuming", "group", cfg.GroupID, "topics", cfg.Topics)
 	for ctx.Err() == nil {
-		fetches := cl.PollRecords(ctx, pollBatch)
+		// The poll returns when the next paused partition is due, to resume it.
+		pollCtx, cancel := ctx, context.CancelFunc(func() {})
+		if due := c.resumeDue(); !due.IsZero() {
+			pollCtx, cancel = context.WithDeadline(ctx, due)
+		}
+		fetches := cl.PollRecords(pollCtx, pollBatch)
+		cancel()
 		if fetches.IsClientClosed() {
 			break
 		}
 		fetches.EachError(func(topic string, partition int32, err error) {
-			if !errors.Is(err, context.Canceled) {
+			if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 				// Unknown topics land here too: transient, polling goes on.
 				p.cfg.Logger.Warn("kafka fetch error", "topic", topic, "partition", partition, "err", err)
 			}
 		})
-		for _, r := range fetches.Records() {
-			if ctx.Err() != nil {
-				break // not started: read again by whoever gets the partition next
-			}
-			p.handleRecord(ctx, cl, cfg, r)
-		}
-		cl.AllowRebalance()
+		c.handleBatch(ctx, fetches.Records())
+		c.allowRebalance()
 	}
 	return nil
 }
@@ -102,31 +111,7 @@ func (p *Participant) shutdown(cl *kgo.Client) {
 	p.cfg.Logger.Info("participant stopped")
 }
 
-// handleRecord processes one record until its reply (or dead-letter copy) is acknowledged,
-// then commits its offset. A failure is retried with backoff on the same record, so the
-// partition does not move on. A stop during the backoff abandons the record uncommitted; a
-// stop while it is being processed lets that finish (the work context ignores the stop).
-func (p *Participant) handleRecord(ctx context.Context, cl *kgo.Client, cfg KafkaConfig, r *kgo.Record) {
-	work := context.WithoutCancel(ctx)
-	backoff := newBackoff(cfg.MinBackoff, cfg.MaxBackoff)
-	for {
-		err := p.processAndProduce(work, cl, r)
-		if err == nil {
-			break
-		}
-		p.cfg.Logger.Error("message not handled; will retry", "topic", r.Topic,
-			"partition", r.Partition, "offset", r.Offset, "err", err)
-		if !backoff.wait(ctx) {
-			return
-		}
-	}
-	if err := cl.CommitRecords(work, r); err != nil {
-		// Not fatal: the message is read again and answered from the store.
-		p.cfg.Logger.Warn("commit failed", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-	}
-}
-
-func (p *Participant) processAndProduce(ctx context.Context, cl *kgo.Client, r *kgo.Record) error {
+func (p *Participant) processAndProduce(ctx context.Context, cl recordClient, r *kgo.Record) error {
 	out, err := p.Process(ctx, fromKafka(r))
 	if err != nil || out.Record == nil {
 		return err
@@ -173,18 +158,6 @@ func (b *backoff) step() time.Duration {
 	d := b.next
 	b.next = min(2*b.next, b.max)
 	return d
-}
-
-// wait sleeps for the next backoff; false when ctx ended first.
-func (b *backoff) wait(ctx context.Context) bool {
-	t := time.NewTimer(b.step())
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // kafkaLogger routes franz-go's warnings and errors to the participant's slog.Logger.

@@ -12,7 +12,7 @@ func TestKafkaSettings(t *testing.T) {
 	p := New(Config{Source: "/test"})
 	cl, err := kgo.NewClient(p.kafkaOptions(KafkaConfig{
 		Brokers: []string{"127.0.0.1:1"}, GroupID: "g", Topics: []string{"a.commands", "b.commands"},
-	})...)
+	}, func() {})...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,6 +28,7 @@ func TestKafkaSettings(t *testing.T) {
 		{kgo.DisableIdempotentWrite, false},
 		{kgo.AllowAutoTopicCreation, false},
 		{kgo.BlockRebalanceOnPoll, true},
+		{kgo.FetchMaxWait, time.Second},
 	}
 	for _, c := range checks {
 		if got := cl.OptValue(c.opt); got != c.want {

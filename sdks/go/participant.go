@@ -99,14 +99,12 @@ type Output struct {
 func (p *Participant) Process(ctx context.Context, msg Message) (Output, error) {
 	env, err := decode(msg)
 	if de := (*decodeError)(nil); errors.As(err, &de) {
-		rec := p.deadLetterRecord(msg, de.reason)
-		return Output{Record: &rec, DeadLetter: de.reason}, nil
+		return p.deadLetter(ctx, msg, env, de.reason), nil
 	}
 	reg, ok := p.handlers[handlerKey{env.cmd.Phase, env.cmd.Type}]
 	if !ok {
 		reason := fmt.Sprintf("unknown %s type `%s`", env.cmd.Phase, env.cmd.Type)
-		rec := p.deadLetterRecord(msg, reason)
-		return Output{Record: &rec, DeadLetter: reason}, nil
+		return p.deadLetter(ctx, msg, env, reason), nil
 	}
 	ctx, span := p.startSpan(ctx, msg, env)
 	defer span.End()
@@ -130,4 +128,25 @@ func (p *Participant) Process(ctx context.Context, msg Message) (Output, error) 
 	}
 	rec := p.replyRecord(env, *reply, replyTraceparent(ctx, env))
 	return Output{Record: &rec}, nil
+}
+
+// deadLetter is the Output of a message that cannot be handled: its dead-letter copy, under a
+// consumer span of its own like every message (env holds what could be decoded, if anything).
+func (p *Participant) deadLetter(ctx context.Context, msg Message, env envelope, reason string) Output {
+	if env.traceparent == "" {
+		// Undecodable: the trace context, if any, is still in the record's headers.
+		for _, h := range msg.Headers {
+			switch h.Key {
+			case "traceparent":
+				env.traceparent = string(h.Value)
+			case "tracestate":
+				env.tracestate = string(h.Value)
+			}
+		}
+	}
+	_, span := p.startSpan(ctx, msg, env)
+	defer span.End()
+	span.SetStatus(codes.Error, "dead-lettered: "+reason)
+	rec := p.deadLetterRecord(msg, reason)
+	return Output{Record: &rec, DeadLetter: reason}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -40,12 +41,35 @@ type PostgresStore struct {
 	pool *pgxpool.Pool
 }
 
+// lockCreateTable serialises the creation of the table: two sessions running CREATE TABLE IF
+// NOT EXISTS at once on a database without it can both try to create it, and one fails.
+const lockCreateTable = `SELECT pg_advisory_xact_lock(hashtextextended('sagaflow_participant_outcomes', 0))`
+
 // NewPostgresStore uses pool and creates the outcomes table when it is missing.
 func NewPostgresStore(ctx context.Context, pool *pgxpool.Pool) (*PostgresStore, error) {
-	if _, err := pool.Exec(ctx, createTable); err != nil {
+	if err := createOutcomesTable(ctx, pool); err != nil {
 		return nil, fmt.Errorf("creating sagaflow_participant_outcomes: %w", err)
 	}
 	return &PostgresStore{pool: pool}, nil
+}
+
+// createOutcomesTable creates the table under an advisory lock, so that replicas starting
+// together do not race. A library that creates it without the lock (another language's, an
+// older version) can still win the race: the unique violation (23505, on pg_type) or
+// duplicate_table (42P07) it leaves us then means that the table exists.
+func createOutcomesTable(ctx context.Context, pool *pgxpool.Pool) error {
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockCreateTable); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, createTable)
+		return err
+	})
+	if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) &&
+		(pgErr.Code == "23505" || pgErr.Code == "42P07") {
+		return nil
+	}
+	return err
 }
 
 type txKey struct{}

@@ -124,3 +124,28 @@ func count(t *testing.T, pool *pgxpool.Pool, sql string) int {
 	}
 	return n
 }
+
+// Replicas starting together on a database without the table all succeed.
+func TestNewPostgresStoreConcurrently(t *testing.T) {
+	pool := testPool(t)
+	ctx := context.Background()
+	for round := range 10 {
+		if _, err := pool.Exec(ctx, "DROP TABLE IF EXISTS sagaflow_participant_outcomes"); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 4)
+		for range 4 {
+			wg.Go(func() {
+				if _, err := NewPostgresStore(ctx, pool); err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+}

@@ -92,3 +92,40 @@ func headerValue(headers []Header, name string) string {
 	}
 	return ""
 }
+
+// A panicking handler is an error: nothing stored or sent (its work rolled back with the
+// PostgreSQL store), the process goes on, and the message is handled on the next try.
+func TestHandlerPanicIsRetried(t *testing.T) {
+	stores := map[string]func(t *testing.T) Store{
+		"memory":   func(*testing.T) Store { return NewMemoryStore() },
+		"postgres": func(t *testing.T) Store { return freshPostgresStore(t) },
+	}
+	for name, store := range stores {
+		t.Run(name, func(t *testing.T) {
+			calls := 0
+			p := New(Config{Source: "/payments", Store: store(t)})
+			p.Register(Registration{Phase: PhaseCommand, Type: "payments.authorize", Success: "payments.authorized",
+				Handler: func(ctx context.Context, _ Command) (Result, error) {
+					calls++
+					// The same row twice fails unless the panicking call's work was rolled back.
+					if tx := Tx(ctx); tx != nil {
+						if _, err := tx.Exec(ctx, "INSERT INTO sagaflow_participant_outcomes VALUES ($1, 'other', 'command', 'x', 'y', '{}', false)", testSaga); err != nil {
+							return Result{}, err
+						}
+					}
+					if calls == 1 {
+						panic("nil map")
+					}
+					return Success(nil), nil
+				}})
+			msg := testMessage(PhaseCommand, "payments.authorize", 1, 0)
+			if out, err := p.Process(context.Background(), msg); err == nil || out.Record != nil {
+				t.Fatalf("got %+v, %v; want an error and nothing to produce", out, err)
+			}
+			out, err := p.Process(context.Background(), msg)
+			if err != nil || out.Record == nil || headerValue(out.Record.Headers, "ce_type") != "payments.authorized" {
+				t.Fatalf("retry: got %+v, %v", out, err)
+			}
+		})
+	}
+}

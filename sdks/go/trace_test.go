@@ -51,3 +51,44 @@ func TestReplyCarriesTheProcessingSpan(t *testing.T) {
 		t.Errorf("traceparent %s, want %s", got, want)
 	}
 }
+
+// countingTracer counts the spans started and ended.
+type countingTracer struct {
+	embedded.Tracer
+	started, ended int
+}
+
+type countedSpan struct {
+	trace.Span
+	t *countingTracer
+}
+
+func (s countedSpan) End(...trace.SpanEndOption) { s.t.ended++ }
+
+func (c *countingTracer) Start(ctx context.Context, _ string, _ ...trace.SpanStartOption) (context.Context, trace.Span) {
+	c.started++
+	return ctx, countedSpan{Span: trace.SpanFromContext(ctx), t: c}
+}
+
+type countingProvider struct {
+	embedded.TracerProvider
+	tracer *countingTracer
+}
+
+func (p countingProvider) Tracer(string, ...trace.TracerOption) trace.Tracer { return p.tracer }
+
+// Dead-lettered messages get their consumer span too (a span per message).
+func TestDeadLetteredMessagesAreTraced(t *testing.T) {
+	tracer := &countingTracer{}
+	p := New(Config{Source: "/payments", TracerProvider: countingProvider{tracer: tracer}})
+	unknown := testMessage(PhaseCommand, "payments.unknown", 1, 0)
+	undecodable := Message{Topic: "payments.commands", Value: []byte("not json")}
+	for _, msg := range []Message{unknown, undecodable} {
+		if out, err := p.Process(context.Background(), msg); err != nil || out.DeadLetter == "" {
+			t.Fatalf("%+v, %v; want a dead-letter copy", out, err)
+		}
+	}
+	if tracer.started != 2 || tracer.ended != 2 {
+		t.Fatalf("%d spans started, %d ended; want 2 and 2", tracer.started, tracer.ended)
+	}
+}

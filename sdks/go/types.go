@@ -74,8 +74,9 @@ func Failure(replyType string, payload any, retryable bool) Result {
 	return Result{failure: true, replyType: replyType, payload: payload, retryable: retryable}
 }
 
-// Handler does the work of one command or compensation type. Returning an error means "not now":
-// the store is rolled back, nothing is sent and the same message is tried again after a backoff.
+// Handler does the work of one command or compensation type. Returning an error (or panicking)
+// means "not now": the store is rolled back, nothing is sent and the same message is tried again
+// after a backoff.
 type Handler func(ctx context.Context, cmd Command) (Result, error)
 
 // Registration binds a handler to a (phase, type).

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from tests_support import command_message
 
 from sagaflow_participant import Command, Message, Participant, Success, consumer_config
@@ -57,10 +58,22 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Serves queued messages, honours seek by serving the message again; stops when empty."""
+    """Serves queued messages, honours seek by serving the message again; stops when empty.
 
-    def __init__(self, messages: list[Message], stop: threading.Event, log: list[str]) -> None:
+    ``seek_fails``: seek raises, as when librdkafka refuses it; ``assigned``: what
+    ``assignment()`` then reports for partition 0.
+    """
+
+    def __init__(
+        self,
+        messages: list[Message],
+        stop: threading.Event,
+        log: list[str],
+        seek_fails: bool = False,
+        assigned: bool = True,
+    ) -> None:
         self.queue, self.stop, self.log = list(messages), stop, log
+        self.seek_fails, self.assigned = seek_fails, assigned
         self.closed = False
 
     def subscribe(self, topics: list[str]) -> None:
@@ -74,13 +87,19 @@ class FakeConsumer:
 
     def seek(self, tp: TopicPartition) -> None:
         self.log.append(f"seek {tp.offset}")
+        if self.seek_fails:
+            raise KafkaException(KafkaError(KafkaError._STATE))
         self.queue.insert(0, command_message(offset=tp.offset))
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("inventory.commands", 0)] if self.assigned else []
 
     def commit(self, message: FakeMessage, asynchronous: bool) -> None:
         assert asynchronous is False
         self.log.append(f"commit {message.offset()}")
 
     def close(self) -> None:
+        self.log.append("close")
         self.closed = True
 
 
@@ -114,23 +133,26 @@ def run(
     messages: list[Message],
     handler: Callable[[Command], Success],
     fail_first_delivery: bool = False,
+    consumers: list[FakeConsumer] | None = None,
+    log: list[str] | None = None,
+    stop: threading.Event | None = None,
 ) -> list[str]:
+    """Runs the loop over ``consumers`` (one after another) or one consumer of ``messages``."""
     p = Participant("/inventory")
     p.register("command", "inventory.reserve_stock", handler, success="inventory.stock_reserved")
-    stop, log = threading.Event(), []
-    consumer = FakeConsumer(messages, stop, log)
-    runner = Runner(p._processor, consumer, FakeProducer(log, fail_first_delivery), stop, 0.0)
+    stop, log = stop or threading.Event(), [] if log is None else log
+    consumers = consumers or [FakeConsumer(messages, stop, log)]
+    made = list(consumers)
+    producer = FakeProducer(log, fail_first_delivery)
+    runner = Runner(p._processor, lambda: made.pop(0), producer, stop, 0.0)
     runner.run(["inventory.commands"])
-    assert consumer.closed
+    assert not made, "every consumer was used"
+    assert all(c.closed for c in consumers)
     return log
 
 
-def test_offset_committed_after_the_reply_is_acknowledged() -> None:
-    log = run([command_message(offset=7)], lambda c: Success({"reservation_id": "r"}))
-    assert log == ["subscribe inventory.commands", "produce orders.saga-replies", "ack", "commit 7"]
-
-
-def test_a_raising_handler_rewinds_and_retries() -> None:
+def failing_first() -> Callable[[Command], Success]:
+    """A handler that raises on its first call, then succeeds."""
     calls: list[int] = []
 
     def handler(command: Command) -> Success:
@@ -139,8 +161,23 @@ def test_a_raising_handler_rewinds_and_retries() -> None:
             raise RuntimeError("database down")
         return Success({"reservation_id": "r"})
 
-    log = run([command_message(offset=3)], handler)
-    assert log[1:] == ["seek 3", "produce orders.saga-replies", "ack", "commit 3"]
+    return handler
+
+
+def test_offset_committed_after_the_reply_is_acknowledged() -> None:
+    log = run([command_message(offset=7)], lambda c: Success({"reservation_id": "r"}))
+    assert log == [
+        "subscribe inventory.commands",
+        "produce orders.saga-replies",
+        "ack",
+        "commit 7",
+        "close",
+    ]
+
+
+def test_a_raising_handler_rewinds_and_retries() -> None:
+    log = run([command_message(offset=3)], failing_first())
+    assert log[1:] == ["seek 3", "produce orders.saga-replies", "ack", "commit 3", "close"]
 
 
 def test_an_unacknowledged_reply_is_not_committed() -> None:
@@ -152,4 +189,38 @@ def test_an_unacknowledged_reply_is_not_committed() -> None:
         "produce orders.saga-replies",
         "ack",
         "commit 5",
+        "close",
+    ]
+
+
+def test_a_failed_seek_on_an_owned_partition_replaces_the_consumer() -> None:
+    """Offset 6 must not be committed while 5 is unanswered: the consumer is replaced, and the
+    new one (like a real one) starts again from the committed offset, before 5."""
+    stop, log = threading.Event(), []
+    stuck = FakeConsumer(
+        [command_message(offset=5), command_message(offset=6)], stop, log, seek_fails=True
+    )
+    fresh = FakeConsumer([command_message(offset=5), command_message(offset=6)], stop, log)
+    run([], failing_first(), consumers=[stuck, fresh], log=log, stop=stop)
+    assert [e for e in log if e.startswith(("seek", "commit", "close"))] == [
+        "seek 5",
+        "close",
+        "commit 5",
+        "commit 6",
+        "close",
+    ]
+
+
+def test_a_failed_seek_on_a_revoked_partition_goes_on() -> None:
+    """The new owner starts at the last commit; this consumer keeps serving what it still owns."""
+    stop, log = threading.Event(), []
+    other = dataclasses.replace(command_message(offset=9), partition=1)
+    consumer = FakeConsumer(
+        [command_message(offset=5), other], stop, log, seek_fails=True, assigned=False
+    )
+    run([], failing_first(), consumers=[consumer], log=log, stop=stop)
+    assert [e for e in log if e.startswith(("seek", "commit", "close"))] == [
+        "seek 5",
+        "commit 9",
+        "close",
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import psycopg
 import pytest
@@ -43,6 +44,41 @@ def test_lock_serialises_one_saga_step(store: Store) -> None:
     assert second_inside.wait(10)
     for t in threads:
         t.join(10)
+
+
+def test_memory_store_drops_idle_locks() -> None:
+    """The per-(saga, step) locks live only while a session holds or waits for them."""
+    store = MemoryStore()
+    inside, release, waiting = threading.Event(), threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with store.session(SAGA, "reserve"):
+            inside.set()
+            assert release.wait(10)
+
+    def waiter() -> None:
+        waiting.set()
+        with store.session(SAGA, "reserve"):
+            pass
+
+    threads = [threading.Thread(target=holder), threading.Thread(target=waiter)]
+    threads[0].start()
+    assert inside.wait(10)
+    threads[1].start()
+    assert waiting.wait(10)
+    deadline = time.monotonic() + 10
+    while store._locks[(SAGA, "reserve")].users < 2:  # the waiter has queued on the lock
+        assert time.monotonic() < deadline, "the second session never queued"
+        time.sleep(0.001)
+    release.set()
+    for t in threads:
+        t.join(10)
+    with pytest.raises(RuntimeError), store.session(SAGA, "authorize"):
+        raise RuntimeError("handler failed")
+    for step in ("a", "b", "c"):
+        with store.session(f"saga-{step}", step):
+            pass
+    assert store._locks == {}
 
 
 def test_outcome_is_kept_only_when_the_session_completes(store: Store) -> None:

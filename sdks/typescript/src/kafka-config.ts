@@ -19,7 +19,10 @@ export interface KafkaOptions {
   readonly heartbeatIntervalMs?: number;
   /** How long a rebalance waits for members; default 60000. */
   readonly rebalanceTimeoutMs?: number;
-  /** First wait before a failed message is tried again; doubles up to `maxRetryBackoffMs`. Default 500. */
+  /**
+   * First wait before a failed message is tried again (only its partition waits); doubles up to
+   * `maxRetryBackoffMs`. Default 500.
+   */
   readonly retryBackoffMs?: number;
   /** Default 30000. */
   readonly maxRetryBackoffMs?: number;

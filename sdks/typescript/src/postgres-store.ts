@@ -1,6 +1,8 @@
 // The PostgreSQL store: one transaction per message, serialised per (saga id, step) by a transaction-level
 // advisory lock whose key every participant library computes the same way.
 import pg from 'pg';
+import { consoleLogger } from './log.js';
+import type { Logger } from './log.js';
 import type { Store, StepOutcomes, StepTransaction } from './store.js';
 import type { Outcome, Phase } from './types.js';
 
@@ -16,6 +18,9 @@ export const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS sagaflow_participant_out
     PRIMARY KEY (saga_id, step, phase)
 )`;
 
+// Replicas starting at once on an empty database would race in CREATE TABLE IF NOT EXISTS (it is not atomic:
+// the loser fails with 23505 or 42P07). This lock serialises them; the key is the one every library uses.
+const CREATE_LOCK = `SELECT pg_advisory_xact_lock(hashtextextended('sagaflow_participant_outcomes', 0))`;
 const LOCK = `SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text || '/' || $2, 0))`;
 const READ = `SELECT phase, command_id, reply_type, payload, retryable
     FROM sagaflow_participant_outcomes WHERE saga_id = $1 AND step = $2`;
@@ -39,13 +44,20 @@ export class PostgresStore implements Store<pg.PoolClient> {
     private readonly ownsPool: boolean,
   ) {}
 
-  /** Connects with a connection string (or an existing pool) and creates the table when it is missing. */
-  static async connect(target: string | pg.Pool): Promise<PostgresStore> {
+  /**
+   * Connects with a connection string (or an existing pool) and creates the table when it is missing. A pool made
+   * here gets an 'error' listener that logs: pg re-emits the errors of idle connections (a PostgreSQL restart) on
+   * the pool, and an unlistened 'error' event would end the process. A pool passed in needs its own listener.
+   */
+  static async connect(target: string | pg.Pool, logger: Logger = consoleLogger): Promise<PostgresStore> {
     const ownsPool = typeof target === 'string';
     const pool = ownsPool ? new pg.Pool({ connectionString: target }) : target;
+    if (ownsPool) {
+      pool.on('error', (error) => logger.error('an idle PostgreSQL connection failed; the pool will open another', error));
+    }
     const store = new PostgresStore(pool, ownsPool);
     try {
-      await pool.query(CREATE_TABLE);
+      await createTable(pool);
     } catch (error) {
       if (ownsPool) await pool.end();
       throw error;
@@ -78,6 +90,22 @@ export class PostgresStore implements Store<pg.PoolClient> {
 
   async close(): Promise<void> {
     if (this.ownsPool) await this.pool.end();
+  }
+}
+
+async function createTable(pool: pg.Pool): Promise<void> {
+  const client = await pool.connect();
+  let broken: unknown;
+  try {
+    await client.query('BEGIN');
+    await client.query(CREATE_LOCK);
+    await client.query(CREATE_TABLE);
+    await client.query('COMMIT');
+  } catch (error) {
+    broken = await rollback(client);
+    throw error;
+  } finally {
+    client.release(broken instanceof Error ? broken : undefined);
   }
 }
 

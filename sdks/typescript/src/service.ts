@@ -1,6 +1,6 @@
 // The Kafka side: a supervisor that consumes the command topics that exist (and restarts its consumer when
 // more appear), processes each record in order, produces its reply or dead-letter copy, and commits the
-// offset only after the broker acknowledged that record.
+// offset only after the broker acknowledged that record. A record that fails pauses only its own partition.
 import kafkajs from 'kafkajs';
 import type { Admin, Consumer, EachMessagePayload, Kafka, Producer } from 'kafkajs';
 import {
@@ -17,19 +17,15 @@ import {
 import type { KafkaOptions } from './kafka-config.js';
 import type { Disposition } from './participant.js';
 import type { InboundMessage } from './types.js';
+import { RepeatLimiter, consoleLogger } from './log.js';
+import type { Logger } from './log.js';
+import { PartitionRetries } from './retry.js';
 import { Sleeper } from './sleeper.js';
 
-export interface Logger {
-  info(message: string): void;
-  warn(message: string): void;
-  error(message: string, error?: unknown): void;
-}
+export type { Logger } from './log.js';
 
-const consoleLogger: Logger = {
-  info: (message) => console.log(`[sagaflow-participant] ${message}`),
-  warn: (message) => console.warn(`[sagaflow-participant] ${message}`),
-  error: (message, error) => console.error(`[sagaflow-participant] ${message}`, error ?? ''),
-};
+/** How often a lasting "unknown topic(s)" warning is repeated (it is checked every `topicPollIntervalMs`). */
+export const UNKNOWN_TOPICS_WARN_EVERY_MS = 60_000;
 
 /** What the service drives: a `Participant`, or anything that turns a record into a disposition. */
 export interface MessageProcessor {
@@ -43,6 +39,7 @@ export class ParticipantService {
   private readonly producer: Producer;
   private readonly admin: Admin;
   private readonly sleeper = new Sleeper();
+  private readonly unknownTopicsWarning = new RepeatLimiter(UNKNOWN_TOPICS_WARN_EVERY_MS);
   private stopping = false;
 
   private constructor(
@@ -89,12 +86,14 @@ export class ParticipantService {
     }
   }
 
-  /** The configured topics that exist now; "unknown topic" is logged and polling goes on. */
+  /** The configured topics that exist now; "unknown topic" is logged (once a minute per set) and polling goes on. */
   private async existingTopics(): Promise<string[]> {
     try {
       const known = new Set(await this.admin.listTopics());
       const missing = this.options.topics.filter((t) => !known.has(t));
-      if (missing.length > 0) this.log.warn(`unknown topic(s), waiting for them: ${missing.join(', ')}`);
+      const warning = `unknown topic(s), waiting for them: ${missing.join(', ')}`;
+      if (missing.length === 0) this.unknownTopicsWarning.reset();
+      else if (this.unknownTopicsWarning.allows(warning)) this.log.warn(warning);
       return this.options.topics.filter((t) => known.has(t));
     } catch (error) {
       this.log.error('could not list topics', error);
@@ -105,6 +104,10 @@ export class ParticipantService {
   /** Runs one consumer on `topics` until stopping, until more topics exist, or until it crashes. */
   private async consume(topics: string[]): Promise<void> {
     const consumer = this.kafka.consumer(consumerConfig(this.options));
+    const retries = new PartitionRetries(
+      this.options.retryBackoffMs ?? DEFAULTS.retryBackoffMs,
+      this.options.maxRetryBackoffMs ?? DEFAULTS.maxRetryBackoffMs,
+    );
     let crashed = false;
     consumer.on(consumer.events.CRASH, (event) => {
       this.log.error(`consumer crashed (restart: ${String(event.payload.restart)})`, event.payload.error);
@@ -114,7 +117,7 @@ export class ParticipantService {
     try {
       await consumer.connect();
       await consumer.subscribe({ topics, fromBeginning: SUBSCRIBE_FROM_BEGINNING });
-      await consumer.run({ ...RUN_CONFIG, eachMessage: (payload) => this.handle(consumer, payload) });
+      await consumer.run({ ...RUN_CONFIG, eachMessage: (payload) => this.handle(consumer, retries, payload) });
       this.log.info(`consuming ${topics.join(', ')} as group ${this.options.groupId}`);
       while (!this.stopping && !crashed) {
         await this.sleeper.sleep(this.interval());
@@ -125,36 +128,31 @@ export class ParticipantService {
       this.log.error('consumer failed; starting again', error);
       await this.sleeper.sleep(this.interval());
     } finally {
+      retries.cancel();
       // Waits for the message in hand, then leaves the group.
       await consumer.disconnect().catch((error: unknown) => this.log.error('consumer disconnect failed', error));
     }
   }
 
   /**
-   * One record: process, produce, commit. A failure rolls the store back and tries the same record again after
-   * a backoff, so the partition does not move on; heartbeats keep the group membership meanwhile.
+   * One record: process, produce, commit. A failure rolls the store back, pauses this partition at the record and
+   * returns, so the consumer goes on with the other partitions (and heartbeats) while the backoff runs; the
+   * record is read again when the partition resumes. Its offset is committed only after its reply is acknowledged.
    */
-  private async handle(consumer: Consumer, payload: EachMessagePayload): Promise<void> {
+  private async handle(consumer: Consumer, retries: PartitionRetries, payload: EachMessagePayload): Promise<void> {
     const { topic, partition, message } = payload;
-    const heartbeat = (): Promise<void> => payload.heartbeat();
     // Once stopping, records still delivered from the fetched batch are left unread and uncommitted.
     if (this.stopping) return;
-    const inbound = toInbound(topic, partition, message);
-    let backoff = this.options.retryBackoffMs ?? DEFAULTS.retryBackoffMs;
-    for (;;) {
-      try {
-        await this.keepingAlive(heartbeat, () => this.processAndSend(inbound));
-        break;
-      } catch (error) {
-        this.log.error(`${topic}[${partition}]@${message.offset} failed; trying again in ${backoff} ms`, error);
-        if (this.stopping) return; // not committed: read again after the restart
-        await this.sleeper.sleep(backoff);
-        if (this.stopping) return;
-        await heartbeat();
-        backoff = Math.min(backoff * 2, this.options.maxRetryBackoffMs ?? DEFAULTS.maxRetryBackoffMs);
-      }
+    try {
+      await this.keepingAlive(() => payload.heartbeat(), () => this.processAndSend(toInbound(topic, partition, message)));
+    } catch (error) {
+      const control = { pause: () => payload.pause(), seek: (offset: string) => consumer.seek({ topic, partition, offset }) };
+      const backoff = retries.failed(topic, partition, message.offset, control);
+      this.log.error(`${topic}[${partition}]@${message.offset} failed; trying again in ${backoff} ms`, error);
+      return;
     }
     await consumer.commitOffsets([{ topic, partition, offset: nextOffset(message.offset) }]);
+    retries.succeeded(topic, partition);
   }
 
   private async processAndSend(inbound: InboundMessage): Promise<void> {

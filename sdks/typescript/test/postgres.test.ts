@@ -6,13 +6,16 @@ import { Participant, PostgresStore, success } from '../src/index.js';
 import type { InboundMessage } from '../src/index.js';
 import { freshTestDatabase } from './pg-setup.js';
 import { loadVector, runVector, vectorFiles } from './vector-runner.js';
+import { waitFor } from './wait.js';
 
 const SAGA = '019a2b3c-4d5e-7f60-8a1b-2c3d4e5f6a7b';
+let url: string;
 let pool: pg.Pool;
 let store: PostgresStore;
 
 before(async () => {
-  pool = new pg.Pool({ connectionString: await freshTestDatabase() });
+  url = await freshTestDatabase();
+  pool = new pg.Pool({ connectionString: url });
   store = await PostgresStore.connect(pool);
 });
 
@@ -50,7 +53,7 @@ describe('PostgreSQL store', () => {
     });
     // Another step is not blocked meanwhile.
     await store.withStep(SAGA, 'other_step', () => Promise.resolve(events.push('other step')));
-    await waitFor(async () => (await pool.query(WAITING_FOR_ADVISORY_LOCK)).rowCount === 1);
+    await waitFor(async () => (await pool.query(WAITING_FOR_ADVISORY_LOCK)).rowCount === 1, 'second waits for the lock');
     releaseFirst();
     await Promise.all([first, second]);
     assert.deepStrictEqual(events, ['first in', 'other step', 'first out', 'second in']);
@@ -76,18 +79,38 @@ describe('PostgreSQL store', () => {
     assert.equal(await rows('SELECT * FROM side_effects'), 1);
     assert.equal(await rows('SELECT * FROM sagaflow_participant_outcomes'), 1);
   });
+
+  test('replicas starting at once on an empty database all create the table, none fails', async () => {
+    await pool.query('DROP TABLE sagaflow_participant_outcomes');
+    const results = await Promise.allSettled(Array.from({ length: 8 }, () => PostgresStore.connect(url)));
+    await Promise.all(results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.close()] : [])));
+    assert.deepStrictEqual(
+      results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : [])),
+      [],
+    );
+    const exists = await pool.query<{ ok: boolean }>(`SELECT to_regclass('sagaflow_participant_outcomes') IS NOT NULL AS ok`);
+    assert.equal(exists.rows[0]?.ok, true);
+  });
+
+  test('a pool the store made logs an idle connection that PostgreSQL closed, and the process goes on', async () => {
+    const errors: unknown[] = [];
+    const logger = { info: () => undefined, warn: () => undefined, error: (_m: string, e?: unknown) => errors.push(e) };
+    const own = await PostgresStore.connect(url, logger);
+    try {
+      const pid = await own.withStep(SAGA, 'pid_step', async (tx) => {
+        return (await tx.handle.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      });
+      // What a PostgreSQL restart does to the idle connections: pg re-emits the error on the pool.
+      await pool.query('SELECT pg_terminate_backend($1)', [pid]);
+      await waitFor(() => errors.length > 0, 'the idle connection error logged');
+      assert.match(String(errors[0]), /terminat/i);
+    } finally {
+      await own.close();
+    }
+  });
 });
 
 const WAITING_FOR_ADVISORY_LOCK = `SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted`;
-
-/** Polls `condition` until it holds, failing after a deadline (never a fixed sleep). */
-async function waitFor(condition: () => Promise<boolean>, deadlineMs = 5000): Promise<void> {
-  const deadline = Date.now() + deadlineMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) assert.fail('condition not met before the deadline');
-    await new Promise((resolve) => setImmediate(resolve));
-  }
-}
 
 function command(type: string): InboundMessage {
   const headers: [string, string][] = [

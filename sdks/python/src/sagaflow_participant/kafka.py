@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -62,28 +63,43 @@ class DeliveryError(Exception):
     """The broker did not acknowledge a record."""
 
 
+class _ReplaceConsumer(Exception):
+    """The consumer must be closed and replaced: it owns a partition it could not rewind."""
+
+
 class Runner:
     """Polls, processes, produces, commits; stops after the message in hand."""
 
     def __init__(
         self,
         processor: Processor,
-        consumer: Consumer,
+        new_consumer: Callable[[], Consumer],
         producer: Producer,
         stop: threading.Event,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self._processor = processor
-        self._consumer = consumer
+        self._new_consumer = new_consumer
         self._producer = producer
         self._stop = stop
         self._backoff = retry_backoff_s
         self._last_logged: dict[str, float] = {}
 
     def run(self, topics: list[str]) -> None:
-        # Subscribing to topics that do not exist yet is fine: they are polled for.
-        self._consumer.subscribe(topics)
         try:
+            while not self._stop.is_set():
+                if self._consume(topics):
+                    self._stop.wait(self._backoff)
+        finally:
+            log.info("stopping: flushing the producer")
+            self._producer.flush(10)
+
+    def _consume(self, topics: list[str]) -> bool:
+        """One consumer's life, until stop (False) or until it must be replaced (True)."""
+        self._consumer = self._new_consumer()
+        try:
+            # Subscribing to topics that do not exist yet is fine: they are polled for.
+            self._consumer.subscribe(topics)
             while not self._stop.is_set():
                 msg = self._consumer.poll(0.5)
                 if msg is None:
@@ -93,10 +109,13 @@ class Runner:
                     self._log_poll_error(error)
                 elif self._handle(msg):
                     self._commit(msg)
+            return False
+        except _ReplaceConsumer as e:
+            log.warning("%s: replacing the consumer (it resumes from the committed offsets)", e)
+            return True
         finally:
-            log.info("stopping: leaving the group, flushing the producer")
+            log.info("closing the consumer: leaving the group")
             self._consumer.close()
-            self._producer.flush(10)
 
     def _handle(self, msg: KafkaMessage) -> bool:
         """Processes and answers ``msg``; False when it must be tried again."""
@@ -121,11 +140,22 @@ class Runner:
         """Reads ``msg`` again next: its partition must not move past it."""
         try:
             self._consumer.seek(TopicPartition(msg.topic(), msg.partition(), msg.offset()))
+            return
         except KafkaException as e:
-            # The partition was taken away meanwhile: its new owner starts at the last commit.
-            log.warning(
-                "seek back to %s[%d]@%d failed: %s", msg.topic(), msg.partition(), msg.offset(), e
-            )
+            failure = f"seek back to {msg.topic()}[{msg.partition()}]@{msg.offset()} failed: {e}"
+        if self._still_owned(msg):
+            # Consuming on would commit a later offset past this unanswered message. A new
+            # consumer starts from the committed offset, which is at or before it.
+            raise _ReplaceConsumer(failure)
+        # The partition was taken away meanwhile: its new owner starts at the last commit.
+        log.warning("%s (the partition is no longer assigned)", failure)
+
+    def _still_owned(self, msg: KafkaMessage) -> bool:
+        try:
+            assigned = self._consumer.assignment()
+        except KafkaException:
+            return True  # unknown: assume owned, the safe side
+        return any(tp.topic == msg.topic() and tp.partition == msg.partition() for tp in assigned)
 
     def _send(self, record: Record) -> None:
         results: list[KafkaError | None] = []

@@ -82,9 +82,12 @@ class Participant:
     ) -> None:
         """Consumes ``topics`` until ``stop()``; then finishes the message in hand, commits,
         leaves the group and flushes the producer."""
-        consumer = Consumer(consumer_config(bootstrap_servers, group_id, consumer_overrides))
+        config = consumer_config(bootstrap_servers, group_id, consumer_overrides)
         producer = Producer(producer_config(bootstrap_servers, producer_overrides))
-        runner = Runner(self._processor, consumer, producer, self._stop, retry_backoff_s)
+        # A factory: the runner replaces its consumer when it cannot rewind a partition it owns.
+        runner = Runner(
+            self._processor, lambda: Consumer(config), producer, self._stop, retry_backoff_s
+        )
         runner.run(list(topics))
 
     def stop(self) -> None:

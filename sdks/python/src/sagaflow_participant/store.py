@@ -44,21 +44,39 @@ class _MemorySession:
         self.pending[(*self._key, phase)] = outcome
 
 
+class _KeyLock:
+    """A (saga, step) lock and how many sessions hold or wait for it."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
 class MemoryStore:
-    """Outcomes in a dict, for tests and demos: a restart forgets them."""
+    """Outcomes in a dict, for tests and demos: every outcome is kept for the store's life (memory
+    grows with every saga) and a restart forgets them all."""
 
     def __init__(self) -> None:
         self._saved: dict[tuple[str, str, Phase], Outcome] = {}
         self._guard = threading.Lock()
-        # One lock per (saga, step), kept for the store's life: small, and a demo store.
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        # Only the (saga, step) locks in use: the last session out removes its entry, so the
+        # dict does not grow with every saga ever seen.
+        self._locks: dict[tuple[str, str], _KeyLock] = {}
 
     @contextmanager
     def session(self, saga_id: str, step: str) -> Iterator[StoreSession]:
+        key = (saga_id, step)
         with self._guard:
-            lock = self._locks.setdefault((saga_id, step), threading.Lock())
-        with lock:
-            session = _MemorySession(self._saved, saga_id, step)
-            yield session
-            # Reached only when the block did not raise: the "commit".
-            self._saved.update(session.pending)
+            entry = self._locks.setdefault(key, _KeyLock())
+            entry.users += 1
+        try:
+            with entry.lock:
+                session = _MemorySession(self._saved, saga_id, step)
+                yield session
+                # Reached only when the block did not raise: the "commit".
+                self._saved.update(session.pending)
+        finally:
+            with self._guard:
+                entry.users -= 1
+                if entry.users == 0:
+                    del self._locks[key]

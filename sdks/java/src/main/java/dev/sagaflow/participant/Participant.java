@@ -8,6 +8,8 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
 
 /**
  * A sagaflow participant: one handler per command and compensation type, served from Kafka.
@@ -24,14 +26,19 @@ import java.util.concurrent.TimeUnit;
  */
 public final class Participant implements AutoCloseable {
     private final ParticipantLoop loop;
+    private final Duration closeWait;
     private final CountDownLatch finished = new CountDownLatch(1);
     private volatile boolean running;
 
     private Participant(Builder b) {
         Processor processor = new Processor(b.source, b.deadLetterTopic, b.registrations, b.store);
+        Map<String, Object> consumerConfig =
+                KafkaSettings.consumer(b.bootstrapServers, b.groupId, b.consumerOverrides);
+        Map<String, Object> producerConfig =
+                KafkaSettings.producer(b.bootstrapServers, b.producerOverrides);
+        this.closeWait = KafkaSettings.closeWait(producerConfig);
         this.loop = new ParticipantLoop(processor, List.copyOf(b.topics), b.retryBackoff,
-                KafkaSettings.consumer(b.bootstrapServers, b.groupId, b.consumerOverrides),
-                KafkaSettings.producer(b.bootstrapServers, b.producerOverrides));
+                () -> new KafkaConsumer<>(consumerConfig), () -> new KafkaProducer<>(producerConfig));
     }
 
     public static Builder builder() {
@@ -52,7 +59,11 @@ public final class Participant implements AutoCloseable {
         }
     }
 
-    /** Asks {@link #run()} to stop and waits (up to 30 s) until it has. Safe from any thread. */
+    /**
+     * Asks {@link #run()} to stop and waits until it has, at most as long as the message in hand
+     * can take in Kafka: max.block.ms + delivery.timeout.ms + 10 s for the commit + 5 s (50 s with
+     * the default settings). The handler's own time is not bounded here. Safe from any thread.
+     */
     @Override
     public void close() {
         loop.stop();
@@ -60,7 +71,7 @@ public final class Participant implements AutoCloseable {
             return;
         }
         try {
-            finished.await(30, TimeUnit.SECONDS);
+            finished.await(closeWait.toMillis(), TimeUnit.MILLISECONDS);
         } catch (InterruptedException e) {
             Thread.currentThread().interrupt();
         }

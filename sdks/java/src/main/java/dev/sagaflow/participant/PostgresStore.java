@@ -56,7 +56,11 @@ public final class PostgresStore implements OutcomeStore {
         return store;
     }
 
-    /** A store on a {@code postgres://} or {@code jdbc:postgresql://} URL, one connection per message. */
+    /**
+     * A store on a {@code postgres://} or {@code jdbc:postgresql://} URL. No pool: it opens a
+     * physical connection per message, which suits tests, demos and low rates; in production
+     * use {@link #create(DataSource)} with a pooled DataSource.
+     */
     public static PostgresStore connect(String url) throws SQLException {
         PostgresUrl parsed = PostgresUrl.parse(url);
         PGSimpleDataSource dataSource = new PGSimpleDataSource();
@@ -93,9 +97,18 @@ public final class PostgresStore implements OutcomeStore {
                 connection.commit();
                 return result;
             } catch (Exception | Error e) {
-                connection.rollback();
+                rollback(connection, e);
                 throw e;
             }
+        }
+    }
+
+    /** Rolls back; a failure doing so (a dropped connection) must not hide why we roll back. */
+    private static void rollback(Connection connection, Throwable cause) {
+        try {
+            connection.rollback();
+        } catch (SQLException | RuntimeException e) {
+            cause.addSuppressed(e);
         }
     }
 

@@ -25,12 +25,19 @@ final class Processor {
     private final String source;
     private final String deadLetterTopic;
     private final OutcomeStore store;
+    private final Tracing tracing;
     private final Map<String, Registration> registrations = new HashMap<>();
     private final Set<String> commandSuccessTypes = new HashSet<>();
 
     Processor(String source, String deadLetterTopic, List<Registration> registrations,
             OutcomeStore store) {
+        this(source, deadLetterTopic, registrations, store, Tracing.global());
+    }
+
+    Processor(String source, String deadLetterTopic, List<Registration> registrations,
+            OutcomeStore store, Tracing tracing) {
         this.source = source;
+        this.tracing = tracing;
         this.deadLetterTopic = deadLetterTopic;
         this.store = store;
         for (Registration r : registrations) {
@@ -53,16 +60,17 @@ final class Processor {
         try {
             decoded = Envelope.decode(message);
         } catch (DecodeException e) {
-            return Optional.of(deadLetter(message, e.getMessage()));
+            return Optional.of(deadLetter(message, e.getMessage(),
+                    Tracing.rawHeader(message, "traceparent"), Tracing.rawHeader(message, "tracestate")));
         }
         Command command = decoded.command();
         Registration registration = registrations.get(key(command.phase(), command.type()));
         if (registration == null) {
             return Optional.of(deadLetter(message, "unknown " + command.phase().wireName()
-                    + " type `" + command.type() + "`"));
+                    + " type `" + command.type() + "`", decoded.traceparent(), decoded.tracestate()));
         }
         Tracing.Processing processing =
-                Tracing.start(command, decoded.traceparent(), decoded.tracestate());
+                tracing.start(command, decoded.traceparent(), decoded.tracestate());
         Span span = processing.span();
         Scope scope = span.makeCurrent();
         try {
@@ -150,10 +158,19 @@ final class Processor {
         return outcome;
     }
 
-    private OutboundRecord deadLetter(InboundMessage message, String reason) {
-        LOG.warn("dead-lettering {}/{}@{}: {}", message.topic(), message.partition(),
-                message.offset(), reason);
-        return Replies.deadLetter(deadLetterTopic, message, reason);
+    /** The dead-letter copy, under a consumer span of its own (contract item 6: one per message). */
+    private OutboundRecord deadLetter(InboundMessage message, String reason, String traceparent,
+            String tracestate) {
+        Span span = tracing.startDeadLetter(message, traceparent, tracestate, reason);
+        Scope scope = span.makeCurrent();
+        try {
+            LOG.warn("dead-lettering {}/{}@{}: {}", message.topic(), message.partition(),
+                    message.offset(), reason);
+            return Replies.deadLetter(deadLetterTopic, message, reason);
+        } finally {
+            scope.close();
+            span.end();
+        }
     }
 
     private static String key(Phase phase, String type) {

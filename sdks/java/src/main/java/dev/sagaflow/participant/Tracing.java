@@ -5,14 +5,17 @@ import io.opentelemetry.api.trace.Span;
 import io.opentelemetry.api.trace.SpanContext;
 import io.opentelemetry.api.trace.SpanId;
 import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.StatusCode;
 import io.opentelemetry.api.trace.Tracer;
 import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
 import io.opentelemetry.context.Context;
 import io.opentelemetry.context.propagation.TextMapGetter;
+import java.nio.charset.StandardCharsets;
 import java.security.SecureRandom;
 import java.util.HashMap;
 import java.util.Map;
 import java.util.Random;
+import java.util.function.Supplier;
 
 /**
  * The consumer span of one message, child of the command's {@code traceparent}, through the
@@ -36,21 +39,22 @@ final class Tracing {
         }
     }
 
-    private Tracing() {}
+    // Looked up per message, not once: the application may install its SDK after building us.
+    private final Supplier<Tracer> tracer;
 
-    static Processing start(Command command, String traceparent, String tracestate) {
-        Map<String, String> carrier = new HashMap<>();
-        if (traceparent != null) {
-            carrier.put("traceparent", traceparent);
-        }
-        if (tracestate != null) {
-            carrier.put("tracestate", tracestate);
-        }
-        Context parentContext = W3CTraceContextPropagator.getInstance()
-                .extract(Context.root(), carrier, GETTER);
+    Tracing(Supplier<Tracer> tracer) {
+        this.tracer = tracer;
+    }
+
+    /** Spans through the globally installed OpenTelemetry. */
+    static Tracing global() {
+        return new Tracing(() -> GlobalOpenTelemetry.getTracer("dev.sagaflow.participant"));
+    }
+
+    Processing start(Command command, String traceparent, String tracestate) {
+        Context parentContext = parent(traceparent, tracestate);
         SpanContext parent = Span.fromContext(parentContext).getSpanContext();
-        Tracer tracer = GlobalOpenTelemetry.getTracer("dev.sagaflow.participant");
-        Span span = tracer.spanBuilder(command.type() + " process")
+        Span span = tracer.get().spanBuilder(command.type() + " process")
                 .setParent(parentContext)
                 .setSpanKind(SpanKind.CONSUMER)
                 .setAttribute("messaging.system", "kafka")
@@ -67,6 +71,46 @@ final class Tracing {
                     parent.getTraceFlags(), parent.getTraceState()));
         }
         return new Processing(span, parent);
+    }
+
+    /**
+     * The consumer span of a message that is dead-lettered (started; the caller ends it), child
+     * of its trace context when it has a usable one. Marked as an error: it was not processed.
+     */
+    Span startDeadLetter(InboundMessage message, String traceparent, String tracestate,
+            String reason) {
+        return tracer.get().spanBuilder(message.topic() + " dead-letter")
+                .setParent(parent(traceparent, tracestate))
+                .setSpanKind(SpanKind.CONSUMER)
+                .setAttribute("messaging.system", "kafka")
+                .setAttribute("messaging.operation.type", "process")
+                .setAttribute("messaging.destination.name", message.topic())
+                .setAttribute("messaging.destination.partition.id", Integer.toString(message.partition()))
+                .setAttribute("messaging.kafka.offset", message.offset())
+                .setAttribute("sagaflow.dead_letter.reason", reason)
+                .startSpan()
+                .setStatus(StatusCode.ERROR, reason);
+    }
+
+    /** A header of a message that could not be decoded, read leniently; null when absent. */
+    static String rawHeader(InboundMessage message, String name) {
+        for (Header header : message.headers()) {
+            if (header.name().equalsIgnoreCase(name) && header.value() != null) {
+                return new String(header.value(), StandardCharsets.UTF_8);
+            }
+        }
+        return null;
+    }
+
+    private static Context parent(String traceparent, String tracestate) {
+        Map<String, String> carrier = new HashMap<>();
+        if (traceparent != null) {
+            carrier.put("traceparent", traceparent);
+        }
+        if (tracestate != null) {
+            carrier.put("tracestate", tracestate);
+        }
+        return W3CTraceContextPropagator.getInstance().extract(Context.root(), carrier, GETTER);
     }
 
     private static String freshSpanId() {

@@ -3,8 +3,16 @@ package dev.sagaflow.participant;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 
+import io.opentelemetry.api.common.AttributeKey;
+import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.sdk.testing.exporter.InMemorySpanExporter;
+import io.opentelemetry.sdk.trace.SdkTracerProvider;
+import io.opentelemetry.sdk.trace.data.SpanData;
+import io.opentelemetry.sdk.trace.export.SimpleSpanProcessor;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -68,6 +76,35 @@ class ProcessorTest {
                 message("inventory.reserve_stock", "command", "c-2", 2)).orElseThrow();
         assertEquals("inventory.out_of_stock", type(late));
         assertEquals(1, calls.get(), "the handler never ran again");
+    }
+
+    @Test
+    void deadLetteredMessagesGetAConsumerSpanToo() throws Exception {
+        InMemorySpanExporter spans = InMemorySpanExporter.create();
+        try (SdkTracerProvider provider = SdkTracerProvider.builder()
+                .addSpanProcessor(SimpleSpanProcessor.create(spans)).build()) {
+            Processor processor = new Processor("/inventory", "dlq", List.of(new Registration(
+                    Phase.COMMAND, "inventory.reserve_stock", "inventory.stock_reserved", null,
+                    cmd -> Result.success(Map.of()))), new InMemoryStore(),
+                    new Tracing(() -> provider.get("test")));
+            String parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+            List<Header> unknown = new ArrayList<>(message("inventory.count_stock", "command", "c-1", 1).headers());
+            unknown.add(Header.utf8("traceparent", parent));
+            processor.process(new InboundMessage("inventory.commands", 0, 7, null, unknown, new byte[0]));
+            processor.process(new InboundMessage("inventory.commands", 0, 8, null,
+                    List.of(Header.utf8("traceparent", parent)), "not a command".getBytes(StandardCharsets.UTF_8)));
+
+            List<SpanData> ended = spans.getFinishedSpanItems();
+            assertEquals(2, ended.size(), "one span per dead-lettered message");
+            for (SpanData span : ended) {
+                assertEquals(SpanKind.CONSUMER, span.getKind());
+                assertEquals(StatusCode.ERROR, span.getStatus().getStatusCode());
+                assertEquals("4bf92f3577b34da6a3ce929d0e0e4736", span.getTraceId());
+                assertEquals("00f067aa0ba902b7", span.getParentSpanId());
+            }
+            assertEquals("unknown command type `inventory.count_stock`",
+                    ended.get(0).getAttributes().get(AttributeKey.stringKey("sagaflow.dead_letter.reason")));
+        }
     }
 
     private static String type(OutboundRecord record) {

@@ -5,13 +5,21 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.lang.reflect.InvocationTargetException;
+import java.lang.reflect.Method;
+import java.lang.reflect.Proxy;
 import java.sql.Connection;
+import java.sql.SQLException;
 import java.sql.Statement;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Optional;
 import java.util.UUID;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import javax.sql.DataSource;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 
@@ -90,6 +98,69 @@ class StoreTest {
             rs.next();
             assertEquals(0, rs.getInt(1), "the handler's write was rolled back with the outcome");
         }
+    }
+
+    @Test
+    void aFailedRollbackDoesNotHideWhyTheWorkFailed() throws Exception {
+        DataSource real = TestDatabase.dataSource();
+        OutcomeStore store = PostgresStore.create(proxy(DataSource.class, (method, args) -> {
+            Object result = method.invoke(real, args);
+            return method.getName().equals("getConnection")
+                    ? proxy(Connection.class, (m, a) -> {
+                        Object r = m.invoke(result, a);
+                        if (m.getName().equals("rollback")) {
+                            throw new SQLException("connection lost");
+                        }
+                        return r;
+                    })
+                    : result;
+        }));
+        IllegalStateException thrown = assertThrows(IllegalStateException.class,
+                () -> store.withLock(UUID.randomUUID(), "s", tx -> {
+                    throw new IllegalStateException("handler failed");
+                }));
+        assertEquals("handler failed", thrown.getMessage());
+        assertEquals("connection lost", thrown.getSuppressed()[0].getMessage());
+    }
+
+    @Test
+    void theInMemoryStoreDropsIdleLocks() throws Exception {
+        InMemoryStore store = new InMemoryStore();
+        UUID saga = UUID.randomUUID();
+        int[] counter = {0}; // guarded by the store's lock only
+        List<CompletableFuture<Void>> workers = new ArrayList<>();
+        for (int w = 0; w < 8; w++) {
+            workers.add(CompletableFuture.runAsync(() -> {
+                for (int i = 0; i < 200; i++) {
+                    call(store, saga, "reserve", () -> {
+                        int seen = counter[0];
+                        Thread.yield();
+                        counter[0] = seen + 1;
+                    });
+                }
+            }));
+        }
+        CompletableFuture.allOf(workers.toArray(new CompletableFuture<?>[0])).get(30, TimeUnit.SECONDS);
+        assertEquals(1600, counter[0], "still one holder at a time");
+        call(store, saga, "other", () -> assertEquals(1, store.lockCount(), "held: present"));
+        assertEquals(0, store.lockCount(), "no lock is kept once idle");
+    }
+
+    /** An invocation handler that may throw anything; target exceptions are unwrapped. */
+    @FunctionalInterface
+    private interface Calls {
+        Object call(Method method, Object[] args) throws Throwable;
+    }
+
+    private static <T> T proxy(Class<T> type, Calls calls) {
+        return type.cast(Proxy.newProxyInstance(type.getClassLoader(), new Class<?>[] {type},
+                (self, method, args) -> {
+                    try {
+                        return calls.call(method, args);
+                    } catch (InvocationTargetException e) {
+                        throw e.getCause();
+                    }
+                }));
     }
 
     @FunctionalInterface

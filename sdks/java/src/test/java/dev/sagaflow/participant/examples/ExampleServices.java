@@ -63,6 +63,8 @@ public final class ExampleServices {
                 .topics(list(env("TOPICS", DEFAULT_TOPICS)));
         String databaseUrl = System.getenv("DATABASE_URL");
         if (databaseUrl != null && !databaseUrl.isBlank()) {
+            // A connection per message is fine for the example; a service would pass a pool to
+            // PostgresStore.create(dataSource) (README, "Example").
             builder.store(PostgresStore.connect(databaseUrl));
         }
         for (Service service : SERVICES) {
