@@ -22,6 +22,8 @@ fn bench_smoke_runs_every_scenario() {
         "single",
         "closed-loop",
         "failing-10%",
+        "scale-1",
+        "scale-2",
         "single-with-parked",
     ] {
         let row = scenarios
@@ -37,6 +39,15 @@ fn bench_smoke_runs_every_scenario() {
             "{name}: no steps: {row}"
         );
     }
+    // The scale rows carry rollbacks per step (in the JSON, not the table).
+    let scale2 = scenarios
+        .iter()
+        .find(|r| r["scenario"] == "scale-2")
+        .expect("a scale-2 row");
+    assert!(
+        scale2["pg_rollbacks_per_step"].as_f64().is_some(),
+        "{scale2}"
+    );
     assert!(report["ratio_to_baseline"]["ratio"].as_f64().is_some());
     assert!(report["parked"]["parked_running"].as_i64().unwrap_or(0) >= 500);
 }

@@ -132,7 +132,7 @@ async fn measure(
         loadavg_before: metrics::loadavg(),
         ..Default::default()
     };
-    let a = ctx.snapshot(pid, &starts).await;
+    let a = ctx.snapshot(&[pid], &starts).await;
     let out = wrk(
         script,
         &url,
@@ -140,7 +140,7 @@ async fn measure(
         if smoke { 1.0 } else { ctx.opts.duration },
     )?;
     starts.store(started(ctx).await, Ordering::Relaxed);
-    let b = ctx.snapshot(pid, &starts).await;
+    let b = ctx.snapshot(&[pid], &starts).await;
     let figures = parse_wrk(&out)?;
     r.completed = b.steps - a.steps;
     r.fill(&a, &b, ctx.ticks, &mut []);

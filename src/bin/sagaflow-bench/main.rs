@@ -10,6 +10,7 @@ mod drain;
 mod http;
 mod metrics;
 mod profile;
+mod scale;
 
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -52,6 +53,8 @@ enum Scenario {
     Loop,
     /// 10 % of forward steps fail, closed loop at concurrency 100.
     Failing,
+    /// Closed loop at concurrency 100 on each --replicas count of services in one group.
+    Scale,
     /// Many sagas parked on a reply; memory and single-saga latency with them.
     Parked,
     /// Outbox backlog published by 1 replica with 1 relay worker, 1 with 4, 2 with 4.
@@ -114,6 +117,9 @@ struct Opts {
     /// Due timers in the timers scenario.
     #[arg(long, default_value_t = 10_000)]
     timers: i64,
+    /// Replica counts of the scale scenario.
+    #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2, 3])]
+    replicas: Vec<usize>,
     /// Write the JSON report here too.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -262,13 +268,14 @@ struct Ctx {
 }
 
 impl Ctx {
-    async fn snapshot(&self, orchestrator: u32, steps: &AtomicU64) -> Snapshot {
-        let commits: i64 =
-            sqlx::query_scalar("SELECT xact_commit FROM pg_stat_database WHERE datname = $1")
-                .bind(&self.db_name)
-                .fetch_one(&self.admin)
-                .await
-                .unwrap_or(0);
+    async fn snapshot(&self, orchestrators: &[u32], steps: &AtomicU64) -> Snapshot {
+        let (commits, rollbacks): (i64, i64) = sqlx::query_as(
+            "SELECT xact_commit, xact_rollback FROM pg_stat_database WHERE datname = $1",
+        )
+        .bind(&self.db_name)
+        .fetch_one(&self.admin)
+        .await
+        .unwrap_or((0, 0));
         let backends: Vec<i32> =
             sqlx::query_scalar("SELECT pid FROM pg_stat_activity WHERE datname = $1")
                 .bind(&self.db_name)
@@ -281,11 +288,15 @@ impl Ctx {
                 .filter_map(|p| metrics::cpu_ticks(*p as u32))
                 .sum(),
             at: Instant::now(),
-            orchestrator_ticks: metrics::cpu_ticks(orchestrator).unwrap_or(0),
+            orchestrator_ticks: orchestrators
+                .iter()
+                .filter_map(|p| metrics::cpu_ticks(*p))
+                .sum(),
             broker_ticks: self.broker_pid.and_then(metrics::cpu_ticks).unwrap_or(0),
             bench_ticks: metrics::cpu_ticks(std::process::id()).unwrap_or(0),
             machine: metrics::machine_jiffies(),
             commits,
+            rollbacks,
             steps: steps.load(Ordering::Relaxed),
         }
     }
@@ -313,10 +324,15 @@ impl Ctx {
 /// or the baseline.
 trait Target {
     async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>>;
-    fn orchestrator_pid(&self) -> u32;
+    /// Every orchestrator process (replicas of the service, or the bench itself).
+    fn orchestrator_pids(&self) -> Vec<u32>;
     fn steps(&self) -> &AtomicU64;
+    /// Resident and peak memory, summed over the orchestrator processes.
     fn memory(&self) -> (f64, f64) {
-        metrics::memory_mib(self.orchestrator_pid()).unwrap_or((f64::NAN, f64::NAN))
+        self.orchestrator_pids()
+            .into_iter()
+            .map(|p| metrics::memory_mib(p).unwrap_or((f64::NAN, f64::NAN)))
+            .fold((0.0, 0.0), |(r, p), (r1, p1)| (r + r1, p + p1))
     }
 }
 
@@ -324,6 +340,8 @@ struct Sagaflow {
     applier: Applier,
     def: Arc<Definition>,
     child_pid: u32,
+    /// Further replicas in the same consumer group (the scale scenario).
+    replica_pids: std::sync::Mutex<Vec<u32>>,
     steps: Arc<AtomicU64>,
     counter: AtomicU64,
 }
@@ -365,8 +383,11 @@ impl Target for Sagaflow {
     async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
         self.start_def(&self.def, n).await
     }
-    fn orchestrator_pid(&self) -> u32 {
-        self.child_pid
+    fn orchestrator_pids(&self) -> Vec<u32> {
+        let replicas = self.replica_pids.lock().unwrap_or_else(|p| p.into_inner());
+        std::iter::once(self.child_pid)
+            .chain(replicas.iter().copied())
+            .collect()
     }
     fn steps(&self) -> &AtomicU64 {
         &self.steps
@@ -377,8 +398,8 @@ impl Target for baseline::Baseline {
     async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
         baseline::Baseline::start(self, n).await
     }
-    fn orchestrator_pid(&self) -> u32 {
-        std::process::id()
+    fn orchestrator_pids(&self) -> Vec<u32> {
+        vec![std::process::id()]
     }
     fn steps(&self) -> &AtomicU64 {
         &self.steps
@@ -445,7 +466,7 @@ async fn closed_loop<T: Target>(
         let now = Instant::now();
         if first.is_none() && now >= window_start {
             first = Some(
-                ctx.snapshot(target.orchestrator_pid(), target.steps())
+                ctx.snapshot(&target.orchestrator_pids(), target.steps())
                     .await,
             );
         }
@@ -484,7 +505,7 @@ async fn closed_loop<T: Target>(
         }
     }
     let last = ctx
-        .snapshot(target.orchestrator_pid(), target.steps())
+        .snapshot(&target.orchestrator_pids(), target.steps())
         .await;
     let Some(first) = first else {
         bail!("measurement window never started")
@@ -512,7 +533,7 @@ async fn one_at_a_time<T: Target>(
         ..Default::default()
     };
     let first = ctx
-        .snapshot(target.orchestrator_pid(), target.steps())
+        .snapshot(&target.orchestrator_pids(), target.steps())
         .await;
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
@@ -536,7 +557,7 @@ async fn one_at_a_time<T: Target>(
         }
     }
     let last = ctx
-        .snapshot(target.orchestrator_pid(), target.steps())
+        .snapshot(&target.orchestrator_pids(), target.steps())
         .await;
     r.fill(&first, &last, ctx.ticks, &mut latencies);
     (r.orchestrator_rss_mib, r.orchestrator_peak_rss_mib) = target.memory();
@@ -821,6 +842,7 @@ async fn run_scenarios(
         Scenario::Single,
         Scenario::Loop,
         Scenario::Failing,
+        Scenario::Scale,
         Scenario::Parked,
         Scenario::Http,
     ]
@@ -838,11 +860,10 @@ async fn run_scenarios(
     std::fs::write(sagas_dir.join("bench-http.yaml"), http::HTTP_SAGA)?;
     let log = tmp.join("service.log");
     let db_url = ctx.db_url.clone();
-    let env: Vec<(&str, String)> = o
-        .service_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
+    // Named here so that the scale scenario's replicas join the same group.
+    let group = format!("sagaflow-bench-{}", Uuid::new_v4().simple());
+    let mut env: Vec<(&str, String)> = vec![("SAGAFLOW_KAFKA__GROUP_ID", group.clone())];
+    env.extend(o.service_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
     let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &env)?;
     eprintln!(
         "sagaflow serve: pid {}, log {}",
@@ -930,6 +951,7 @@ async fn run_scenarios(
         applier,
         def: bench_def,
         child_pid: service.pid(),
+        replica_pids: std::sync::Mutex::default(),
         steps,
         counter: AtomicU64::new(0),
     };
@@ -1014,6 +1036,10 @@ async fn run_scenarios(
         r.run = "1".into();
         r.notes = "completed + compensated both count as finished sagas".into();
         report.push(r);
+    }
+    if want(Scenario::Scale) {
+        let dirs = (sagas_dir.as_path(), tmp);
+        scale::scale(ctx, report, &sf, &mut rx, dirs, &group, loop_conc).await?;
     }
     if want(Scenario::Parked) {
         let n = o.parked.max(1);
@@ -1104,6 +1130,7 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
         opts.relay_rows = 200;
         opts.timers = 200;
         opts.runs = 1;
+        opts.replicas = vec![1, 2];
     }
     let tmp = std::env::temp_dir().join(format!("sagaflow-bench-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&tmp)?;

@@ -75,6 +75,7 @@ pub struct Snapshot {
     pub postgres_ticks: u64,
     pub machine: (u64, u64),
     pub commits: i64,
+    pub rollbacks: i64,
     pub steps: u64,
 }
 
@@ -114,6 +115,8 @@ pub struct ScenarioResult {
     /// PostgreSQL backends of the bench database (not the WAL writer, checkpointer etc.).
     pub postgres_cpu_us_per_step: f64,
     pub pg_commits_per_step: f64,
+    /// `xact_rollback`: relay rounds that found nothing or only held shards, and the like.
+    pub pg_rollbacks_per_step: f64,
     /// All CPUs together, 100 % = every core busy.
     pub machine_busy_pct: f64,
     pub orchestrator_rss_mib: f64,
@@ -150,6 +153,11 @@ impl ScenarioResult {
             f64::NAN
         } else {
             (b.commits - a.commits) as f64 / steps as f64
+        };
+        self.pg_rollbacks_per_step = if steps == 0 {
+            f64::NAN
+        } else {
+            (b.rollbacks - a.rollbacks) as f64 / steps as f64
         };
         let busy = b.machine.0.saturating_sub(a.machine.0) as f64;
         let total = b.machine.1.saturating_sub(a.machine.1) as f64;
@@ -207,6 +215,7 @@ pub fn median_row(runs: &[ScenarioResult]) -> ScenarioResult {
         bench_cpu_us_per_step: m(|r| r.bench_cpu_us_per_step),
         postgres_cpu_us_per_step: m(|r| r.postgres_cpu_us_per_step),
         pg_commits_per_step: m(|r| r.pg_commits_per_step),
+        pg_rollbacks_per_step: m(|r| r.pg_rollbacks_per_step),
         machine_busy_pct: m(|r| r.machine_busy_pct),
         orchestrator_rss_mib: m(|r| r.orchestrator_rss_mib),
         orchestrator_peak_rss_mib: m(|r| r.orchestrator_peak_rss_mib),
