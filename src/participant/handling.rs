@@ -249,11 +249,36 @@ fn command_of(ev: InboundEvent) -> Result<Command, DecodeError> {
 
 /// The reply carrying `outcome`, in binary mode, to the topic the command names.
 pub fn reply(registry: &Registry, c: &Command, outcome: &Outcome) -> Outgoing {
+    let trace = propagation::parse(c.traceparent.as_deref(), c.tracestate.as_deref())
+        .map(|parent| propagation::headers(&propagation::child_of(&parent)))
+        .unwrap_or_default();
+    let id = Uuid::new_v4().to_string();
+    let headers = reply_headers(c, &id, &registry.source, &outcome.reply_type, &trace);
+    Outgoing {
+        topic: c.reply_to.clone(),
+        key: Some(c.saga_id.to_string().into_bytes()),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect(),
+        value: serde_json::to_vec(&outcome.payload).unwrap_or_default(),
+    }
+}
+
+/// The headers of the reply `id` to `c`: the CloudEvents attributes, the saga
+/// attributes and token copied from the command, then `trace_headers`.
+pub fn reply_headers(
+    c: &Command,
+    id: &str,
+    source: &str,
+    reply_type: &str,
+    trace_headers: &[(String, String)],
+) -> Vec<(String, String)> {
     let mut headers: Vec<(String, String)> = vec![
         ("ce_specversion".into(), envelope::SPEC_VERSION.into()),
-        ("ce_id".into(), Uuid::new_v4().to_string()),
-        ("ce_source".into(), registry.source.clone()),
-        ("ce_type".into(), outcome.reply_type.clone()),
+        ("ce_id".into(), id.into()),
+        ("ce_source".into(), source.into()),
+        ("ce_type".into(), reply_type.into()),
         (
             "ce_time".into(),
             Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
@@ -267,18 +292,8 @@ pub fn reply(registry: &Registry, c: &Command, outcome: &Outcome) -> Outgoing {
     if let Some(token) = &c.token {
         headers.push((format!("ce_{}", reply_token::EXT_TOKEN), token.clone()));
     }
-    if let Some(parent) = propagation::parse(c.traceparent.as_deref(), c.tracestate.as_deref()) {
-        headers.extend(propagation::headers(&propagation::child_of(&parent)));
-    }
-    Outgoing {
-        topic: c.reply_to.clone(),
-        key: Some(c.saga_id.to_string().into_bytes()),
-        headers: headers
-            .into_iter()
-            .map(|(k, v)| (k, v.into_bytes()))
-            .collect(),
-        value: serde_json::to_vec(&outcome.payload).unwrap_or_default(),
-    }
+    headers.extend(trace_headers.iter().cloned());
+    headers
 }
 
 /// A copy of `msg` for the dead-letter topic: the original key, value and headers,

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{SecondsFormat, Utc};
+use chrono::Utc;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
@@ -21,7 +21,7 @@ use crate::config::KafkaSettings;
 use crate::definition::Definition;
 use crate::engine::Phase;
 use crate::messaging::envelope::Record;
-use crate::messaging::{kafka, reply_token};
+use crate::messaging::kafka;
 use crate::telemetry::propagation;
 use crate::telemetry::spans::{self, Broker, Consumed, MessageRef, SagaRef};
 
@@ -273,28 +273,13 @@ pub fn reply_record_traced(
     payload: &Json,
     trace_headers: &[(String, String)],
 ) -> Record {
-    let mut headers = vec![
-        ("ce_specversion".to_owned(), "1.0".to_owned()),
-        ("ce_id".to_owned(), id.to_owned()),
-        (
-            "ce_source".to_owned(),
-            "/sagaflow/demo-participant".to_owned(),
-        ),
-        ("ce_type".to_owned(), reply_type.to_owned()),
-        (
-            "ce_time".to_owned(),
-            Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        ),
-        ("content-type".to_owned(), "application/json".to_owned()),
-        ("ce_sagaid".to_owned(), c.saga_id.to_string()),
-        ("ce_sagastep".to_owned(), c.step.clone()),
-        ("ce_sagaattempt".to_owned(), c.attempt.to_string()),
-        ("ce_sagaphase".to_owned(), c.phase.as_str().to_owned()),
-    ];
-    if let Some(token) = &c.token {
-        headers.push((format!("ce_{}", reply_token::EXT_TOKEN), token.clone()));
-    }
-    headers.extend(trace_headers.iter().cloned());
+    let headers = handling::reply_headers(
+        c,
+        id,
+        "/sagaflow/demo-participant",
+        reply_type,
+        trace_headers,
+    );
     Record {
         topic: c.reply_to.clone(),
         key: c.saga_id.to_string(),
