@@ -18,7 +18,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::{Ctx, Proc, http_status, start_service};
+use super::{Ctx, Proc, start_ready_services};
 
 /// One step nobody answers; its timeout is brought forward by the scenario itself.
 pub const TIMEOUT_SAGA: &str = r#"# Written by sagaflow-bench: a step whose timeout the timers scenario fires.
@@ -69,37 +69,14 @@ async fn replicas(
     relay_concurrency: usize,
 ) -> anyhow::Result<Vec<(Proc, u16)>> {
     let group = format!("sagaflow-bench-drain-{}", Uuid::new_v4().simple());
-    let mut procs = Vec::new();
-    for i in 0..replicas {
-        let log = tmp.join(format!("drain-{i}.log"));
-        let env = [
-            (
-                "SAGAFLOW_RUNTIME__OUTBOX_RELAY_CONCURRENCY",
-                relay_concurrency.to_string(),
-            ),
-            ("SAGAFLOW_KAFKA__GROUP_ID", group.clone()),
-        ];
-        procs.push(start_service(ctx, &ctx.db_url, sagas_dir, &log, &env)?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for (p, port) in &mut procs {
-        while http_status(*port, "/readyz").await != Some(200) {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                bail!(
-                    "sagaflow serve exited ({status}); logs in {}",
-                    tmp.display()
-                );
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "sagaflow serve not ready after 90 s; logs in {}",
-                    tmp.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    Ok(procs)
+    let env = [
+        (
+            "SAGAFLOW_RUNTIME__OUTBOX_RELAY_CONCURRENCY",
+            relay_concurrency.to_string(),
+        ),
+        ("SAGAFLOW_KAFKA__GROUP_ID", group),
+    ];
+    start_ready_services(ctx, sagas_dir, tmp, "drain", replicas, &env).await
 }
 
 async fn count(ctx: &Ctx, sql: &str) -> anyhow::Result<i64> {

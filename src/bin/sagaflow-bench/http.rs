@@ -7,12 +7,12 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use super::metrics::{self, ScenarioResult};
-use super::{Ctx, Proc, Report, http_status, start_service};
+use super::{Ctx, Report, start_service, wait_ready};
 
 pub const HTTP_SAGA: &str = r#"# Written by sagaflow-bench: started over HTTP, then parked (nobody answers).
 name: bench-http
@@ -184,7 +184,7 @@ pub async fn starts(
     let log = tmp.join("service-one-tx.log");
     let env = [("SAGAFLOW_API__GROUP_COMMIT", "false".to_owned())];
     let (mut alone, port) = start_service(ctx, db_url, sagas_dir, &log, &env)?;
-    wait_ready(&mut alone, port, &log).await?;
+    wait_ready(&mut alone, port, &log, Duration::from_secs(60)).await?;
     eprintln!("== http starts, one transaction per start");
     let r = runs(ctx, report, "http-starts-1tx", (alone.pid(), port), &script).await;
     alone.stop();
@@ -208,23 +208,6 @@ async fn runs(
     }
     if rows.len() > 1 {
         report.push(metrics::median_row(&rows));
-    }
-    Ok(())
-}
-
-async fn wait_ready(p: &mut Proc, port: u16, log: &Path) -> anyhow::Result<()> {
-    let begin = Instant::now();
-    while http_status(port, "/readyz").await != Some(200) {
-        if let Ok(Some(status)) = p.child.try_wait() {
-            bail!("sagaflow serve exited ({status}); log: {}", log.display());
-        }
-        if begin.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "sagaflow serve not ready after 60 s; log: {}",
-                log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
 }

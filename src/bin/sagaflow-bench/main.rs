@@ -140,6 +140,16 @@ struct Opts {
     profile_sagas: Option<usize>,
 }
 
+impl Opts {
+    /// `--service-env` as the environment of a service process.
+    fn service_env(&self) -> Vec<(&str, String)> {
+        self.service_env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect()
+    }
+}
+
 fn parse_env(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -691,6 +701,54 @@ fn start_service(
     Ok((Proc { child }, port))
 }
 
+/// Waits until the service answers `/readyz`; fails, with its log, if it exits first
+/// or is not ready within `limit`.
+async fn wait_ready(p: &mut Proc, port: u16, log: &Path, limit: Duration) -> anyhow::Result<()> {
+    let begin = Instant::now();
+    while http_status(port, "/readyz").await != Some(200) {
+        if let Ok(Some(status)) = p.child.try_wait() {
+            bail!(
+                "sagaflow serve exited ({status}); log {}:\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        if begin.elapsed() > limit {
+            bail!(
+                "sagaflow serve not ready after {} s; log: {}",
+                limit.as_secs(),
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// `n` services, each logging to `tmp/<name>-<i>.log`, with `env`; returns once every
+/// one is ready (within 90 s of the start).
+async fn start_ready_services(
+    ctx: &Ctx,
+    sagas_dir: &Path,
+    tmp: &Path,
+    name: &str,
+    n: usize,
+    env: &[(&str, String)],
+) -> anyhow::Result<Vec<(Proc, u16)>> {
+    let mut procs = Vec::new();
+    for i in 0..n {
+        let log = tmp.join(format!("{name}-{i}.log"));
+        let (p, port) = start_service(ctx, &ctx.db_url, sagas_dir, &log, env)?;
+        procs.push((p, port, log));
+    }
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for (p, port, log) in &mut procs {
+        let left = deadline.saturating_duration_since(Instant::now());
+        wait_ready(p, *port, log, left).await?;
+    }
+    Ok(procs.into_iter().map(|(p, port, _)| (p, port)).collect())
+}
+
 /// Creates `n` sagas parked on a reply: one real start of `bench-parked`, then its row
 /// and timer rows copied `n - 1` times with fresh ids (set-based, in chunks).
 async fn park(ctx: &Ctx, sf: &Sagaflow, parked_def: &Definition, n: u64) -> anyhow::Result<f64> {
@@ -863,7 +921,7 @@ async fn run_scenarios(
     // Named here so that the scale scenario's replicas join the same group.
     let group = format!("sagaflow-bench-{}", Uuid::new_v4().simple());
     let mut env: Vec<(&str, String)> = vec![("SAGAFLOW_KAFKA__GROUP_ID", group.clone())];
-    env.extend(o.service_env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    env.extend(o.service_env());
     let (mut service, port) = start_service(ctx, &db_url, &sagas_dir, &log, &env)?;
     eprintln!(
         "sagaflow serve: pid {}, log {}",
@@ -871,24 +929,7 @@ async fn run_scenarios(
         log.display()
     );
     let started = Instant::now();
-    loop {
-        if http_status(port, "/readyz").await == Some(200) {
-            break;
-        }
-        if let Ok(Some(status)) = service.child.try_wait() {
-            bail!(
-                "sagaflow serve exited ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            bail!(
-                "sagaflow serve not ready after 60 s; log: {}",
-                log.display()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ready(&mut service, port, &log, Duration::from_secs(60)).await?;
     let (defs, diags) = definition::load_dir(&sagas_dir);
     if !diags.is_empty() {
         bail!("bench definitions are invalid: {diags:?}");

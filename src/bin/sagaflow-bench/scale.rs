@@ -11,7 +11,7 @@ use anyhow::bail;
 use tokio::sync::mpsc;
 
 use super::{
-    Ctx, Proc, Report, Sagaflow, Target, Terminal, closed_loop, drain, http_status, start_service,
+    Ctx, Proc, Report, Sagaflow, Target, Terminal, closed_loop, drain, start_ready_services,
 };
 
 /// The service's further replicas, ready, in `group`.
@@ -22,33 +22,9 @@ async fn start_replicas(
     group: &str,
     n: usize,
 ) -> anyhow::Result<Vec<Proc>> {
-    let mut env: Vec<(&str, String)> = ctx
-        .opts
-        .service_env
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.clone()))
-        .collect();
+    let mut env = ctx.opts.service_env();
     env.push(("SAGAFLOW_KAFKA__GROUP_ID", group.to_owned()));
-    let mut procs = Vec::new();
-    for i in 0..n {
-        let log = tmp.join(format!("replica-{}.log", i + 2));
-        procs.push(start_service(ctx, &ctx.db_url, sagas_dir, &log, &env)?);
-    }
-    let deadline = Instant::now() + Duration::from_secs(90);
-    for (p, port) in &mut procs {
-        while http_status(*port, "/readyz").await != Some(200) {
-            if let Ok(Some(status)) = p.child.try_wait() {
-                bail!("a replica exited ({status}); logs in {}", tmp.display());
-            }
-            if Instant::now() > deadline {
-                bail!(
-                    "a replica was not ready after 90 s; logs in {}",
-                    tmp.display()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    let procs = start_ready_services(ctx, sagas_dir, tmp, "replica", n, &env).await?;
     Ok(procs.into_iter().map(|(p, _)| p).collect())
 }
 
