@@ -65,10 +65,12 @@ impl<'a> Machine<'a> {
         };
         match self.render_message(idx, phase, attempt, spec.message) {
             Ok(out) => {
+                let now = self.env.now;
                 let t = self.track_mut(idx, phase);
                 t.status = StepStatus::Running;
                 t.attempt = attempt;
                 t.error = None;
+                t.first_sent_at.get_or_insert(now);
                 let kind = match phase {
                     Phase::Command => HistoryKind::CommandSent,
                     Phase::Compensation => HistoryKind::CompensationSent,

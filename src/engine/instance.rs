@@ -99,6 +99,10 @@ pub struct Track {
     /// Attempts an operator resolved before their participant answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manual: Vec<u32>,
+    /// When this direction's first attempt went out: the start of the step's duration
+    /// metric, kept here so that settling a step needs no read of its history.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_sent_at: Option<DateTime<Utc>>,
 }
 
 impl Track {
@@ -110,6 +114,7 @@ impl Track {
             error: None,
             unknown: Vec::new(),
             manual: Vec::new(),
+            first_sent_at: None,
         }
     }
 
@@ -236,6 +241,7 @@ impl From<StepStateWire> for StepState {
                         Vec::new()
                     },
                     manual: Vec::new(),
+                    first_sent_at: None,
                 },
                 compensation: Track {
                     status: match compensation {
@@ -250,6 +256,7 @@ impl From<StepStateWire> for StepState {
                     error: comp_error,
                     unknown: Vec::new(),
                     manual: Vec::new(),
+                    first_sent_at: None,
                 },
                 reply,
                 settled_seq,

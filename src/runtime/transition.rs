@@ -221,29 +221,12 @@ impl Applier {
                 }
                 Ok((committed, observed)) => {
                     // Metrics only for what committed: a retried batch must not count twice.
-                    self.record(observed).await;
+                    observed.record();
                     return Ok(committed);
                 }
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    async fn record(&self, observed: Observations) {
-        let keys: Vec<(Uuid, String)> = observed
-            .settled
-            .iter()
-            .map(|s| (s.saga_id, s.step.clone()))
-            .collect();
-        let first_sent = if keys.is_empty() {
-            HashMap::new()
-        } else {
-            // Metrics must not fail a committed batch: no step durations this time.
-            store::first_sent(&self.store.pool, &keys)
-                .await
-                .unwrap_or_default()
-        };
-        observed.record(&first_sent);
     }
 
     async fn try_apply_batch(
@@ -349,7 +332,7 @@ impl Applier {
                 Ok(t) => {
                     let changed = t.changed(inst);
                     observe::annotate(&span, &t);
-                    observed.transition(inst.status, &t, now);
+                    observed.transition(inst.status, &t, &def, now);
                     self.stage(&mut batch, &def, &t, Some(&span.context), now);
                     if changed {
                         batch.update_saga(&t.instance, t.instance.spotlight_step(&def));

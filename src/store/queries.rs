@@ -236,28 +236,6 @@ pub async fn park_timer(
     Ok(())
 }
 
-/// When each (saga, step)'s first command went out (for step duration metrics).
-pub async fn first_sent(
-    pool: &PgPool,
-    keys: &[(Uuid, String)],
-) -> Result<std::collections::HashMap<(Uuid, String), DateTime<Utc>>, StoreError> {
-    let (sagas, steps): (Vec<Uuid>, Vec<String>) = keys.iter().cloned().unzip();
-    let rows = sqlx::query(
-        "SELECT h.saga_id, h.step, min(h.at) FROM saga_history h \
-         JOIN UNNEST($1::uuid[], $2::text[]) AS k(saga_id, step) \
-           ON h.saga_id = k.saga_id AND h.step = k.step \
-         WHERE h.kind = 'command_sent' GROUP BY h.saga_id, h.step",
-    )
-    .bind(&sagas)
-    .bind(&steps)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect())
-}
-
 /// Deletes timers that are about to fire; returns the ones that still existed.
 pub async fn take_timers(
     tx: &mut Tx<'_>,

@@ -1,16 +1,15 @@
 //! Spans and metrics of the transition path, from engine types (the only part of
 //! telemetry that knows the engine, so `runtime` stays about persistence).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use opentelemetry::trace::SpanContext;
-use uuid::Uuid;
 
 use super::metrics;
 use super::propagation;
 use super::spans::{self, MessageRef, SagaRef, Traced};
+use crate::definition::Definition;
 use crate::engine::{
     Effect, Event, HistoryKind, Instance, Outgoing, Phase, Rejection, SagaStatus, Transition,
 };
@@ -155,11 +154,11 @@ pub fn rejected(span: &Traced, rejection: &Rejection) {
 /// A step that settled in a transition (for its duration histogram).
 #[derive(Debug, Clone)]
 pub struct Settled {
-    pub saga_id: Uuid,
     pub definition: String,
     pub step: String,
     pub outcome: &'static str,
-    pub at: DateTime<Utc>,
+    /// From the step's first command to its settling.
+    pub took: Duration,
 }
 
 /// What a batch did, recorded as metrics only once its transaction has committed.
@@ -170,7 +169,13 @@ pub struct Observations {
 }
 
 impl Observations {
-    pub fn transition(&mut self, before: SagaStatus, t: &Transition, now: DateTime<Utc>) {
+    pub fn transition(
+        &mut self,
+        before: SagaStatus,
+        t: &Transition,
+        def: &Definition,
+        now: DateTime<Utc>,
+    ) {
         let after = t.instance.status;
         if after != before
             && matches!(
@@ -192,29 +197,33 @@ impl Observations {
                     HistoryKind::StepFailed => "failed",
                     _ => continue,
                 };
-                if let Some(step) = &h.step {
+                let Some(step) = &h.step else { continue };
+                // A step whose first command went out before its saga's state kept that
+                // time (an older version) gets no sample.
+                let first_sent = def
+                    .steps
+                    .iter()
+                    .position(|s| s.name == *step)
+                    .and_then(|i| t.instance.steps.get(i))
+                    .and_then(|s| s.forward.first_sent_at);
+                if let Some(sent) = first_sent {
                     self.settled.push(Settled {
-                        saga_id: t.instance.id,
                         definition: t.instance.definition.clone(),
                         step: step.clone(),
                         outcome,
-                        at: h.at,
+                        took: (h.at - sent).to_std().unwrap_or_default(),
                     });
                 }
             }
         }
     }
 
-    /// `first_sent`: when each settled step's first command went out.
-    pub fn record(self, first_sent: &HashMap<(Uuid, String), DateTime<Utc>>) {
+    pub fn record(self) {
         for (definition, status, age) in self.ended {
             metrics::saga_ended(&definition, status, age);
         }
         for s in self.settled {
-            if let Some(sent) = first_sent.get(&(s.saga_id, s.step.clone())) {
-                let took = (s.at - *sent).to_std().unwrap_or_default();
-                metrics::step_settled(&s.definition, &s.step, s.outcome, took);
-            }
+            metrics::step_settled(&s.definition, &s.step, s.outcome, s.took);
         }
     }
 }

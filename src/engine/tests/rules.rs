@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::fixtures::{Driver, ORDER, TRIP};
+use super::fixtures::{Driver, ORDER, TRIP, t0};
 use crate::engine::{
     Effect, Event, FailurePhase, LifecycleKind, Phase, Rejection, Resolution, SagaStatus,
     StepStatus, Timer,
@@ -96,10 +96,20 @@ fn retryable_failure_waits_for_backoff_then_sends_the_next_attempt() {
     assert!(
         delay <= chrono::Duration::milliseconds(100) && delay >= chrono::Duration::milliseconds(50)
     );
+    let first_sent = d.inst.steps[0].forward.first_sent_at;
+    assert_eq!(
+        first_sent,
+        Some(t0()),
+        "the first attempt's send time is kept"
+    );
+    d.now += chrono::Duration::seconds(1);
     d.retry_due("reserve", Phase::Command, 2);
     assert_eq!(d.last_sent(), ["cmd:reserve#2"]);
+    // The step's duration runs from its first command, across retries.
+    assert_eq!(d.inst.steps[0].forward.first_sent_at, first_sent);
     d.reply("reserve", 2, "reserved", json!({"id": 1}));
     assert_eq!(d.inst.steps[0].forward.status, StepStatus::Succeeded);
+    assert_eq!(d.inst.steps[1].forward.first_sent_at, Some(d.now));
 }
 
 #[test]
