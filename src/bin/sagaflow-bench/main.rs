@@ -7,6 +7,7 @@
 mod baseline;
 mod broker;
 mod drain;
+mod hops;
 mod http;
 mod metrics;
 mod profile;
@@ -528,12 +529,15 @@ async fn closed_loop<T: Target>(
     Ok(r)
 }
 
+/// With a tap, the result also splits the sagas' time into hops; `ends_with_event`
+/// when a saga's end is an event on the lifecycle topic (sagaflow) rather than a commit.
 async fn one_at_a_time<T: Target>(
     ctx: &Ctx,
     target: &T,
     rx: &mut mpsc::UnboundedReceiver<Terminal>,
     name: &str,
     n: usize,
+    tap: Option<(&hops::Tap, bool)>,
 ) -> anyhow::Result<ScenarioResult> {
     while rx.try_recv().is_ok() {}
     let mut r = ScenarioResult {
@@ -546,6 +550,7 @@ async fn one_at_a_time<T: Target>(
         .snapshot(&target.orchestrator_pids(), target.steps())
         .await;
     let mut latencies = Vec::with_capacity(n);
+    let mut done = Vec::with_capacity(n);
     for _ in 0..n {
         let at = Instant::now();
         let id = target.start(1).await?[0];
@@ -554,6 +559,7 @@ async fn one_at_a_time<T: Target>(
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(e)) if e.id == id => {
                     latencies.push((e.at - at).as_secs_f64() * 1000.0);
+                    done.push((id, at, e.at));
                     record(&mut r, e.kind);
                     break;
                 }
@@ -572,6 +578,10 @@ async fn one_at_a_time<T: Target>(
     r.fill(&first, &last, ctx.ticks, &mut latencies);
     (r.orchestrator_rss_mib, r.orchestrator_peak_rss_mib) = target.memory();
     ctx.outbox_between(&mut r, first.at, last.at);
+    if let Some((tap, ends_with_event)) = tap {
+        (r.hops, r.hops_sagas) = tap.breakdown(&done, 3, ends_with_event).await;
+        eprint!("{}", metrics::hop_table(&r));
+    }
     Ok(r)
 }
 
@@ -866,15 +876,35 @@ async fn run_scenarios(
         if !p.is_empty() {
             bail!("the baseline did not complete a warm-up saga in 60 s");
         }
+        let tap_cancel = cancel.child_token();
+        let tap = hops::Tap::start(
+            &ctx.kafka,
+            &hops::Topics {
+                commands: baseline::COMMANDS,
+                replies: baseline::REPLIES,
+                lifecycle: None,
+            },
+            tap_cancel.clone(),
+        )?;
+        tap.ready(async || Ok(bl.start(1).await?[0])).await;
         let mut rows = Vec::new();
         for i in 0..runs {
-            let mut r = one_at_a_time(ctx, &bl, &mut rx, "baseline-single", o.single_n).await?;
+            let mut r = one_at_a_time(
+                ctx,
+                &bl,
+                &mut rx,
+                "baseline-single",
+                o.single_n,
+                Some((&tap, false)),
+            )
+            .await?;
             r.run = (i + 1).to_string();
             r.orchestrator_rss_mib = f64::NAN;
             r.orchestrator_peak_rss_mib = f64::NAN;
             report.push(r.clone());
             rows.push(r);
         }
+        tap_cancel.cancel();
         if runs > 1 {
             report.push(metrics::median_row(&rows));
         }
@@ -1031,13 +1061,26 @@ async fn run_scenarios(
     let mut single_median = None;
     if want(Scenario::Single) {
         eprintln!("== single: {} sagas one at a time", o.single_n);
+        let tap_cancel = cancel.child_token();
+        let tap = hops::Tap::start(
+            &ctx.kafka,
+            &hops::Topics {
+                commands: "bench.commands",
+                replies: "bench.replies",
+                lifecycle: Some(LIFECYCLE_TOPIC),
+            },
+            tap_cancel.clone(),
+        )?;
+        tap.ready(async || Ok(sf.start(1).await?[0])).await;
         let mut rows = Vec::new();
         for i in 0..runs {
-            let mut r = one_at_a_time(ctx, &sf, &mut rx, "single", o.single_n).await?;
+            let mut r =
+                one_at_a_time(ctx, &sf, &mut rx, "single", o.single_n, Some((&tap, true))).await?;
             r.run = (i + 1).to_string();
             report.push(r.clone());
             rows.push(r);
         }
+        tap_cancel.cancel();
         if runs > 1 {
             let m = metrics::median_row(&rows);
             single_median = Some(m.p50_ms);
@@ -1095,7 +1138,8 @@ async fn run_scenarios(
         let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM timers")
             .fetch_one(&ctx.pool)
             .await?;
-        let mut r = one_at_a_time(ctx, &sf, &mut rx, "single-with-parked", o.single_n).await?;
+        let mut r =
+            one_at_a_time(ctx, &sf, &mut rx, "single-with-parked", o.single_n, None).await?;
         r.run = "1".into();
         r.notes = format!(
             "{parked_now} sagas parked (running, waiting on a reply; {timers} timer rows) in {setup_s:.0} s; service RSS before parking {:.1} MiB",
@@ -1271,6 +1315,9 @@ async fn run(mut opts: Opts) -> anyhow::Result<()> {
     }
 
     println!("{}", metrics::table(&report.rows));
+    for r in report.rows.iter().filter(|r| !r.hops.is_empty()) {
+        println!("{}", metrics::hop_table(r));
+    }
     let mut doc = report.extra.clone();
     doc.insert("scenarios".into(), serde_json::to_value(&report.rows)?);
     let text = serde_json::to_string_pretty(&serde_json::Value::Object(doc))?;

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::hops::Hop;
+
 /// Clock ticks per second of /proc/<pid>/stat times (`getconf CLK_TCK`, normally 100).
 pub fn clock_ticks() -> u64 {
     Command::new("getconf")
@@ -126,6 +128,16 @@ pub struct ScenarioResult {
     pub outbox_samples: Vec<(f64, i64)>,
     pub loadavg_before: String,
     pub notes: String,
+    /// One-at-a-time scenarios: the sagas' mean time split into hops (see `hops.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hops: Vec<Hop>,
+    /// How many sagas the hops cover (those with the plain message sequence).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub hops_sagas: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl ScenarioResult {
@@ -223,7 +235,42 @@ pub fn median_row(runs: &[ScenarioResult]) -> ScenarioResult {
         outbox_samples: Vec::new(),
         loadavg_before: first.loadavg_before.clone(),
         notes: String::new(),
+        hops: mean_hops(runs),
+        hops_sagas: runs.iter().map(|r| r.hops_sagas).sum(),
     }
+}
+
+/// The runs' hops together: each hop's mean over all their sagas.
+fn mean_hops(runs: &[ScenarioResult]) -> Vec<Hop> {
+    let total: usize = runs.iter().map(|r| r.hops_sagas).sum();
+    let Some(first) = runs.first().filter(|_| total > 0) else {
+        return Vec::new();
+    };
+    (0..first.hops.len())
+        .map(|i| Hop {
+            hop: first.hops[i].hop.clone(),
+            mean_ms: runs
+                .iter()
+                .filter_map(|r| Some(r.hops.get(i)?.mean_ms * r.hops_sagas as f64))
+                .filter(|v| v.is_finite())
+                .sum::<f64>()
+                / total as f64,
+        })
+        .collect()
+}
+
+/// A one-at-a-time row's hops, one line each, and their sum against the mean latency.
+pub fn hop_table(r: &ScenarioResult) -> String {
+    let mut out = format!(
+        "{} run {}: mean ms per saga by hop ({} sagas)\n",
+        r.scenario, r.run, r.hops_sagas
+    );
+    for h in &r.hops {
+        out.push_str(&format!("  {:<58} {:>7.2}\n", h.hop, h.mean_ms));
+    }
+    let sum: f64 = r.hops.iter().map(|h| h.mean_ms).sum();
+    out.push_str(&format!("  {:<58} {:>7.2}\n", "sum", sum));
+    out
 }
 
 pub fn table(rows: &[ScenarioResult]) -> String {
