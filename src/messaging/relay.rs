@@ -67,7 +67,7 @@ pub async fn run(
     healthy: Arc<Heartbeat>,
     cancel: CancellationToken,
 ) {
-    let (wake, woken) = watch::channel(0u64);
+    let woken = store.outbox_woken();
     let relay = Arc::new(Relay {
         producer: HealingProducer::new(&settings.kafka, producer),
         store,
@@ -79,11 +79,17 @@ pub async fn run(
         },
         healthy,
     });
-    let listening = wake::listen(
+    // Commits of other replicas (and of other processes: `sagaflow` commands, tools);
+    // this process's own commits wake the relay directly.
+    let listening = wake::listen_with(
         &relay.store.pool,
         wake::OUTBOX_CHANNEL,
-        wake,
         cancel.clone(),
+        |origin| {
+            if origin != Some(relay.store.origin()) {
+                relay.store.outbox_written();
+            }
+        },
     );
     let mut d = Dispatcher::new(relay.clone(), &settings);
     futures::future::join(listening, d.run(woken, &cancel)).await;
@@ -288,9 +294,10 @@ impl Dispatcher {
                 self.beat();
             }
             Ok(Outcome::Published(n)) => {
-                // More may have been written meanwhile; only acknowledgements prove the
-                // producer works.
-                self.due = true;
+                // No round just in case more was written meanwhile: a commit after this
+                // batch read its shards notifies, and that wake-up has set `due` already.
+                // Only a full batch says for itself that rows are waiting (`backlog`).
+                // Only acknowledgements prove the producer works.
                 self.relay.producer.succeeded();
                 self.backoff = Duration::from_millis(100);
                 self.backlog = n == self.relay.batch.batch_size as usize;

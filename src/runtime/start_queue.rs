@@ -184,6 +184,7 @@ async fn together(
         outcomes.push(start.instrument(p.span.clone()).await?);
     }
     tx.commit().await.map_err(StoreError::from)?;
+    applier.store.outbox_written();
     Ok(outcomes)
 }
 
@@ -200,6 +201,7 @@ async fn alone(applier: &Applier, p: Pending) {
         let start = applier.start_in_tx(&mut tx, &def, req);
         let outcome = start.instrument(span).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        applier.store.outbox_written();
         Ok(outcome)
     }
     .await;

@@ -276,7 +276,7 @@ impl Applier {
             store::take_timers(&mut tx, &timer_sagas, &timer_keys).await?
         };
 
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::for_store(&self.store);
         let now = Utc::now();
         // Kept open until the transaction ends, so they cover the commit and can carry
         // its error.
@@ -363,11 +363,15 @@ impl Applier {
         if !rejected.is_empty() {
             store::unclaim_inbox(&mut tx, &rejected).await?;
         }
+        let wrote_outbox = batch.outbox_len() > 0;
         let written = async {
             batch.flush(&mut tx).await?;
             tx.commit().await.map_err(StoreError::from)
         }
         .await;
+        if written.is_ok() && wrote_outbox {
+            self.store.outbox_written();
+        }
         if let Err(e) = &written {
             for s in &open_spans {
                 s.error("database", e.to_string());
@@ -458,6 +462,7 @@ impl Applier {
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
         tx.commit().await.map_err(StoreError::from)?;
         if let StartOutcome::Created(..) = outcome {
+            self.store.outbox_written();
             metrics::saga_started(&def.name);
         }
         Ok(outcome)
@@ -520,7 +525,7 @@ impl Applier {
             Inserted::New => {}
         }
         observe::annotate(&span, &t);
-        let mut batch = WriteBatch::default();
+        let mut batch = WriteBatch::for_store(&self.store);
         self.stage(&mut batch, def, &t, Some(&span.context), now);
         batch.flush(tx).await?;
         Ok(StartOutcome::Created(id, t.instance.status))
@@ -601,10 +606,10 @@ mod tests {
         for (steps, published) in [(true, 5), (false, 2)] {
             let applier = Applier {
                 // Never connected: staging does no I/O.
-                store: Store {
-                    pool: sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/unused")
+                store: Store::from_pool(
+                    sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/unused")
                         .unwrap_or_else(|e| panic!("{e}")),
-                },
+                ),
                 registry: Arc::new(Registry::new(Vec::new())),
                 settings: Arc::new(TransitionSettings {
                     lifecycle_topic: Some("sagaflow.lifecycle".into()),

@@ -92,6 +92,7 @@ impl Applier {
         }
         tx.commit().await.map_err(StoreError::from)?;
         if let StartOutcome::Created(..) = outcome {
+            self.store.outbox_written();
             metrics::saga_started(&def.name);
         }
         Ok(TriggerOutcome::Started(outcome))

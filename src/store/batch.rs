@@ -41,6 +41,9 @@ pub struct WriteBatch {
 
     cancel_saga: Vec<Uuid>,
     cancel_key: Vec<String>,
+
+    /// The writing store's [`origin`](super::Store::origin), sent with the outbox wake-up.
+    origin: String,
 }
 
 fn as_text<T: serde::Serialize>(v: &T) -> String {
@@ -58,6 +61,14 @@ fn state_text(inst: &Instance) -> String {
 }
 
 impl WriteBatch {
+    /// A batch whose outbox wake-up names `store` as its writer.
+    pub fn for_store(store: &super::Store) -> WriteBatch {
+        WriteBatch {
+            origin: store.origin().to_owned(),
+            ..WriteBatch::default()
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.saga_ids.is_empty()
             && self.hist_saga.is_empty()
@@ -221,7 +232,7 @@ impl WriteBatch {
         let mut payloads: Vec<String> = Vec::new();
         if !self.out_saga.is_empty() {
             channels.push(super::wake::OUTBOX_CHANNEL);
-            payloads.push(String::new());
+            payloads.push(self.origin.clone());
         }
         let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
         if self.timer_due.iter().any(|due| *due < soon) {

@@ -16,6 +16,7 @@ pub use outbox::*;
 pub use queries::*;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -45,9 +46,40 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone)]
 pub struct Store {
     pub pool: PgPool,
+    /// Bumped after this process commits outbox rows, and on every `NOTIFY` of the
+    /// outbox channel: this replica's relay starts a round without waiting for its own
+    /// notification to come back from PostgreSQL.
+    outbox_wake: Arc<tokio::sync::watch::Sender<u64>>,
+    /// This store's `NOTIFY` payload on the outbox channel, by which its relay tells
+    /// its own commits (already woken for) from other writers'.
+    origin: Arc<str>,
 }
 
 impl Store {
+    pub fn from_pool(pool: PgPool) -> Store {
+        Store {
+            pool,
+            outbox_wake: Arc::new(tokio::sync::watch::Sender::new(0)),
+            origin: uuid::Uuid::new_v4().simple().to_string().into(),
+        }
+    }
+
+    /// See `origin`: the payload of this store's outbox notifications.
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Outbox rows were committed: wakes this process's relay (other replicas' relays
+    /// learn it by `NOTIFY`).
+    pub fn outbox_written(&self) {
+        self.outbox_wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// What [`outbox_written`](Self::outbox_written) bumps, for the relay to wait on.
+    pub fn outbox_woken(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.outbox_wake.subscribe()
+    }
+
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(StoreError::Url)?
@@ -58,7 +90,7 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(Store { pool })
+        Ok(Store::from_pool(pool))
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {

@@ -174,7 +174,8 @@ impl Baseline {
     }
 
     /// Starts `n` sagas in one transaction and publishes their first commands.
-    pub async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
+    /// Also returns when the start transaction had committed (its command goes out after).
+    pub async fn start_timed(&self, n: usize) -> anyhow::Result<(Vec<Uuid>, std::time::Instant)> {
         let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
@@ -185,13 +186,14 @@ impl Baseline {
         .await?;
         let rows = insert_outbox(&mut tx, &ids, &vec![0; ids.len()]).await?;
         tx.commit().await?;
+        let committed = std::time::Instant::now();
         self.produce(&rows).await?;
         let done: Vec<i64> = rows.iter().map(|r| r.0).collect();
         sqlx::query("DELETE FROM baseline_outbox WHERE id = ANY($1)")
             .bind(&done)
             .execute(&self.pool)
             .await?;
-        Ok(ids)
+        Ok((ids, committed))
     }
 
     async fn orchestrate(

@@ -43,6 +43,16 @@ pub struct Hop {
     pub mean_ms: f64,
 }
 
+/// One saga the scenario ran: when it was started, when its start had committed, and
+/// when its end was seen.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub id: Uuid,
+    pub started: Instant,
+    pub committed: Instant,
+    pub ended: Instant,
+}
+
 /// Which topics hold what, for one system under test.
 pub struct Topics<'a> {
     pub commands: &'a str,
@@ -126,12 +136,13 @@ impl Tap {
         self.seen.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Splits each saga's `(id, started, ended)` into hops; sagas whose messages do not
+    /// Splits each saga's `(id, started, committed, ended)` (`committed`: when its start
+    /// transaction had committed) into hops; sagas whose messages do not
     /// form the plain command, reply, … sequence of `steps` steps are left out.
     /// Returns the hops' means and how many sagas they cover.
     pub async fn breakdown(
         &self,
-        sagas: &[(Uuid, Instant, Instant)],
+        sagas: &[Timed],
         steps: usize,
         ends_with_event: bool,
     ) -> (Vec<Hop>, usize) {
@@ -141,7 +152,7 @@ impl Tap {
         while Instant::now() < deadline {
             let complete = sagas
                 .last()
-                .is_none_or(|(id, _, _)| self.lock().get(id).is_some_and(|v| v.len() >= want));
+                .is_none_or(|t| self.lock().get(&t.id).is_some_and(|v| v.len() >= want));
             if complete {
                 break;
             }
@@ -150,9 +161,7 @@ impl Tap {
         let seen = std::mem::take(&mut *self.lock());
         let split: Vec<Vec<f64>> = sagas
             .iter()
-            .filter_map(|(id, started, ended)| {
-                split(seen.get(id)?, *started, *ended, steps, ends_with_event)
-            })
+            .filter_map(|t| split(seen.get(&t.id)?, t, steps, ends_with_event))
             .collect();
         let n = split.len();
         let names = hop_names(ends_with_event);
@@ -174,7 +183,8 @@ impl Tap {
 
 fn hop_names(ends_with_event: bool) -> Vec<&'static str> {
     let mut names = vec![
-        "start → first command produced",
+        "start transaction, until committed",
+        "start committed → first command produced",
         "broker: commands produced → readable",
         "participant: command readable → reply produced",
         "broker: replies produced → readable",
@@ -192,13 +202,7 @@ fn hop_names(ends_with_event: bool) -> Vec<&'static str> {
 }
 
 /// One saga's hops in ms, in [`hop_names`] order.
-fn split(
-    seen: &[Seen],
-    started: Instant,
-    ended: Instant,
-    steps: usize,
-    ends_with_event: bool,
-) -> Option<Vec<f64>> {
+fn split(seen: &[Seen], timed: &Timed, steps: usize, ends_with_event: bool) -> Option<Vec<f64>> {
     let mut seen = seen.to_vec();
     seen.sort_by_key(|s| s.readable);
     let expected = (0..steps)
@@ -214,7 +218,8 @@ fn split(
         .iter()
         .partition(|s| s.role == Role::Command);
     let mut hops = vec![
-        ms(started, commands[0].produced),
+        ms(timed.started, timed.committed),
+        ms(timed.committed, commands[0].produced),
         commands.iter().map(|c| ms(c.produced, c.readable)).sum(),
         commands
             .iter()
@@ -231,9 +236,9 @@ fn split(
     let last = replies[steps - 1].readable;
     if ends_with_event {
         let end = seen[2 * steps];
-        hops.extend([ms(last, end.produced), ms(end.produced, ended)]);
+        hops.extend([ms(last, end.produced), ms(end.produced, timed.ended)]);
     } else {
-        hops.push(ms(last, ended));
+        hops.push(ms(last, timed.ended));
     }
     Some(hops)
 }
@@ -299,12 +304,18 @@ mod tests {
             s(Role::Reply, 11, 13),
             s(Role::End, 15, 16),
         ];
-        let hops = split(&seen, t, at(t, 18), 2, true).expect("a plain sequence");
-        assert_eq!(hops, vec![2.0, 2.0, 2.0, 4.0, 3.0, 2.0, 3.0]);
+        let timed = |ended| Timed {
+            id: Uuid::nil(),
+            started: t,
+            committed: at(t, 1),
+            ended: at(t, ended),
+        };
+        let hops = split(&seen, &timed(18), 2, true).expect("a plain sequence");
+        assert_eq!(hops, vec![1.0, 1.0, 2.0, 2.0, 4.0, 3.0, 2.0, 3.0]);
         assert_eq!(hops.iter().sum::<f64>(), 18.0);
-        assert!(split(&seen[..4], t, at(t, 18), 2, true).is_none());
-        assert!(split(&seen[1..], t, at(t, 18), 2, false).is_none());
-        let baseline = split(&seen[..4], t, at(t, 14), 2, false).expect("no end event");
+        assert!(split(&seen[..4], &timed(18), 2, true).is_none());
+        assert!(split(&seen[1..], &timed(18), 2, false).is_none());
+        let baseline = split(&seen[..4], &timed(14), 2, false).expect("no end event");
         assert_eq!(baseline.iter().sum::<f64>(), 14.0);
     }
 }

@@ -335,6 +335,11 @@ impl Ctx {
 /// or the baseline.
 trait Target {
     async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>>;
+    /// Starts one saga; also returns when its start transaction had committed.
+    async fn start_one(&self) -> anyhow::Result<(Uuid, Instant)> {
+        let id = self.start(1).await?[0];
+        Ok((id, Instant::now()))
+    }
     /// Every orchestrator process (replicas of the service, or the bench itself).
     fn orchestrator_pids(&self) -> Vec<u32>;
     fn steps(&self) -> &AtomicU64;
@@ -407,7 +412,11 @@ impl Target for Sagaflow {
 
 impl Target for baseline::Baseline {
     async fn start(&self, n: usize) -> anyhow::Result<Vec<Uuid>> {
-        baseline::Baseline::start(self, n).await
+        Ok(baseline::Baseline::start_timed(self, n).await?.0)
+    }
+    async fn start_one(&self) -> anyhow::Result<(Uuid, Instant)> {
+        let (ids, committed) = baseline::Baseline::start_timed(self, 1).await?;
+        Ok((ids[0], committed))
     }
     fn orchestrator_pids(&self) -> Vec<u32> {
         vec![std::process::id()]
@@ -553,13 +562,18 @@ async fn one_at_a_time<T: Target>(
     let mut done = Vec::with_capacity(n);
     for _ in 0..n {
         let at = Instant::now();
-        let id = target.start(1).await?[0];
+        let (id, committed) = target.start_one().await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Ok(Some(e)) if e.id == id => {
                     latencies.push((e.at - at).as_secs_f64() * 1000.0);
-                    done.push((id, at, e.at));
+                    done.push(hops::Timed {
+                        id,
+                        started: at,
+                        committed,
+                        ended: e.at,
+                    });
                     record(&mut r, e.kind);
                     break;
                 }

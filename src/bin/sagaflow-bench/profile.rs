@@ -40,9 +40,9 @@ pub async fn run(sagas: usize) -> anyhow::Result<()> {
     let keys = Arc::new(ReplyKeys::new(vec![ReplyKeys::random_key()], true)?);
     let applier = Applier {
         // Never connected: staging does no I/O.
-        store: Store {
-            pool: sqlx::PgPool::connect_lazy("postgres://unused@127.0.0.1/unused")?,
-        },
+        store: Store::from_pool(sqlx::PgPool::connect_lazy(
+            "postgres://unused@127.0.0.1/unused",
+        )?),
         registry: Arc::new(Registry::new(defs.clone())),
         settings: Arc::new(TransitionSettings {
             lifecycle_topic: Some("sagaflow.lifecycle".into()),
