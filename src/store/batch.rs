@@ -126,6 +126,17 @@ impl WriteBatch {
     }
 
     pub fn schedule(&mut self, saga: Uuid, timer_key: String, due: DateTime<Utc>) {
+        // The upsert replaces the row a cancel earlier in the batch would delete, and
+        // one statement must not both delete and upsert a row (see `flush`).
+        while let Some(i) = self
+            .cancel_saga
+            .iter()
+            .zip(&self.cancel_key)
+            .position(|(s, k)| *s == saga && *k == timer_key)
+        {
+            self.cancel_saga.remove(i);
+            self.cancel_key.remove(i);
+        }
         self.timer_saga.push(saga);
         self.timer_key.push(timer_key);
         self.timer_due.push(due);
@@ -147,54 +158,28 @@ impl WriteBatch {
         self.cancel_key.push(timer_key);
     }
 
+    /// Writes everything in one statement, one round trip whatever the batch holds:
+    /// each table's rows are one data-modifying `WITH` clause (all of them run, to
+    /// completion, on the same snapshot), and the notifications are the main query
+    /// (delivered at commit). No two clauses touch the same row: the saga updates are
+    /// one per saga, and `schedule` and `cancel` never leave a timer in both lists.
     pub async fn flush(self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        if !self.saga_ids.is_empty() {
-            sqlx::query(
-                "UPDATE sagas s SET status = u.status, state = u.state::jsonb, updated_at = u.updated_at, \
-                 current_step = u.step, failure_reason = u.reason, revision = s.revision + 1 \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
-                 AS u(id, status, state, updated_at, step, reason) \
-                 WHERE s.id = u.id",
-            )
+        if self.is_empty() {
+            return Ok(());
+        }
+        let (channels, payloads) = self.notifications();
+        sqlx::query(FLUSH)
             .bind(&self.saga_ids)
             .bind(&self.saga_status)
             .bind(&self.saga_state)
             .bind(&self.saga_updated)
             .bind(&self.saga_step)
             .bind(&self.saga_reason)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.cancel_saga.is_empty() {
-            sqlx::query(
-                "DELETE FROM timers t USING UNNEST($1::uuid[], $2::text[]) AS c(saga_id, timer) \
-                 WHERE t.saga_id = c.saga_id AND t.timer = c.timer",
-            )
             .bind(&self.cancel_saga)
             .bind(&self.cancel_key)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.timer_saga.is_empty() {
-            sqlx::query(
-                "INSERT INTO timers (saga_id, timer, due_at) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::timestamptz[]) \
-                 ON CONFLICT (saga_id, timer) \
-                 DO UPDATE SET due_at = EXCLUDED.due_at, claimed_until = NULL",
-            )
             .bind(&self.timer_saga)
             .bind(&self.timer_key)
             .bind(&self.timer_due)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.hist_saga.is_empty() {
-            sqlx::query(
-                "INSERT INTO saga_history (saga_id, at, kind, step, phase, attempt, command_id, detail) \
-                 SELECT saga_id, at, kind, step, phase, attempt, command_id, detail FROM \
-                 UNNEST($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::text[], $6::int4[], $7::uuid[], $8::jsonb[]) \
-                 WITH ORDINALITY AS h(saga_id, at, kind, step, phase, attempt, command_id, detail, n) ORDER BY n",
-            )
             .bind(&self.hist_saga)
             .bind(&self.hist_at)
             .bind(&self.hist_kind)
@@ -203,32 +188,23 @@ impl WriteBatch {
             .bind(&self.hist_attempt)
             .bind(&self.hist_command)
             .bind(&self.hist_detail)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.out_saga.is_empty() {
-            sqlx::query(
-                "INSERT INTO outbox (saga_id, topic, key, headers, payload) \
-                 SELECT saga_id, topic, key, headers, payload FROM \
-                 UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::bytea[]) \
-                 WITH ORDINALITY AS o(saga_id, topic, key, headers, payload, n) ORDER BY n",
-            )
             .bind(&self.out_saga)
             .bind(&self.out_topic)
             .bind(&self.out_key)
             .bind(&self.out_headers)
             .bind(&self.out_payload)
+            .bind(&channels)
+            .bind(&payloads)
             .execute(&mut **tx)
             .await?;
-        }
-        self.notify(tx).await
+        Ok(())
     }
 
-    /// Every notification of this batch in one statement, delivered at commit: the
-    /// outbox relay's wake-up, the timer loops' (for a timer due soon, which they may
-    /// sleep past) and the ids of the sagas that changed, for live streams.
-    async fn notify(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        let mut channels: Vec<&str> = Vec::new();
+    /// Every notification of this batch, delivered at commit: the outbox relay's
+    /// wake-up, the timer loops' (for a timer due soon, which they may sleep past) and
+    /// the ids of the sagas that changed, for live streams.
+    fn notifications(&self) -> (Vec<&'static str>, Vec<String>) {
+        let mut channels: Vec<&'static str> = Vec::new();
         let mut payloads: Vec<String> = Vec::new();
         if !self.out_saga.is_empty() {
             channels.push(super::wake::OUTBOX_CHANNEL);
@@ -243,14 +219,34 @@ impl WriteBatch {
             channels.push(super::wake::SAGAS_CHANNEL);
             payloads.push(chunk);
         }
-        if channels.is_empty() {
-            return Ok(());
-        }
-        sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS n(c, p)")
-            .bind(&channels)
-            .bind(&payloads)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        (channels, payloads)
     }
 }
+
+/// The statement of [`WriteBatch::flush`].
+const FLUSH: &str = "\
+WITH sagas_updated AS ( \
+    UPDATE sagas s SET status = u.status, state = u.state::jsonb, updated_at = u.updated_at, \
+        current_step = u.step, failure_reason = u.reason, revision = s.revision + 1 \
+    FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[]) \
+        AS u(id, status, state, updated_at, step, reason) \
+    WHERE s.id = u.id), \
+timers_cancelled AS ( \
+    DELETE FROM timers t USING UNNEST($7::uuid[], $8::text[]) AS c(saga_id, timer) \
+    WHERE t.saga_id = c.saga_id AND t.timer = c.timer), \
+timers_scheduled AS ( \
+    INSERT INTO timers (saga_id, timer, due_at) \
+    SELECT * FROM UNNEST($9::uuid[], $10::text[], $11::timestamptz[]) \
+    ON CONFLICT (saga_id, timer) DO UPDATE SET due_at = EXCLUDED.due_at, claimed_until = NULL), \
+history_added AS ( \
+    INSERT INTO saga_history (saga_id, at, kind, step, phase, attempt, command_id, detail) \
+    SELECT saga_id, at, kind, step, phase, attempt, command_id, detail FROM \
+    UNNEST($12::uuid[], $13::timestamptz[], $14::text[], $15::text[], $16::text[], $17::int4[], \
+           $18::uuid[], $19::jsonb[]) \
+    WITH ORDINALITY AS h(saga_id, at, kind, step, phase, attempt, command_id, detail, n) ORDER BY n), \
+outbox_added AS ( \
+    INSERT INTO outbox (saga_id, topic, key, headers, payload) \
+    SELECT saga_id, topic, key, headers, payload FROM \
+    UNNEST($20::uuid[], $21::text[], $22::text[], $23::jsonb[], $24::bytea[]) \
+    WITH ORDINALITY AS o(saga_id, topic, key, headers, payload, n) ORDER BY n) \
+SELECT pg_notify(c, p) FROM UNNEST($25::text[], $26::text[]) AS n(c, p)";
