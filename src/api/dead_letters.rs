@@ -180,6 +180,10 @@ pub async fn redrive(
     };
     let pool = &state.applier.store.pool;
     let outcome = store::redrive_dead_letter(pool, id, &caller.name, &storable(&reason)).await;
+    if matches!(outcome, Ok(Resolved::Done)) {
+        // The redriven message waits in the outbox: this replica's relay takes it now.
+        state.applier.store.outbox_written();
+    }
     answer(&state, id, outcome).await
 }
 
@@ -347,7 +351,12 @@ async fn settle_parked(
     }
     let pool = &state.applier.store.pool;
     match store::settle_parked(pool, id, requeue, &caller.name, &storable(reason)).await {
-        Ok(Resolved::Done) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Resolved::Done) => {
+            if requeue {
+                state.applier.store.outbox_written();
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
         Ok(_) => Problem::not_found(&format!("no parked message {id}")).into_response(),
         Err(e) => internal(&e),
     }

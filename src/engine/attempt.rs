@@ -70,7 +70,9 @@ impl<'a> Machine<'a> {
                 t.status = StepStatus::Running;
                 t.attempt = attempt;
                 t.error = None;
-                t.first_sent_at.get_or_insert(now);
+                if phase == Phase::Command {
+                    t.first_sent_at.get_or_insert(now);
+                }
                 let kind = match phase {
                     Phase::Command => HistoryKind::CommandSent,
                     Phase::Compensation => HistoryKind::CompensationSent,

@@ -99,8 +99,10 @@ pub struct Track {
     /// Attempts an operator resolved before their participant answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub manual: Vec<u32>,
-    /// When this direction's first attempt went out: the start of the step's duration
-    /// metric, kept here so that settling a step needs no read of its history.
+    /// When the step's first command went out (the forward track only): the start of
+    /// the step's duration metric, kept here so that settling a step needs no read of
+    /// its history. Absent in states written before it existed, or by an older replica
+    /// during a rolling upgrade: those steps get no duration sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_sent_at: Option<DateTime<Utc>>,
 }

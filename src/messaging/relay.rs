@@ -95,8 +95,9 @@ pub async fn run(
     futures::future::join(listening, d.run(woken, &cancel)).await;
 }
 
-/// A batch's shards, whether they were known to have rows, and how it ended.
-type Ended = (Vec<i16>, bool, Result<Outcome, RelayError>);
+/// A batch's shards, whether they were known to have rows, the wake-up count when it
+/// started, and how it ended.
+type Ended = (Vec<i16>, bool, u64, Result<Outcome, RelayError>);
 
 /// Starts batches for the shards that have no batch of this replica yet, whenever
 /// woken, a batch ends or `poll` passes, with at most `concurrency` batches in flight.
@@ -112,13 +113,17 @@ struct Dispatcher {
     /// Shards a batch of this replica has.
     busy: HashSet<i16>,
     /// Shards another transaction held at the last try; left alone until the next
-    /// wake-up or poll (their holder drains them and looks again when it is done).
+    /// poll (their holder drains them, and looks again if woken meanwhile).
     held_elsewhere: HashSet<i16>,
     /// The last batch that published came back full.
     backlog: bool,
     /// Something may have been written since the last batch looked: a wake-up, a
-    /// poll, the end of a backoff, or a batch that published (more may follow).
+    /// poll, the end of a backoff, or a wake-up during a batch (see `wakes`).
     due: bool,
+    /// Wake-ups so far. A round started by a wake-up leaves out the shards a batch
+    /// still holds, so the batch itself, when it ends, looks again if it was woken
+    /// for while it ran: the commit may have written to its shards after it read them.
+    wakes: u64,
     /// Where this replica starts in the shard order, so that replicas splitting a
     /// backlog mostly start on different shards.
     offset: usize,
@@ -143,6 +148,7 @@ impl Dispatcher {
             held_elsewhere: HashSet::new(),
             backlog: false,
             due: true,
+            wakes: 0,
             offset,
             backoff: Duration::from_millis(100),
             retry_at: None,
@@ -220,13 +226,21 @@ impl Dispatcher {
             .map_or(self.next_poll, |t| t.min(self.next_poll));
         tokio::select! {
             Some(joined) = self.in_flight.join_next() => match joined {
-                Ok((shards, had_rows, ended)) => self.ended(&shards, had_rows, ended),
+                Ok((shards, had_rows, wakes, ended)) => {
+                    if wakes != self.wakes {
+                        self.due = true;
+                    }
+                    self.ended(&shards, had_rows, ended);
+                }
                 // A batch that panicked takes the relay with it: supervision reports it.
                 Err(e) => std::panic::resume_unwind(e.into_panic()),
             },
             _ = cancel.cancelled(), if !stopping => {}
             // Not a reason to try held shards again: their holder looks again itself.
-            _ = woken.changed(), if !stopping => self.due = true,
+            _ = woken.changed(), if !stopping => {
+                self.due = true;
+                self.wakes += 1;
+            }
             _ = tokio::time::sleep_until(until) => {
                 let now = tokio::time::Instant::now();
                 self.retry_at = self.retry_at.filter(|t| now < *t);
@@ -273,10 +287,11 @@ impl Dispatcher {
     fn spawn_batch(&mut self, shards: Vec<i16>, had_rows: bool) {
         self.busy.extend(&shards);
         let relay = self.relay.clone();
+        let wakes = self.wakes;
         self.in_flight.spawn(async move {
             let producer = relay.producer.get();
             let ended = publish_shards(&relay.store, &producer, &relay.batch, &shards).await;
-            (shards, had_rows, ended)
+            (shards, had_rows, wakes, ended)
         });
     }
 
@@ -295,7 +310,7 @@ impl Dispatcher {
             }
             Ok(Outcome::Published(n)) => {
                 // No round just in case more was written meanwhile: a commit after this
-                // batch read its shards notifies, and that wake-up has set `due` already.
+                // batch read its shards wakes the relay during the batch (see `wakes`).
                 // Only a full batch says for itself that rows are waiting (`backlog`).
                 // Only acknowledgements prove the producer works.
                 self.relay.producer.succeeded();

@@ -369,7 +369,9 @@ impl Applier {
             tx.commit().await.map_err(StoreError::from)
         }
         .await;
-        if written.is_ok() && wrote_outbox {
+        // Also after a failed commit, which may have committed all the same: a spare
+        // round is cheap, and this store's own NOTIFY does not wake its relay.
+        if wrote_outbox {
             self.store.outbox_written();
         }
         if let Err(e) = &written {

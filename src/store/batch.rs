@@ -1,6 +1,6 @@
-//! Everything one transaction writes, flushed with a handful of set-based statements
-//! (UNNEST) whatever the number of sagas in it: this is what lets many transitions
-//! share one commit.
+//! Everything one transaction writes, flushed in one set-based statement (UNNEST)
+//! whatever the number of sagas in it: this is what lets many transitions share one
+//! commit, and one round trip.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
@@ -43,7 +43,7 @@ pub struct WriteBatch {
     cancel_key: Vec<String>,
 
     /// The writing store's [`origin`](super::Store::origin), sent with the outbox wake-up.
-    origin: String,
+    origin: std::sync::Arc<str>,
 }
 
 fn as_text<T: serde::Serialize>(v: &T) -> String {
@@ -64,7 +64,7 @@ impl WriteBatch {
     /// A batch whose outbox wake-up names `store` as its writer.
     pub fn for_store(store: &super::Store) -> WriteBatch {
         WriteBatch {
-            origin: store.origin().to_owned(),
+            origin: store.origin_shared(),
             ..WriteBatch::default()
         }
     }
@@ -208,7 +208,7 @@ impl WriteBatch {
         let mut payloads: Vec<String> = Vec::new();
         if !self.out_saga.is_empty() {
             channels.push(super::wake::OUTBOX_CHANNEL);
-            payloads.push(self.origin.clone());
+            payloads.push(self.origin.to_string());
         }
         let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
         if self.timer_due.iter().any(|due| *due < soon) {
@@ -237,7 +237,8 @@ timers_cancelled AS ( \
 timers_scheduled AS ( \
     INSERT INTO timers (saga_id, timer, due_at) \
     SELECT * FROM UNNEST($9::uuid[], $10::text[], $11::timestamptz[]) \
-    ON CONFLICT (saga_id, timer) DO UPDATE SET due_at = EXCLUDED.due_at, claimed_until = NULL), \
+    ON CONFLICT (saga_id, timer) \
+        DO UPDATE SET due_at = EXCLUDED.due_at, claimed_until = NULL, parked_reason = NULL), \
 history_added AS ( \
     INSERT INTO saga_history (saga_id, at, kind, step, phase, attempt, command_id, detail) \
     SELECT saga_id, at, kind, step, phase, attempt, command_id, detail FROM \

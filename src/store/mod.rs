@@ -69,6 +69,10 @@ impl Store {
         &self.origin
     }
 
+    pub(crate) fn origin_shared(&self) -> Arc<str> {
+        self.origin.clone()
+    }
+
     /// Outbox rows were committed: wakes this process's relay (other replicas' relays
     /// learn it by `NOTIFY`).
     pub fn outbox_written(&self) {
