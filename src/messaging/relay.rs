@@ -79,8 +79,8 @@ pub async fn run(
         },
         healthy,
     });
-    // Commits of other replicas (and of other processes: `sagaflow` commands, tools);
-    // this process's own commits wake the relay directly.
+    // Commits of other replicas and of other processes writing the outbox; this
+    // process's own commits wake the relay directly.
     let listening = wake::listen_with(
         &relay.store.pool,
         wake::OUTBOX_CHANNEL,

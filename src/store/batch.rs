@@ -54,6 +54,14 @@ fn as_text<T: serde::Serialize>(v: &T) -> String {
     }
 }
 
+/// Where `(saga, key)` stands in a pair of parallel timer columns.
+fn timer_position(sagas: &[Uuid], keys: &[String], saga: Uuid, key: &str) -> Option<usize> {
+    sagas
+        .iter()
+        .zip(keys)
+        .position(|(s, k)| *s == saga && k == key)
+}
+
 /// Straight to text: going through `serde_json::Value` first costs a second full
 /// serialization and an allocation per field (it showed in profiles of the consumer).
 fn state_text(inst: &Instance) -> String {
@@ -64,7 +72,7 @@ impl WriteBatch {
     /// A batch whose outbox wake-up names `store` as its writer.
     pub fn for_store(store: &super::Store) -> WriteBatch {
         WriteBatch {
-            origin: store.origin_shared(),
+            origin: store.origin.clone(),
             ..WriteBatch::default()
         }
     }
@@ -128,12 +136,7 @@ impl WriteBatch {
     pub fn schedule(&mut self, saga: Uuid, timer_key: String, due: DateTime<Utc>) {
         // The upsert replaces the row a cancel earlier in the batch would delete, and
         // one statement must not both delete and upsert a row (see `flush`).
-        while let Some(i) = self
-            .cancel_saga
-            .iter()
-            .zip(&self.cancel_key)
-            .position(|(s, k)| *s == saga && *k == timer_key)
-        {
+        while let Some(i) = timer_position(&self.cancel_saga, &self.cancel_key, saga, &timer_key) {
             self.cancel_saga.remove(i);
             self.cancel_key.remove(i);
         }
@@ -144,12 +147,7 @@ impl WriteBatch {
 
     pub fn cancel(&mut self, saga: Uuid, timer_key: String) {
         // A timer scheduled and cancelled within the same batch never needs to exist.
-        if let Some(i) = self
-            .timer_saga
-            .iter()
-            .zip(&self.timer_key)
-            .position(|(s, k)| *s == saga && *k == timer_key)
-        {
+        if let Some(i) = timer_position(&self.timer_saga, &self.timer_key, saga, &timer_key) {
             self.timer_saga.remove(i);
             self.timer_key.remove(i);
             self.timer_due.remove(i);

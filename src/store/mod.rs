@@ -46,9 +46,9 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 #[derive(Debug, Clone)]
 pub struct Store {
     pub pool: PgPool,
-    /// Bumped after this process commits outbox rows, and on every `NOTIFY` of the
-    /// outbox channel: this replica's relay starts a round without waiting for its own
-    /// notification to come back from PostgreSQL.
+    /// Bumped after this process commits outbox rows, and on other writers' `NOTIFY`
+    /// of the outbox channel: this replica's relay starts a round without waiting for
+    /// its own notification to come back from PostgreSQL.
     outbox_wake: Arc<tokio::sync::watch::Sender<u64>>,
     /// This store's `NOTIFY` payload on the outbox channel, by which its relay tells
     /// its own commits (already woken for) from other writers'.
@@ -67,10 +67,6 @@ impl Store {
     /// See `origin`: the payload of this store's outbox notifications.
     pub fn origin(&self) -> &str {
         &self.origin
-    }
-
-    pub(crate) fn origin_shared(&self) -> Arc<str> {
-        self.origin.clone()
     }
 
     /// Outbox rows were committed: wakes this process's relay (other replicas' relays
