@@ -48,6 +48,24 @@ fn bench_smoke_runs_every_scenario() {
         scale2["pg_rollbacks_per_step"].as_f64().is_some(),
         "{scale2}"
     );
+    // The one-at-a-time rows split their sagas' time into hops: 8 for sagaflow (its
+    // saga ends with an event on the lifecycle topic), 7 for the baseline.
+    for (name, hops) in [("single", 8), ("baseline-single", 7)] {
+        let row = scenarios
+            .iter()
+            .find(|r| r["scenario"] == name)
+            .expect("a one-at-a-time row");
+        assert!(row["hops_sagas"].as_u64().unwrap_or(0) > 0, "{row}");
+        let means: Vec<f64> = row["hops"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no hops: {row}"))
+            .iter()
+            .map(|h| h["mean_ms"].as_f64().unwrap_or(f64::NAN))
+            .collect();
+        assert_eq!(means.len(), hops, "{row}");
+        assert!(means.iter().all(|m| *m >= 0.0), "{row}");
+        assert!(means.iter().sum::<f64>() > 0.0, "{row}");
+    }
     assert!(report["ratio_to_baseline"]["ratio"].as_f64().is_some());
     assert!(report["parked"]["parked_running"].as_i64().unwrap_or(0) >= 500);
 }

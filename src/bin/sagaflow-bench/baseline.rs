@@ -221,10 +221,7 @@ impl Baseline {
             }
             let ids: Vec<Uuid> = batch
                 .iter()
-                .filter_map(|m| {
-                    let text = std::str::from_utf8(m.payload()?).ok()?;
-                    Uuid::parse_str(text.split(':').next()?).ok()
-                })
+                .filter_map(|m| saga_of_payload(m.payload()?))
                 .collect();
             let to_delete =
                 std::mem::take(&mut *published.lock().unwrap_or_else(|p| p.into_inner()));
@@ -275,6 +272,12 @@ impl Baseline {
             sagaflow::messaging::kafka::store_consumed(&consumer, &batch);
         }
     }
+}
+
+/// The saga a baseline command or reply is for: its payload is `id:step`.
+pub fn saga_of_payload(payload: &[u8]) -> Option<Uuid> {
+    let text = std::str::from_utf8(payload).ok()?;
+    Uuid::parse_str(text.split(':').next()?).ok()
 }
 
 async fn insert_outbox(

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use sagaflow::config::KafkaSettings;
 use sagaflow::messaging::kafka;
 use serde::Serialize;
@@ -99,10 +98,8 @@ impl Tap {
                 } else {
                     Role::End
                 };
-                let Some((id, is_end)) = saga_of(&m) else {
-                    continue;
-                };
-                if role == Role::End && !is_end {
+                let Some(id) = saga_of(&m) else { continue };
+                if role == Role::End && crate::terminal_of(&m).is_none() {
                     continue;
                 }
                 let Some(produced) = produced_at(&m, readable, wall) else {
@@ -243,33 +240,12 @@ fn split(seen: &[Seen], timed: &Timed, steps: usize, ends_with_event: bool) -> O
     Some(hops)
 }
 
-/// The saga a message belongs to (`ce_sagaid`, or the baseline's `id:step` payload),
-/// and whether it is a saga's end event.
-fn saga_of(m: &impl Message) -> Option<(Uuid, bool)> {
-    let mut id = None;
-    let mut end = false;
-    if let Some(headers) = m.headers() {
-        for h in headers.iter() {
-            let v = h.value.and_then(|v| std::str::from_utf8(v).ok());
-            match (h.key, v) {
-                ("ce_sagaid", Some(v)) => id = Uuid::parse_str(v).ok(),
-                ("ce_type", Some(t)) => {
-                    end = matches!(
-                        t,
-                        "sagaflow.saga.completed"
-                            | "sagaflow.saga.compensated"
-                            | "sagaflow.saga.failed"
-                    )
-                }
-                _ => {}
-            }
-        }
+/// The saga a message belongs to: `ce_sagaid`, or the baseline's `id:step` payload.
+fn saga_of(m: &impl Message) -> Option<Uuid> {
+    match crate::header(m, "ce_sagaid") {
+        Some(id) => Uuid::parse_str(id).ok(),
+        None => crate::baseline::saga_of_payload(m.payload()?),
     }
-    let id = id.or_else(|| {
-        let text = std::str::from_utf8(m.payload()?).ok()?;
-        Uuid::parse_str(text.split(':').next()?).ok()
-    })?;
-    Some((id, end))
 }
 
 /// The record's `CreateTime` on the monotonic clock, by its distance from the wall clock

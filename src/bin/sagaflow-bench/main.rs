@@ -599,6 +599,25 @@ async fn one_at_a_time<T: Target>(
     Ok(r)
 }
 
+/// The first value of header `key`, as text.
+fn header<'m>(m: &'m impl Message, key: &str) -> Option<&'m str> {
+    m.headers()?
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+/// The saga and its final status, if `m` is a lifecycle event of a saga's end.
+fn terminal_of(m: &impl Message) -> Option<(Uuid, Kind)> {
+    let kind = match header(m, "ce_type")? {
+        "sagaflow.saga.completed" => Kind::Completed,
+        "sagaflow.saga.compensated" => Kind::Compensated,
+        "sagaflow.saga.failed" => Kind::Failed,
+        _ => return None,
+    };
+    Some((Uuid::parse_str(header(m, "ce_sagaid")?).ok()?, kind))
+}
+
 /// Reads the lifecycle topic and reports sagas reaching a final status.
 fn lifecycle_listener(
     kafka: &KafkaSettings,
@@ -620,21 +639,7 @@ fn lifecycle_listener(
             };
             let Ok(m) = m else { continue };
             let at = Instant::now();
-            let Some(headers) = m.headers() else { continue };
-            let (mut kind, mut id) = (None, None);
-            for h in headers.iter() {
-                let v = h.value.and_then(|v| std::str::from_utf8(v).ok());
-                match (h.key, v) {
-                    ("ce_type", Some("sagaflow.saga.completed")) => kind = Some(Kind::Completed),
-                    ("ce_type", Some("sagaflow.saga.compensated")) => {
-                        kind = Some(Kind::Compensated)
-                    }
-                    ("ce_type", Some("sagaflow.saga.failed")) => kind = Some(Kind::Failed),
-                    ("ce_sagaid", Some(v)) => id = Uuid::parse_str(v).ok(),
-                    _ => {}
-                }
-            }
-            if let (Some(kind), Some(id)) = (kind, id)
+            if let Some((id, kind)) = terminal_of(&m)
                 && tx.send(Terminal { id, kind, at }).is_err()
             {
                 return;
