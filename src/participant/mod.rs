@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub mod handling;
+mod offsets;
 
 use crate::config::KafkaSettings;
 use crate::definition::Definition;
@@ -288,36 +289,45 @@ pub fn reply_record_traced(
     }
 }
 
-/// Runs until cancelled.
+/// Runs until cancelled. A command's offset is committed only once its reply is
+/// acknowledged (or it needs none); a reply the broker refuses is sent again until it is
+/// acknowledged, so a broker outage delays replies and loses none.
 pub async fn run(
     defs: Vec<Arc<Definition>>,
     settings: ParticipantSettings,
     policy: Policy,
     cancel: CancellationToken,
 ) -> Result<(), rdkafka::error::KafkaError> {
-    let consumer: StreamConsumer = kafka::create(
-        kafka::consumer_config(&settings.kafka, &settings.group_id)
-            .set("enable.auto.offset.store", "true"),
-    )?;
+    let consumer: Arc<StreamConsumer> = Arc::new(kafka::create(&kafka::consumer_config(
+        &settings.kafka,
+        &settings.group_id,
+    ))?);
     let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics)?;
-    let producer = Arc::new(kafka::HealingProducer::new(
-        &settings.kafka,
-        kafka::producer(&settings.kafka)?,
-    ));
-    let defs: Arc<Known> = Arc::new(
-        defs.into_iter()
-            .map(|d| {
-                (
-                    d.name.clone(),
-                    (d.clone(), crate::simulate::synthesized_replies(&d)),
-                )
-            })
-            .collect(),
-    );
+    let answerer = Answerer {
+        producer: Arc::new(kafka::HealingProducer::new(
+            &settings.kafka,
+            kafka::producer(&settings.kafka)?,
+        )),
+        defs: Arc::new(
+            defs.into_iter()
+                .map(|d| {
+                    (
+                        d.name.clone(),
+                        (d.clone(), crate::simulate::synthesized_replies(&d)),
+                    )
+                })
+                .collect(),
+        ),
+        broker: Broker::from_bootstrap(&settings.kafka.bootstrap_servers),
+        offsets: Offsets {
+            consumer: consumer.clone(),
+            pending: Arc::default(),
+        },
+        cancel: cancel.clone(),
+    };
     // Outcome per (saga, step, phase): a retried attempt gets the first answer again.
-    let decided: Arc<Decided> = Arc::default();
-    let broker = Broker::from_bootstrap(&settings.kafka.bootstrap_servers);
+    let decided: Decided = Mutex::default();
     loop {
         let m = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
@@ -330,85 +340,159 @@ pub async fn run(
                 continue;
             }
         };
+        answerer.offsets.received(&m);
         let Some(cmd) = read_command(&m) else {
             tracing::warn!(
                 topic = m.topic(),
                 "participant ignored a message that is not a sagaflow command"
             );
+            answerer.offsets.done(&m);
             continue;
         };
         let (fresh, delay) = policy(&cmd);
-        let decision = {
-            let mut d = decided.lock().unwrap_or_else(|p| p.into_inner());
-            match (&fresh, d.get(&(cmd.saga_id, cmd.step.clone(), cmd.phase))) {
-                // Silence and retryable failures are transient: decide again next attempt.
-                (
-                    _,
-                    Some(
-                        Decision::Success
-                        | Decision::Failure { retryable: false }
-                        | Decision::Decline
-                        | Decision::Custom { .. },
-                    ),
-                ) => d[&(cmd.saga_id, cmd.step.clone(), cmd.phase)].clone(),
-                _ => {
-                    d.insert((cmd.saga_id, cmd.step.clone(), cmd.phase), fresh.clone());
-                    fresh
-                }
-            }
-        };
-        let defs = defs.clone();
-        let producer = producer.clone();
-        // The participant's work is a child of the command's producer span; its reply
-        // is a child of that, so sagaflow's reply handling continues this trace.
-        let command_cx = propagation::parse(cmd.traceparent.as_deref(), cmd.tracestate.as_deref());
+        let decision = decide(&decided, &cmd, fresh);
         let process = spans::participant_process(
-            command_cx.as_ref(),
+            // The participant's work is a child of the command's producer span; its
+            // reply is a child of that, so sagaflow's reply handling continues this trace.
+            propagation::parse(cmd.traceparent.as_deref(), cmd.tracestate.as_deref()).as_ref(),
             cmd.saga(),
             cmd.received(
                 &m,
                 &String::from_utf8_lossy(m.key().unwrap_or_default()),
                 &settings.group_id,
-                broker.as_ref(),
+                answerer.broker.as_ref(),
             ),
         );
-        let broker = broker.clone();
+        let answerer = answerer.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            let Some((def, _)) = defs.get(&cmd.definition) else {
-                return;
-            };
-            let Some((reply_type, success)) = reply_type(def, &cmd, &decision) else {
-                return;
-            };
-            let payload = match (&decision, success) {
-                (Decision::Custom { payload, .. }, _) => payload.clone(),
-                (_, true) => success_payload(&defs, &cmd),
-                (_, false) => json!({"error": "declined by participant"}),
-            };
-            if !success {
-                process.error("declined", format!("declined with {reply_type}"));
-            }
-            let (key, id) = (cmd.saga_id.to_string(), Uuid::now_v7().to_string());
-            let reply = spans::participant_reply(
-                &process.context,
-                cmd.saga(),
-                cmd.reply(&id, &key),
-                broker.as_ref(),
-            );
-            let record = reply_record_traced(&cmd, &id, &reply_type, &payload, &reply.headers());
-            let sent = kafka::send(&producer.get(), &record, Duration::from_secs(30)).await;
-            match &sent {
-                Ok(()) => producer.succeeded(),
-                Err(_) => producer.failed(),
-            }
-            if let Err(e) = sent {
-                reply.error("publish", e.to_string());
-                tracing::warn!(error = %e, "participant reply failed");
+            if answerer.answer(&cmd, &decision, &process).await {
+                answerer.offsets.done(&m);
             }
         });
+    }
+}
+
+/// The outcome for `cmd`: the one decided for an earlier attempt of its step, unless
+/// that was silence or a retryable failure (transient: decided again each attempt).
+fn decide(decided: &Decided, cmd: &Command, fresh: Decision) -> Decision {
+    let mut d = decided.lock().unwrap_or_else(|p| p.into_inner());
+    let key = (cmd.saga_id, cmd.step.clone(), cmd.phase);
+    match d.get(&key) {
+        Some(
+            earlier @ (Decision::Success
+            | Decision::Failure { retryable: false }
+            | Decision::Decline
+            | Decision::Custom { .. }),
+        ) => earlier.clone(),
+        _ => {
+            d.insert(key, fresh.clone());
+            fresh
+        }
+    }
+}
+
+/// What each command's handling task shares.
+#[derive(Clone)]
+struct Answerer {
+    producer: Arc<kafka::HealingProducer>,
+    defs: Arc<Known>,
+    broker: Option<Broker>,
+    offsets: Offsets,
+    cancel: CancellationToken,
+}
+
+impl Answerer {
+    /// Replies to `cmd` as `decision` says; whether its offset may be committed (false
+    /// only when cancelled before the reply was acknowledged).
+    async fn answer(&self, cmd: &Command, decision: &Decision, process: &spans::Traced) -> bool {
+        let Some((def, _)) = self.defs.get(&cmd.definition) else {
+            return true;
+        };
+        let Some((reply_type, success)) = reply_type(def, cmd, decision) else {
+            return true;
+        };
+        let payload = match (decision, success) {
+            (Decision::Custom { payload, .. }, _) => payload.clone(),
+            (_, true) => success_payload(&self.defs, cmd),
+            (_, false) => json!({"error": "declined by participant"}),
+        };
+        if !success {
+            process.error("declined", format!("declined with {reply_type}"));
+        }
+        let (key, id) = (cmd.saga_id.to_string(), Uuid::now_v7().to_string());
+        let reply = spans::participant_reply(
+            &process.context,
+            cmd.saga(),
+            cmd.reply(&id, &key),
+            self.broker.as_ref(),
+        );
+        let record = reply_record_traced(cmd, &id, &reply_type, &payload, &reply.headers());
+        match self.send_until_acknowledged(&record).await {
+            Ok(()) => true,
+            Err(e) => {
+                reply.error("publish", e.to_string());
+                false
+            }
+        }
+    }
+
+    /// Sends `record` until the broker acknowledges it; the last error if cancelled first.
+    async fn send_until_acknowledged(
+        &self,
+        record: &Record,
+    ) -> Result<(), rdkafka::error::KafkaError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let sent = kafka::send(&self.producer.get(), record, Duration::from_secs(30)).await;
+            let e = match sent {
+                Ok(()) => {
+                    self.producer.succeeded();
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            self.producer.failed();
+            tracing::warn!(error = %e, retry_in = ?backoff, "participant reply failed");
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Err(e),
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Stores each partition's committable position as replies are acknowledged; the
+/// consumer's automatic commit sends it to the broker.
+#[derive(Clone)]
+struct Offsets {
+    consumer: Arc<StreamConsumer>,
+    pending: Arc<Mutex<offsets::Pending>>,
+}
+
+impl Offsets {
+    fn received(&self, m: &OwnedMessage) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.received(m.topic(), m.partition(), m.offset());
+    }
+
+    fn done(&self, m: &OwnedMessage) {
+        // Stored under the lock, so a lower position never overwrites a higher one.
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(next) = pending.done(m.topic(), m.partition(), m.offset()) else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        let stored = tpl
+            .add_partition_offset(m.topic(), m.partition(), Offset::Offset(next))
+            .and_then(|()| self.consumer.store_offsets(&tpl));
+        if let Err(e) = stored {
+            // The partition was revoked meanwhile: its new owner reads from the last commit.
+            tracing::debug!(error = %e, topic = m.topic(), "participant offset not stored");
+        }
     }
 }
 

@@ -264,8 +264,11 @@ impl Rig {
         .fetch_all(&self.store.pool)
         .await
         .unwrap();
-        if retries == Retries::Forbidden {
-            assert!(hidden.is_empty(), "timeouts or retries: {hidden:?}");
+        if retries == Retries::Forbidden && !hidden.is_empty() {
+            panic!(
+                "timeouts or retries: {hidden:?}\n{}",
+                self.explain_retries().await
+            );
         } else if !hidden.is_empty() {
             eprintln!("timeouts and retries the fault cost: {hidden:?}");
         }
@@ -297,6 +300,42 @@ impl Rig {
     }
 
     /// Fails the test with what the sagas that did not finish look like.
+    /// The timeline of every saga that timed out or retried, with what the participants
+    /// received of it: tells a lost command from a lost or late reply.
+    async fn explain_retries(&self) -> String {
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT DISTINCT saga_id FROM saga_history \
+             WHERE kind IN ('timed_out', 'retry_scheduled') OR attempt > 1",
+        )
+        .fetch_all(&self.store.pool)
+        .await
+        .unwrap();
+        let mut out = String::new();
+        for id in ids {
+            out += &format!("saga {id}:\n");
+            for h in timeline(&self.store, id).await {
+                out += &format!(
+                    "  {} {} {:?} {:?} #{:?} {}\n",
+                    h.at.format("%H:%M:%S%.3f"),
+                    h.kind,
+                    h.step,
+                    h.phase,
+                    h.attempt,
+                    h.detail
+                );
+            }
+            let seen = self.rec.seen.lock().unwrap();
+            let mut got: Vec<String> = seen
+                .keys()
+                .filter(|k| k.0 == id)
+                .map(|(_, step, phase, attempt)| format!("{phase:?}:{step}#{attempt}"))
+                .collect();
+            got.sort();
+            out += &format!("  participants received: {got:?}\n");
+        }
+        out
+    }
+
     pub async fn explain_stuck(&self, total: i64) -> ! {
         let by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")

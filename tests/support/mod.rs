@@ -229,7 +229,14 @@ impl Drop for Broker {
             let _ = Command::new(repo_path("scripts/kafka"))
                 .args(["kill", &own.dir.to_string_lossy()])
                 .status();
-            let _ = std::fs::remove_dir_all(&own.dir);
+            if std::thread::panicking() {
+                eprintln!(
+                    "==> the test's own broker's log: {}/kafka.log",
+                    own.dir.display()
+                );
+            } else {
+                let _ = std::fs::remove_dir_all(&own.dir);
+            }
         }
     }
 }
