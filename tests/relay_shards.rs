@@ -231,3 +231,59 @@ async fn a_commit_wakes_the_relay_before_its_poll() {
     }
     svc.stop().await;
 }
+
+/// Other replicas learn of a commit from its announcement (`store/announce.rs`): after
+/// the commit, never inside it, a notification on the outbox channel naming the
+/// writer, and one on the sagas channel naming the saga. Whoever hears them finds the
+/// saga committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_start_is_announced_to_other_replicas_after_its_commit() {
+    use sagaflow::store::wake;
+    log_init();
+    let db = TestDb::new().await;
+    let broker = Broker::shared();
+    let settings = settings(&db, &broker, &repo_path("tests/sagas-held"));
+    let store = db.store().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&store.pool)
+        .await
+        .unwrap();
+    listener
+        .listen_all([wake::OUTBOX_CHANNEL, wake::SAGAS_CHANNEL])
+        .await
+        .unwrap();
+    let svc = InProcess::start(settings).await;
+    let (status, body) = http(
+        "POST",
+        &svc.url("/v1/sagas/held-order"),
+        Some(&json!({"input": {"key": "announced"}})),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 201, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id: Uuid = body["id"].as_str().unwrap().parse().unwrap();
+    let (mut writer, mut named) = (None, false);
+    while writer.is_none() || !named {
+        let n = tokio::time::timeout(Duration::from_secs(10), listener.recv())
+            .await
+            .expect("the start's announcement within 10 s")
+            .unwrap();
+        if n.channel() == wake::OUTBOX_CHANNEL {
+            writer = Some(n.payload().to_owned());
+        } else if wake::parse_saga_payload(n.payload()).contains(&id) {
+            named = true;
+        }
+        let committed: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas WHERE id = $1")
+            .bind(id)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(committed, 1, "announced before its commit");
+    }
+    assert!(
+        !writer.unwrap().is_empty(),
+        "the outbox announcement names its writer, so its own relay can skip it"
+    );
+    svc.stop().await;
+}

@@ -1,5 +1,6 @@
 //! Live streams of saga changes as Server-Sent Events, fed by PostgreSQL `NOTIFY`:
-//! every commit that changes sagas notifies their ids (`store::wake::SAGAS_CHANNEL`),
+//! every commit that changes sagas is followed by a notification of their ids
+//! (`store::wake::SAGAS_CHANNEL`, sent by `store::announce`),
 //! one listener per process fans them out to the open streams, and each stream reads
 //! what it shows from the database. Nothing is kept per client but a cursor into the
 //! fan-out, so a stream costs a connection slot and no database connection while idle.

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
 use crate::definition::Definition;
-use crate::store::StoreError;
+use crate::store::{Announcement, StoreError};
 use crate::telemetry::metrics;
 
 /// Starts per transaction at most: bounds a transaction's size and time.
@@ -184,7 +184,11 @@ async fn together(
         outcomes.push(start.instrument(p.span.clone()).await?);
     }
     tx.commit().await.map_err(StoreError::from)?;
-    applier.store.outbox_written();
+    let mut announcement = Announcement::default();
+    for o in &outcomes {
+        announcement.merge(o.announcement());
+    }
+    applier.store.committed(announcement);
     Ok(outcomes)
 }
 
@@ -201,7 +205,7 @@ async fn alone(applier: &Applier, p: Pending) {
         let start = applier.start_in_tx(&mut tx, &def, req);
         let outcome = start.instrument(span).await?;
         tx.commit().await.map_err(StoreError::from)?;
-        applier.store.outbox_written();
+        applier.store.committed(outcome.announcement());
         Ok(outcome)
     }
     .await;

@@ -16,7 +16,7 @@ use crate::definition::{Definition, InputError};
 use crate::engine::{self, Effect, Env, Event, Instance, Rejection, SagaStatus, Timer, Transition};
 use crate::messaging::envelope;
 use crate::messaging::reply_token::{self, ReplyKeys};
-use crate::store::{self, Inserted, Store, StoreError, Tx, WriteBatch};
+use crate::store::{self, Announcement, Inserted, Store, StoreError, Tx, WriteBatch};
 use crate::telemetry::saga::{self as observe, InboundTrace, Observations};
 use crate::telemetry::spans::{self, SagaRef, Traced};
 use crate::telemetry::{metrics, propagation};
@@ -276,7 +276,7 @@ impl Applier {
             store::take_timers(&mut tx, &timer_sagas, &timer_keys).await?
         };
 
-        let mut batch = WriteBatch::for_store(&self.store);
+        let mut batch = WriteBatch::default();
         let now = Utc::now();
         // Kept open until the transaction ends, so they cover the commit and can carry
         // its error.
@@ -363,17 +363,15 @@ impl Applier {
         if !rejected.is_empty() {
             store::unclaim_inbox(&mut tx, &rejected).await?;
         }
-        let wrote_outbox = batch.outbox_len() > 0;
+        let announcement = batch.announcement();
         let written = async {
             batch.flush(&mut tx).await?;
             tx.commit().await.map_err(StoreError::from)
         }
         .await;
         // Also after a failed commit, which may have committed all the same: a spare
-        // round is cheap, and this store's own NOTIFY does not wake its relay.
-        if wrote_outbox {
-            self.store.outbox_written();
-        }
+        // relay round and a spare look by live streams are cheap.
+        self.store.committed(announcement);
         if let Err(e) = &written {
             for s in &open_spans {
                 s.error("database", e.to_string());
@@ -463,8 +461,8 @@ impl Applier {
         let mut tx = self.store.begin().await?;
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        self.store.committed(outcome.announcement());
         if let StartOutcome::Created(..) = outcome {
-            self.store.outbox_written();
             metrics::saga_started(&def.name);
         }
         Ok(outcome)
@@ -527,7 +525,7 @@ impl Applier {
             Inserted::New => {}
         }
         observe::annotate(&span, &t);
-        let mut batch = WriteBatch::for_store(&self.store);
+        let mut batch = WriteBatch::default();
         self.stage(&mut batch, def, &t, Some(&span.context), now);
         batch.flush(tx).await?;
         Ok(StartOutcome::Created(id, t.instance.status))
@@ -560,6 +558,19 @@ pub enum StartOutcome {
     /// Every place the input breaks the definition's schema.
     InvalidInput(Vec<InputError>),
     Rejected(Rejection),
+}
+
+impl StartOutcome {
+    /// What its commit announces: a new saga, whose first messages wait in the outbox.
+    pub fn announcement(&self) -> Announcement {
+        match self {
+            StartOutcome::Created(id, _) => Announcement {
+                outbox: true,
+                sagas: vec![*id],
+            },
+            _ => Announcement::default(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -91,8 +91,8 @@ impl Applier {
             _ => {}
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.store.committed(outcome.announcement());
         if let StartOutcome::Created(..) = outcome {
-            self.store.outbox_written();
             metrics::saga_started(&def.name);
         }
         Ok(TriggerOutcome::Started(outcome))

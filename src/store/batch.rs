@@ -41,9 +41,6 @@ pub struct WriteBatch {
 
     cancel_saga: Vec<Uuid>,
     cancel_key: Vec<String>,
-
-    /// The writing store's [`origin`](super::Store::origin), sent with the outbox wake-up.
-    origin: std::sync::Arc<str>,
 }
 
 fn as_text<T: serde::Serialize>(v: &T) -> String {
@@ -69,14 +66,6 @@ fn state_text(inst: &Instance) -> String {
 }
 
 impl WriteBatch {
-    /// A batch whose outbox wake-up names `store` as its writer.
-    pub fn for_store(store: &super::Store) -> WriteBatch {
-        WriteBatch {
-            origin: store.origin.clone(),
-            ..WriteBatch::default()
-        }
-    }
-
     pub fn is_empty(&self) -> bool {
         self.saga_ids.is_empty()
             && self.hist_saga.is_empty()
@@ -198,26 +187,33 @@ impl WriteBatch {
         Ok(())
     }
 
-    /// Every notification of this batch, delivered at commit: the outbox relay's
-    /// wake-up, the timer loops' (for a timer due soon, which they may sleep past) and
-    /// the ids of the sagas that changed, for live streams.
+    /// The notification delivered at this batch's commit: the timer loops' wake-up, for
+    /// a timer due soon, which they may sleep past. Rare, so its cost to the commit (see
+    /// `announce.rs`) is paid rarely; the rest is [`announcement`](Self::announcement).
     fn notifications(&self) -> (Vec<&'static str>, Vec<String>) {
-        let mut channels: Vec<&'static str> = Vec::new();
-        let mut payloads: Vec<String> = Vec::new();
-        if !self.out_saga.is_empty() {
-            channels.push(super::wake::OUTBOX_CHANNEL);
-            payloads.push(self.origin.to_string());
-        }
         let soon = Utc::now() + super::wake::TIMER_NOTIFY_HORIZON;
         if self.timer_due.iter().any(|due| *due < soon) {
-            channels.push(super::wake::TIMERS_CHANNEL);
-            payloads.push(String::new());
+            (vec![super::wake::TIMERS_CHANNEL], vec![String::new()])
+        } else {
+            (Vec::new(), Vec::new())
         }
-        for chunk in super::wake::saga_payloads(self.saga_ids.iter().chain(&self.hist_saga)) {
-            channels.push(super::wake::SAGAS_CHANNEL);
-            payloads.push(chunk);
+    }
+
+    /// What this batch's commit announces to other processes (`Store::committed`):
+    /// whether it wrote outbox rows, and the sagas it changed.
+    pub fn announcement(&self) -> super::Announcement {
+        let mut sagas: Vec<Uuid> = self
+            .saga_ids
+            .iter()
+            .chain(&self.hist_saga)
+            .copied()
+            .collect();
+        sagas.sort_unstable();
+        sagas.dedup();
+        super::Announcement {
+            outbox: !self.out_saga.is_empty(),
+            sagas,
         }
-        (channels, payloads)
     }
 }
 

@@ -2,6 +2,7 @@
 //! snapshots. Every function that changes a saga takes the caller's transaction, so a
 //! transition's state, history, messages and timers commit together or not at all.
 
+mod announce;
 mod batch;
 mod dead_letters;
 mod listing;
@@ -9,6 +10,7 @@ mod outbox;
 mod queries;
 pub mod wake;
 
+pub use announce::Announcement;
 pub use batch::WriteBatch;
 pub use dead_letters::*;
 pub use listing::*;
@@ -53,14 +55,18 @@ pub struct Store {
     /// This store's `NOTIFY` payload on the outbox channel, by which its relay tells
     /// its own commits (already woken for) from other writers'.
     origin: Arc<str>,
+    /// Sends what this process's commits announce to other processes, after the commit.
+    announcer: announce::Announcer,
 }
 
 impl Store {
     pub fn from_pool(pool: PgPool) -> Store {
+        let origin: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
         Store {
+            announcer: announce::Announcer::spawn(pool.clone(), origin.clone()),
             pool,
             outbox_wake: Arc::new(tokio::sync::watch::Sender::new(0)),
-            origin: uuid::Uuid::new_v4().simple().to_string().into(),
+            origin,
         }
     }
 
@@ -69,8 +75,18 @@ impl Store {
         &self.origin
     }
 
-    /// Outbox rows were committed: wakes this process's relay (other replicas' relays
-    /// learn it by `NOTIFY`).
+    /// A transaction that wrote `a` was committed (or its commit failed, and it may
+    /// have been): wakes this process's relay if it wrote outbox rows, and announces it
+    /// to other replicas' relays and to live streams.
+    pub fn committed(&self, a: Announcement) {
+        if a.outbox {
+            self.outbox_written();
+        }
+        self.announcer.send(a);
+    }
+
+    /// Outbox rows were committed: wakes this process's relay, and only it (see
+    /// [`committed`](Self::committed)).
     pub fn outbox_written(&self) {
         self.outbox_wake.send_modify(|n| *n = n.wrapping_add(1));
     }

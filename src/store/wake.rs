@@ -1,7 +1,8 @@
-//! Wake-ups by `LISTEN`/`NOTIFY`: a transaction that writes outbox rows or timers
-//! notifies a channel at commit, and the loops that wait for such rows are woken at
-//! once instead of at their next poll. Notifications are a shortcut, never the only
-//! way: each loop still polls, so a lost connection only delays work.
+//! Wake-ups by `LISTEN`/`NOTIFY`: a commit that wrote outbox rows is announced after
+//! it (`announce.rs`), one that wrote a timer due soon notifies at commit, and the
+//! loops that wait for such rows are woken at once instead of at their next poll.
+//! Notifications are a shortcut, never the only way: each loop still polls, so a lost
+//! connection only delays work.
 
 use std::time::Duration;
 
