@@ -232,10 +232,10 @@ async fn a_commit_wakes_the_relay_before_its_poll() {
     svc.stop().await;
 }
 
-/// Other replicas learn of a commit from its announcement (`store/announce.rs`): after
-/// the commit, never inside it, a notification on the outbox channel naming the
-/// writer, and one on the sagas channel naming the saga. Whoever hears them finds the
-/// saga committed.
+/// Other replicas learn of a commit from its announcement (`store/announce.rs`): a
+/// notification on the outbox channel naming the writer, and one on the sagas channel
+/// naming the saga. Whoever hears them finds the saga committed (an announcement sent
+/// before the commit returned could arrive first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_start_is_announced_to_other_replicas_after_its_commit() {
     use sagaflow::store::wake;

@@ -202,7 +202,7 @@ fn settle<'a>(rows: &'a [OutboxRow], results: Vec<Result<(), KafkaError>>) -> Se
 
 /// Whether the broker will refuse this message whatever we do: retrying it would
 /// block every row behind it forever.
-fn refused_for_good(e: &KafkaError) -> bool {
+pub(crate) fn refused_for_good(e: &KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     e.rdkafka_error_code().is_some_and(|code| {
         matches!(

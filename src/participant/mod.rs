@@ -23,6 +23,7 @@ use crate::definition::Definition;
 use crate::engine::Phase;
 use crate::messaging::envelope::Record;
 use crate::messaging::kafka;
+use crate::messaging::outbox_batch::refused_for_good;
 use crate::telemetry::propagation;
 use crate::telemetry::spans::{self, Broker, Consumed, MessageRef, SagaRef};
 
@@ -321,7 +322,7 @@ pub async fn run(
         ),
         broker: Broker::from_bootstrap(&settings.kafka.bootstrap_servers),
         offsets: Offsets {
-            consumer: consumer.clone(),
+            consumer: Arc::downgrade(&consumer),
             pending: Arc::default(),
         },
         cancel: cancel.clone(),
@@ -365,8 +366,9 @@ pub async fn run(
         );
         let answerer = answerer.clone();
         tokio::spawn(async move {
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+            tokio::select! {
+                _ = answerer.cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
             }
             if answerer.answer(&cmd, &decision, &process).await {
                 answerer.offsets.done(&m);
@@ -454,6 +456,15 @@ impl Answerer {
                 }
                 Err(e) => e,
             };
+            // A topic that does not exist yet may be created (protocol.md: retry); a
+            // reply refused for any other lasting reason would hold its partition's
+            // commits back for ever, so it is given up, loudly.
+            let unknown_topic =
+                e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopic);
+            if refused_for_good(&e) && !unknown_topic {
+                tracing::error!(error = %e, topic = %record.topic, "participant reply refused for good; given up");
+                return Ok(());
+            }
             self.producer.failed();
             tracing::warn!(error = %e, retry_in = ?backoff, "participant reply failed");
             tokio::select! {
@@ -466,10 +477,15 @@ impl Answerer {
 }
 
 /// Stores each partition's committable position as replies are acknowledged; the
-/// consumer's automatic commit sends it to the broker.
+/// consumer's automatic commit sends it to the broker. Not reset when a partition is
+/// revoked and assigned again: a reply still being retried from before keeps its offset
+/// open, so the position stored may be below one another member committed meanwhile,
+/// which redelivers commands (answered again, as a redelivery is), never skips one.
 #[derive(Clone)]
 struct Offsets {
-    consumer: Arc<StreamConsumer>,
+    /// Weak: handling tasks still running when `run` returns do not keep the consumer
+    /// (and its group membership) alive.
+    consumer: std::sync::Weak<StreamConsumer>,
     pending: Arc<Mutex<offsets::Pending>>,
 }
 
@@ -482,13 +498,16 @@ impl Offsets {
     fn done(&self, m: &OwnedMessage) {
         // Stored under the lock, so a lower position never overwrites a higher one.
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(next) = pending.done(m.topic(), m.partition(), m.offset()) else {
+        let (Some(next), Some(consumer)) = (
+            pending.done(m.topic(), m.partition(), m.offset()),
+            self.consumer.upgrade(),
+        ) else {
             return;
         };
         let mut tpl = TopicPartitionList::new();
         let stored = tpl
             .add_partition_offset(m.topic(), m.partition(), Offset::Offset(next))
-            .and_then(|()| self.consumer.store_offsets(&tpl));
+            .and_then(|()| consumer.store_offsets(&tpl));
         if let Err(e) = stored {
             // The partition was revoked meanwhile: its new owner reads from the last commit.
             tracing::debug!(error = %e, topic = m.topic(), "participant offset not stored");

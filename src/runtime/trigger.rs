@@ -90,8 +90,10 @@ impl Applier {
             StartOutcome::Rejected(r) => return Ok(TriggerOutcome::Invalid(r.to_string())),
             _ => {}
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        let committed = tx.commit().await.map_err(StoreError::from);
+        // Also after a failed commit, which may have committed all the same.
         self.store.committed(outcome.announcement());
+        committed?;
         if let StartOutcome::Created(..) = outcome {
             metrics::saga_started(&def.name);
         }

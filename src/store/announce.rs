@@ -11,10 +11,9 @@
 //! process dies after its commit, or PostgreSQL refuses the statement) delays the other
 //! replicas' relays until their poll, and live streams until their next change.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -41,15 +40,20 @@ impl Announcement {
     }
 }
 
-/// Sends announcements on a task of its own, coalescing whatever has queued since its
-/// last statement into the next one.
+/// Sends announcements on a task of its own: whatever was announced since its last
+/// statement goes in the next one.
 #[derive(Debug, Clone)]
 pub struct Announcer {
-    queue: Option<mpsc::UnboundedSender<Announcement>>,
+    queue: Option<Queue>,
 }
 
-/// Ids per statement at most; more wait for the next one.
-const SAGAS_PER_ROUND: usize = 20 * wake::SAGAS_PER_NOTIFICATION;
+#[derive(Debug, Clone)]
+struct Queue {
+    waiting: Arc<Mutex<Announcement>>,
+    /// Rung after each announcement (holding one ring at most); closed when every
+    /// `Announcer` is gone, which ends the task.
+    bell: mpsc::Sender<()>,
+}
 
 impl Announcer {
     /// Sends through `pool`, naming `origin` as the writer of outbox rows (its own relay
@@ -58,54 +62,75 @@ impl Announcer {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Announcer { queue: None };
         };
-        // A connection of its own, whose commits do not wait for the WAL to reach the
-        // disk: a notification carries the sending transaction's id, so each is a commit
-        // of its own, and a hint needs no durability.
-        let options = (*pool.connect_options())
-            .clone()
-            .options([("synchronous_commit", "off")]);
-        let own = PgPoolOptions::new()
-            .max_connections(1)
-            .connect_lazy_with(options);
-        let (queue, received) = mpsc::unbounded_channel();
-        runtime.spawn(send_all(own, origin, received));
-        Announcer { queue: Some(queue) }
+        let waiting = Arc::new(Mutex::new(Announcement::default()));
+        let (bell, rung) = mpsc::channel(1);
+        runtime.spawn(send_all(pool, origin, waiting.clone(), rung));
+        Announcer {
+            queue: Some(Queue { waiting, bell }),
+        }
     }
 
     pub fn send(&self, a: Announcement) {
-        if let (false, Some(queue)) = (a.is_empty(), &self.queue) {
-            // The task ends only when every sender is gone.
-            let _ = queue.send(a);
+        let (false, Some(queue)) = (a.is_empty(), &self.queue) else {
+            return;
+        };
+        queue
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .merge(a);
+        // Full: a ring is already waiting, and it takes this announcement too.
+        let _ = queue.bell.try_send(());
+    }
+}
+
+/// Until every [`Announcer`] is dropped: takes what waits, sends it as one statement
+/// (each saga once).
+async fn send_all(
+    pool: PgPool,
+    origin: Arc<str>,
+    waiting: Arc<Mutex<Announcement>>,
+    mut rung: mpsc::Receiver<()>,
+) {
+    let mut failing = false;
+    let mut last = tokio::time::Instant::now();
+    while rung.recv().await.is_some() {
+        // At most one statement per interval: under load many commits share it.
+        tokio::time::sleep_until(last + INTERVAL).await;
+        last = tokio::time::Instant::now();
+        let next = std::mem::take(&mut *waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if next.is_empty() {
+            continue;
+        }
+        let (channels, payloads) = notifications(&next, &origin);
+        let sent = sqlx::query(SEND)
+            .bind(&channels)
+            .bind(&payloads)
+            .execute(&pool)
+            .await;
+        match sent {
+            Ok(_) => failing = false,
+            // Once per run of failures: the poll and the next change cover for them.
+            Err(e) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, "commits not announced; other replicas' relays wait for their poll");
+            }
+            Err(_) => {}
         }
     }
 }
 
-/// Until every [`Announcer`] is dropped: takes what has queued, sends it as one
-/// statement.
-async fn send_all(
-    pool: PgPool,
-    origin: Arc<str>,
-    mut received: mpsc::UnboundedReceiver<Announcement>,
-) {
-    while let Some(mut next) = received.recv().await {
-        while next.sagas.len() < SAGAS_PER_ROUND {
-            match received.try_recv() {
-                Ok(more) => next.merge(more),
-                Err(_) => break,
-            }
-        }
-        let (channels, payloads) = notifications(&next, &origin);
-        let sent =
-            sqlx::query("SELECT pg_notify(c, p) FROM UNNEST($1::text[], $2::text[]) AS n(c, p)")
-                .bind(&channels)
-                .bind(&payloads)
-                .execute(&pool)
-                .await;
-        if let Err(e) = sent {
-            tracing::debug!(error = %e, "announcement not sent; other replicas find the rows at their poll");
-        }
-    }
-}
+/// The shortest time between two statements. Each is a transaction and a commit, so
+/// this bounds them to 50 a second however many commits they announce; a relay of
+/// another replica learns of this one's rows up to this much later (this replica's own
+/// relay is woken directly, at once), and a live stream shows a change that much later.
+const INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// One statement, so one transaction: a notification carries its transaction's id,
+/// so each is a commit, and a hint needs no durability (`synchronous_commit` off for
+/// this transaction only, set in the statement so a pooler's session sees no change).
+const SEND: &str = "SELECT set_config('synchronous_commit', 'off', true), pg_notify(c, p) \
+    FROM UNNEST($1::text[], $2::text[]) AS n(c, p)";
 
 /// The (channel, payload) pairs that say `a`.
 fn notifications(a: &Announcement, origin: &str) -> (Vec<&'static str>, Vec<String>) {

@@ -299,7 +299,6 @@ impl Rig {
         }
     }
 
-    /// Fails the test with what the sagas that did not finish look like.
     /// The timeline of every saga that timed out or retried, with what the participants
     /// received of it: tells a lost command from a lost or late reply.
     async fn explain_retries(&self) -> String {
@@ -336,6 +335,7 @@ impl Rig {
         out
     }
 
+    /// Fails the test with what the sagas that did not finish look like.
     pub async fn explain_stuck(&self, total: i64) -> ! {
         let by_status: Vec<(String, i64)> =
             sqlx::query_as("SELECT status, count(*) FROM sagas GROUP BY status")

@@ -33,7 +33,7 @@ use sagaflow::messaging::reply_token::ReplyKeys;
 use sagaflow::participant::{self, Decision, ParticipantSettings, Policy};
 use sagaflow::runtime::registry::Registry;
 use sagaflow::runtime::transition::{Applier, StartOutcome, StartRequest, TransitionSettings};
-use sagaflow::store::Store;
+use sagaflow::store::{Announcement, Store};
 use serde_json::json;
 use sqlx::{PgPool, Row};
 use tokio::sync::mpsc;
@@ -391,6 +391,11 @@ impl Sagaflow {
             ids.push(id);
         }
         tx.commit().await?;
+        // As the service's own starts do: its relay learns of the rows from this.
+        self.applier.store.committed(Announcement {
+            outbox: true,
+            sagas: ids.clone(),
+        });
         Ok(ids)
     }
 }
