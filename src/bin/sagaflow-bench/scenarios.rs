@@ -87,93 +87,60 @@ impl Report {
     }
 }
 
+/// Which scenarios this run takes, and the counts they share.
+struct Plan<'a> {
+    opts: &'a Opts,
+    runs: usize,
+    /// The closed loop's concurrency that the baseline, the failing and the scale
+    /// scenarios use: 100 when it is among `--concurrency`.
+    loop_conc: usize,
+}
+
+impl Plan<'_> {
+    fn new(opts: &Opts) -> Plan<'_> {
+        Plan {
+            opts,
+            runs: opts.runs.max(1),
+            loop_conc: if opts.concurrency.contains(&100) {
+                100
+            } else {
+                opts.concurrency[0]
+            },
+        }
+    }
+
+    fn want(&self, s: Scenario) -> bool {
+        let o = &self.opts.scenarios;
+        o.is_empty() || o.contains(&s) || o.contains(&Scenario::All)
+    }
+}
+
+/// The service and what drives it, for the scenarios that need it.
+struct UnderTest {
+    service: Proc,
+    port: u16,
+    sf: Sagaflow,
+    rx: mpsc::UnboundedReceiver<Terminal>,
+    parked_def: Arc<Definition>,
+    /// Failure rate of forward steps, as f64 bits, switched per scenario.
+    fail_rate: Arc<AtomicU64>,
+    /// The consumer group, which the scale scenario's replicas join.
+    group: String,
+    sagas_dir: PathBuf,
+}
+
 pub(crate) async fn run_scenarios(
     ctx: &Ctx,
     report: &mut Report,
     cancel: &CancellationToken,
     tmp: &Path,
 ) -> anyhow::Result<()> {
-    let o = &ctx.opts;
-    let want = |s: Scenario| {
-        o.scenarios.is_empty() || o.scenarios.contains(&s) || o.scenarios.contains(&Scenario::All)
-    };
-    let runs = o.runs.max(1);
-    let loop_conc = if o.concurrency.contains(&100) {
-        100
-    } else {
-        o.concurrency[0]
-    };
-
+    let plan = Plan::new(&ctx.opts);
     // The baseline runs first, before the service exists, so nothing else polls the broker.
-    let mut baseline_median = None;
-    if want(Scenario::Baseline) {
-        eprintln!("== baseline (bare minimum per step), concurrency {loop_conc}");
-        let (bl, mut rx) = baseline::Baseline::setup(
-            ctx.pool.clone(),
-            &ctx.kafka,
-            o.partitions,
-            500,
-            Duration::from_millis(2),
-            cancel.child_token(),
-        )
-        .await?;
-        // Wait for both consumer groups: one saga through.
-        let id = bl.start(1).await?[0];
-        let mut p = HashMap::from([(id, Instant::now())]);
-        drain(&mut rx, &mut p, Duration::from_secs(60)).await;
-        if !p.is_empty() {
-            bail!("the baseline did not complete a warm-up saga in 60 s");
-        }
-        let tap_cancel = cancel.child_token();
-        let tap = hops::Tap::start(
-            &ctx.kafka,
-            &hops::Topics {
-                commands: baseline::COMMANDS,
-                replies: baseline::REPLIES,
-                lifecycle: None,
-            },
-            tap_cancel.clone(),
-        )?;
-        tap.ready(async || Ok(bl.start(1).await?[0])).await;
-        let mut rows = Vec::new();
-        for i in 0..runs {
-            let mut r = one_at_a_time(
-                ctx,
-                &bl,
-                &mut rx,
-                "baseline-single",
-                o.single_n,
-                Some((&tap, false)),
-            )
-            .await?;
-            r.run = (i + 1).to_string();
-            r.orchestrator_rss_mib = f64::NAN;
-            r.orchestrator_peak_rss_mib = f64::NAN;
-            report.push(r.clone());
-            rows.push(r);
-        }
-        tap_cancel.cancel();
-        if runs > 1 {
-            report.push(metrics::median_row(&rows));
-        }
-        let mut rows = Vec::new();
-        for i in 0..runs {
-            let mut r = closed_loop(ctx, &bl, &mut rx, "baseline", loop_conc).await?;
-            r.run = (i + 1).to_string();
-            r.orchestrator_rss_mib = f64::NAN;
-            r.orchestrator_peak_rss_mib = f64::NAN;
-            r.notes = "orchestrator = the bench process (echo participant + baseline orchestrator + driver)".into();
-            report.push(r.clone());
-            rows.push(r);
-        }
-        if runs > 1 {
-            let m = metrics::median_row(&rows);
-            report.push(m.clone());
-            baseline_median = Some(m.sagas_per_s);
-        } else {
-            baseline_median = rows.first().map(|r| r.sagas_per_s);
-        }
-    }
+    let baseline_median = match plan.want(Scenario::Baseline) {
+        true => Some(baseline_scenarios(ctx, report, cancel, &plan).await?),
+        false => None,
+    };
     let needs_service = [
         Scenario::Single,
         Scenario::Loop,
@@ -183,12 +150,149 @@ pub(crate) async fn run_scenarios(
         Scenario::Http,
     ]
     .into_iter()
-    .any(want);
+    .any(|s| plan.want(s));
     if !needs_service {
         return Ok(());
     }
+    let mut t = start_under_test(ctx, report, cancel, tmp).await?;
+    let single_median = match plan.want(Scenario::Single) {
+        true => Some(single(ctx, report, cancel, &plan, &mut t).await?),
+        false => None,
+    };
+    let loop_median = match plan.want(Scenario::Loop) {
+        true => loops(ctx, report, &plan, &mut t).await?,
+        false => None,
+    };
+    if plan.want(Scenario::Failing) {
+        eprintln!(
+            "== 10 % of forward steps fail, concurrency {}",
+            plan.loop_conc
+        );
+        t.fail_rate.store(0.1f64.to_bits(), Ordering::Relaxed);
+        let mut r = closed_loop(ctx, &t.sf, &mut t.rx, "failing-10%", plan.loop_conc).await?;
+        t.fail_rate.store(0f64.to_bits(), Ordering::Relaxed);
+        r.run = "1".into();
+        r.notes = "completed + compensated both count as finished sagas".into();
+        report.push(r);
+    }
+    if plan.want(Scenario::Scale) {
+        let dirs = (t.sagas_dir.as_path(), tmp);
+        scale::scale(
+            ctx,
+            report,
+            &t.sf,
+            &mut t.rx,
+            dirs,
+            &t.group,
+            plan.loop_conc,
+        )
+        .await?;
+    }
+    if plan.want(Scenario::Parked) {
+        parked(ctx, report, &mut t, single_median).await?;
+    }
+    if plan.want(Scenario::Http) {
+        let main = (t.service.pid(), t.port);
+        http::starts(ctx, report, main, &ctx.db_url, &t.sagas_dir, tmp).await?;
+    }
+    if let (Some(s), Some(b)) = (loop_median, baseline_median) {
+        report.extra.insert(
+            "ratio_to_baseline".into(),
+            json!({"concurrency": plan.loop_conc, "sagaflow_sagas_per_s": s, "baseline_sagas_per_s": b, "ratio": s / b}),
+        );
+    }
+    cancel.cancel();
+    t.service.stop();
+    Ok(())
+}
 
-    // The service, as a child process.
+/// The baseline one at a time, then in its closed loop; the loop's sagas/s (median).
+async fn baseline_scenarios(
+    ctx: &Ctx,
+    report: &mut Report,
+    cancel: &CancellationToken,
+    plan: &Plan<'_>,
+) -> anyhow::Result<f64> {
+    let (o, runs, loop_conc) = (plan.opts, plan.runs, plan.loop_conc);
+    eprintln!("== baseline (bare minimum per step), concurrency {loop_conc}");
+    let (bl, mut rx) = baseline::Baseline::setup(
+        ctx.pool.clone(),
+        &ctx.kafka,
+        o.partitions,
+        500,
+        Duration::from_millis(2),
+        cancel.child_token(),
+    )
+    .await?;
+    // Wait for both consumer groups: one saga through.
+    let id = bl.start(1).await?[0];
+    let mut p = HashMap::from([(id, Instant::now())]);
+    drain(&mut rx, &mut p, Duration::from_secs(60)).await;
+    if !p.is_empty() {
+        bail!("the baseline did not complete a warm-up saga in 60 s");
+    }
+    let tap_cancel = cancel.child_token();
+    let tap = hops::Tap::start(
+        &ctx.kafka,
+        &hops::Topics {
+            commands: baseline::COMMANDS,
+            replies: baseline::REPLIES,
+            lifecycle: None,
+        },
+        tap_cancel.clone(),
+    )?;
+    tap.ready(async || Ok(bl.start(1).await?[0])).await;
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        let mut r = one_at_a_time(
+            ctx,
+            &bl,
+            &mut rx,
+            "baseline-single",
+            o.single_n,
+            Some((&tap, false)),
+        )
+        .await?;
+        r.run = (i + 1).to_string();
+        r.orchestrator_rss_mib = f64::NAN;
+        r.orchestrator_peak_rss_mib = f64::NAN;
+        report.push(r.clone());
+        rows.push(r);
+    }
+    tap_cancel.cancel();
+    if runs > 1 {
+        report.push(metrics::median_row(&rows));
+    }
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        let mut r = closed_loop(ctx, &bl, &mut rx, "baseline", loop_conc).await?;
+        r.run = (i + 1).to_string();
+        r.orchestrator_rss_mib = f64::NAN;
+        r.orchestrator_peak_rss_mib = f64::NAN;
+        r.notes =
+            "orchestrator = the bench process (echo participant + baseline orchestrator + driver)"
+                .into();
+        report.push(r.clone());
+        rows.push(r);
+    }
+    if runs > 1 {
+        let m = metrics::median_row(&rows);
+        report.push(m.clone());
+        Ok(m.sagas_per_s)
+    } else {
+        Ok(rows.first().map(|r| r.sagas_per_s).unwrap_or(f64::NAN))
+    }
+}
+
+/// `sagaflow serve` started and warmed up, its idle cost recorded, the bench's
+/// participants and lifecycle listener running.
+async fn start_under_test(
+    ctx: &Ctx,
+    report: &mut Report,
+    cancel: &CancellationToken,
+    tmp: &Path,
+) -> anyhow::Result<UnderTest> {
+    let o = &ctx.opts;
     let sagas_dir = tmp.join("sagas");
     std::fs::create_dir_all(&sagas_dir)?;
     std::fs::write(sagas_dir.join("bench.yaml"), BENCH_SAGA)?;
@@ -305,122 +409,147 @@ pub(crate) async fn run_scenarios(
         "service_ready_s".into(),
         json!((started.elapsed().as_secs_f64() * 10.0).round() / 10.0),
     );
+    Ok(UnderTest {
+        service,
+        port,
+        sf,
+        rx,
+        parked_def,
+        fail_rate,
+        group,
+        sagas_dir,
+    })
+}
 
-    let mut single_median = None;
-    if want(Scenario::Single) {
-        eprintln!("== single: {} sagas one at a time", o.single_n);
-        let tap_cancel = cancel.child_token();
-        let tap = hops::Tap::start(
-            &ctx.kafka,
-            &hops::Topics {
-                commands: "bench.commands",
-                replies: "bench.replies",
-                lifecycle: Some(LIFECYCLE_TOPIC),
-            },
-            tap_cancel.clone(),
-        )?;
-        tap.ready(async || Ok(sf.start(1).await?[0])).await;
+/// One saga at a time, with the hop split; its p50 (median of the runs).
+async fn single(
+    ctx: &Ctx,
+    report: &mut Report,
+    cancel: &CancellationToken,
+    plan: &Plan<'_>,
+    t: &mut UnderTest,
+) -> anyhow::Result<f64> {
+    let (o, runs) = (plan.opts, plan.runs);
+    eprintln!("== single: {} sagas one at a time", o.single_n);
+    let tap_cancel = cancel.child_token();
+    let tap = hops::Tap::start(
+        &ctx.kafka,
+        &hops::Topics {
+            commands: "bench.commands",
+            replies: "bench.replies",
+            lifecycle: Some(LIFECYCLE_TOPIC),
+        },
+        tap_cancel.clone(),
+    )?;
+    tap.ready(async || Ok(t.sf.start(1).await?[0])).await;
+    let mut rows = Vec::new();
+    for i in 0..runs {
+        let mut r = one_at_a_time(
+            ctx,
+            &t.sf,
+            &mut t.rx,
+            "single",
+            o.single_n,
+            Some((&tap, true)),
+        )
+        .await?;
+        r.run = (i + 1).to_string();
+        report.push(r.clone());
+        rows.push(r);
+    }
+    tap_cancel.cancel();
+    if runs > 1 {
+        let m = metrics::median_row(&rows);
+        let p50 = m.p50_ms;
+        report.push(m);
+        Ok(p50)
+    } else {
+        Ok(rows.first().map(|r| r.p50_ms).unwrap_or(f64::NAN))
+    }
+}
+
+/// The closed loop at each `--concurrency`; sagas/s at the plan's (median).
+async fn loops(
+    ctx: &Ctx,
+    report: &mut Report,
+    plan: &Plan<'_>,
+    t: &mut UnderTest,
+) -> anyhow::Result<Option<f64>> {
+    let (o, runs, loop_conc) = (plan.opts, plan.runs, plan.loop_conc);
+    let mut loop_median = None;
+    for &c in &o.concurrency {
+        eprintln!("== closed loop, concurrency {c}");
+        let n = if c == loop_conc { runs } else { 1 };
         let mut rows = Vec::new();
-        for i in 0..runs {
-            let mut r =
-                one_at_a_time(ctx, &sf, &mut rx, "single", o.single_n, Some((&tap, true))).await?;
+        for i in 0..n {
+            let mut r = closed_loop(ctx, &t.sf, &mut t.rx, "closed-loop", c).await?;
             r.run = (i + 1).to_string();
             report.push(r.clone());
             rows.push(r);
         }
-        tap_cancel.cancel();
-        if runs > 1 {
+        if n > 1 {
             let m = metrics::median_row(&rows);
-            single_median = Some(m.p50_ms);
+            if c == loop_conc {
+                loop_median = Some(m.sagas_per_s);
+            }
             report.push(m);
-        } else {
-            single_median = rows.first().map(|r| r.p50_ms);
+        } else if c == loop_conc {
+            loop_median = rows.first().map(|r| r.sagas_per_s);
         }
     }
-    let mut loop_median = None;
-    if want(Scenario::Loop) {
-        for &c in &o.concurrency {
-            eprintln!("== closed loop, concurrency {c}");
-            let n = if c == loop_conc { runs } else { 1 };
-            let mut rows = Vec::new();
-            for i in 0..n {
-                let mut r = closed_loop(ctx, &sf, &mut rx, "closed-loop", c).await?;
-                r.run = (i + 1).to_string();
-                report.push(r.clone());
-                rows.push(r);
-            }
-            if n > 1 {
-                let m = metrics::median_row(&rows);
-                if c == loop_conc {
-                    loop_median = Some(m.sagas_per_s);
-                }
-                report.push(m);
-            } else if c == loop_conc {
-                loop_median = rows.first().map(|r| r.sagas_per_s);
-            }
-        }
-    }
-    if want(Scenario::Failing) {
-        eprintln!("== 10 % of forward steps fail, concurrency {loop_conc}");
-        fail_rate.store(0.1f64.to_bits(), Ordering::Relaxed);
-        let mut r = closed_loop(ctx, &sf, &mut rx, "failing-10%", loop_conc).await?;
-        fail_rate.store(0f64.to_bits(), Ordering::Relaxed);
-        r.run = "1".into();
-        r.notes = "completed + compensated both count as finished sagas".into();
-        report.push(r);
-    }
-    if want(Scenario::Scale) {
-        let dirs = (sagas_dir.as_path(), tmp);
-        scale::scale(ctx, report, &sf, &mut rx, dirs, &group, loop_conc).await?;
-    }
-    if want(Scenario::Parked) {
-        let n = o.parked.max(1);
-        eprintln!("== parking {n} sagas on a reply");
-        let before = metrics::memory_mib(service.pid()).unwrap_or((f64::NAN, f64::NAN));
-        let setup_s = park(ctx, &sf, &parked_def, n).await?;
-        let parked_now: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sagas WHERE definition = 'bench-parked' AND status = 'running'",
-        )
+    Ok(loop_median)
+}
+
+/// A single saga's latency with `--parked` sagas waiting on a reply, and the memory
+/// they take.
+async fn parked(
+    ctx: &Ctx,
+    report: &mut Report,
+    t: &mut UnderTest,
+    single_median: Option<f64>,
+) -> anyhow::Result<()> {
+    let o = &ctx.opts;
+    let n = o.parked.max(1);
+    eprintln!("== parking {n} sagas on a reply");
+    let before = metrics::memory_mib(t.service.pid()).unwrap_or((f64::NAN, f64::NAN));
+    let setup_s = park(ctx, &t.sf, &t.parked_def, n).await?;
+    let parked_now: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM sagas WHERE definition = 'bench-parked' AND status = 'running'",
+    )
+    .fetch_one(&ctx.pool)
+    .await?;
+    let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM timers")
         .fetch_one(&ctx.pool)
         .await?;
-        let timers: i64 = sqlx::query_scalar("SELECT count(*) FROM timers")
-            .fetch_one(&ctx.pool)
-            .await?;
-        let mut r =
-            one_at_a_time(ctx, &sf, &mut rx, "single-with-parked", o.single_n, None).await?;
-        r.run = "1".into();
-        r.notes = format!(
-            "{parked_now} sagas parked (running, waiting on a reply; {timers} timer rows) in {setup_s:.0} s; service RSS before parking {:.1} MiB",
-            before.0
-        );
-        report.extra.insert(
-            "parked".into(),
-            json!({
-                "requested": n,
-                "parked_running": parked_now,
-                "timer_rows": timers,
-                "setup_s": (setup_s * 10.0).round() / 10.0,
-                "service_rss_before_mib": before.0,
-                "service_rss_after_mib": r.orchestrator_rss_mib,
-                "service_peak_rss_mib": r.orchestrator_peak_rss_mib,
-                "single_p50_before_ms": single_median,
-                "single_p50_after_ms": r.p50_ms,
-            }),
-        );
-        report.push(r);
-    }
-    if want(Scenario::Http) {
-        let main = (service.pid(), port);
-        http::starts(ctx, report, main, &db_url, &sagas_dir, tmp).await?;
-    }
-    if let (Some(s), Some(b)) = (loop_median, baseline_median) {
-        report.extra.insert(
-            "ratio_to_baseline".into(),
-            json!({"concurrency": loop_conc, "sagaflow_sagas_per_s": s, "baseline_sagas_per_s": b, "ratio": s / b}),
-        );
-    }
-    cancel.cancel();
-    service.stop();
+    let mut r = one_at_a_time(
+        ctx,
+        &t.sf,
+        &mut t.rx,
+        "single-with-parked",
+        o.single_n,
+        None,
+    )
+    .await?;
+    r.run = "1".into();
+    r.notes = format!(
+        "{parked_now} sagas parked (running, waiting on a reply; {timers} timer rows) in {setup_s:.0} s; service RSS before parking {:.1} MiB",
+        before.0
+    );
+    report.extra.insert(
+        "parked".into(),
+        json!({
+            "requested": n,
+            "parked_running": parked_now,
+            "timer_rows": timers,
+            "setup_s": (setup_s * 10.0).round() / 10.0,
+            "service_rss_before_mib": before.0,
+            "service_rss_after_mib": r.orchestrator_rss_mib,
+            "service_peak_rss_mib": r.orchestrator_peak_rss_mib,
+            "single_p50_before_ms": single_median,
+            "single_p50_after_ms": r.p50_ms,
+        }),
+    );
+    report.push(r);
     Ok(())
 }
 
