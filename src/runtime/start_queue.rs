@@ -183,15 +183,13 @@ async fn together(
         let start = applier.start_in_tx(&mut tx, &p.def, req);
         outcomes.push(start.instrument(p.span.clone()).await?);
     }
-    let committed = tx.commit().await.map_err(StoreError::from);
-    // Also after a failed commit, which may have committed all the same (the starts
-    // retried alone then find their sagas and announce nothing).
+    // Announced also after a failed commit (the starts retried alone then find their
+    // sagas and announce nothing).
     let mut announcement = Announcement::default();
     for o in &outcomes {
         announcement.merge(o.announcement());
     }
-    applier.store.committed(announcement);
-    committed?;
+    applier.store.commit(tx, announcement).await?;
     Ok(outcomes)
 }
 
@@ -207,9 +205,7 @@ async fn alone(applier: &Applier, p: Pending) {
         let mut tx = applier.store.begin().await?;
         let start = applier.start_in_tx(&mut tx, &def, req);
         let outcome = start.instrument(span).await?;
-        let committed = tx.commit().await.map_err(StoreError::from);
-        applier.store.committed(outcome.announcement());
-        committed?;
+        applier.store.commit(tx, outcome.announcement()).await?;
         Ok(outcome)
     }
     .await;

@@ -460,10 +460,7 @@ impl Applier {
         }
         let mut tx = self.store.begin().await?;
         let outcome = self.start_in_tx(&mut tx, &def, req).await?;
-        let committed = tx.commit().await.map_err(StoreError::from);
-        // Also after a failed commit, which may have committed all the same.
-        self.store.committed(outcome.announcement());
-        committed?;
+        self.store.commit(tx, outcome.announcement()).await?;
         if let StartOutcome::Created(..) = outcome {
             metrics::saga_started(&def.name);
         }

@@ -7,7 +7,7 @@ use super::intake;
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
 use crate::definition::Definition;
 use crate::messaging::envelope;
-use crate::store::{self, StoreError};
+use crate::store;
 use crate::telemetry::metrics;
 
 /// What became of a trigger event.
@@ -90,10 +90,7 @@ impl Applier {
             StartOutcome::Rejected(r) => return Ok(TriggerOutcome::Invalid(r.to_string())),
             _ => {}
         }
-        let committed = tx.commit().await.map_err(StoreError::from);
-        // Also after a failed commit, which may have committed all the same.
-        self.store.committed(outcome.announcement());
-        committed?;
+        self.store.commit(tx, outcome.announcement()).await?;
         if let StartOutcome::Created(..) = outcome {
             metrics::saga_started(&def.name);
         }

@@ -85,6 +85,14 @@ impl Store {
         self.announcer.send(a);
     }
 
+    /// Commits `tx`, which wrote `a`, and announces it (see [`committed`](Self::committed))
+    /// also when the commit fails: a failed commit may have committed all the same.
+    pub async fn commit(&self, tx: Tx<'_>, a: Announcement) -> Result<(), StoreError> {
+        let committed = tx.commit().await.map_err(StoreError::from);
+        self.committed(a);
+        committed
+    }
+
     /// Outbox rows were committed: wakes this process's relay, and only it (see
     /// [`committed`](Self::committed)).
     pub fn outbox_written(&self) {
