@@ -19,7 +19,7 @@ pub mod handling;
 mod offsets;
 
 use crate::config::KafkaSettings;
-use crate::definition::Definition;
+use crate::definition::{Definition, ReplySpec};
 use crate::engine::Phase;
 use crate::messaging::envelope::Record;
 use crate::messaging::kafka;
@@ -131,18 +131,30 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
         if c.phase == Phase::Compensation {
             return (Decision::Success, latency);
         }
-        // The low 62 bits of a v5 UUID are hash bits; the two above them are the fixed
-        // variant (0b10), which made every draw land in [0.5, 0.75): no step ever failed
-        // below a 50 % rate. Take 53 of the hash bits only.
-        let h = Uuid::new_v5(&c.saga_id, c.step.as_bytes()).as_u128() as u64;
-        let draw = ((h & ((1u64 << 62) - 1)) >> 9) as f64 / (1u64 << 53) as f64;
-        let d = if draw < failure_rate {
+        // A step that succeeds on its first attempt succeeds on every later one (the
+        // protocol's rule 9). One declined first is declined again on each later attempt
+        // with the same probability, drawn per attempt: when the step's decline is a
+        // retryable failure, its retries must be able to succeed (rule 10), or a step
+        // after the pivot would be declined until its attempts ran out.
+        let declined = draw(c.saga_id, &c.step) < failure_rate
+            && (c.attempt <= 1
+                || draw(c.saga_id, &format!("{}/{}", c.step, c.attempt)) < failure_rate);
+        let d = if declined {
             Decision::Decline
         } else {
             Decision::Success
         };
         (d, latency)
     })
+}
+
+/// A number in [0, 1) fixed by (`saga`, `name`).
+fn draw(saga: Uuid, name: &str) -> f64 {
+    // The low 62 bits of a v5 UUID are hash bits; the two above them are the fixed
+    // variant (0b10), which made every draw land in [0.5, 0.75): no step ever failed
+    // below a 50 % rate. Take 53 of the hash bits only.
+    let h = Uuid::new_v5(&saga, name.as_bytes()).as_u128() as u64;
+    ((h & ((1u64 << 62) - 1)) >> 9) as f64 / (1u64 << 53) as f64
 }
 
 /// The answer a command's `demo` field asks for: a comma-separated list of `success`,
@@ -209,11 +221,7 @@ fn success_payload(
 }
 
 fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(String, bool)> {
-    let step = def.step(&c.step)?;
-    let spec = match c.phase {
-        Phase::Command => &step.reply,
-        Phase::Compensation => &step.compensation.as_ref()?.reply,
-    };
+    let spec = reply_spec(def, c)?;
     match decision {
         Decision::Success => Some((spec.success.first()?.clone(), true)),
         Decision::Failure { retryable } => {
@@ -238,6 +246,15 @@ fn reply_type(def: &Definition, c: &Command, decision: &Decision) -> Option<(Str
         Decision::Custom { reply_type, .. } => Some((reply_type.clone(), true)),
         Decision::Silence => None,
     }
+}
+
+/// The replies `c`'s step (or its compensation) declares.
+fn reply_spec<'a>(def: &'a Definition, c: &Command) -> Option<&'a ReplySpec> {
+    let step = def.step(&c.step)?;
+    Some(match c.phase {
+        Phase::Command => &step.reply,
+        Phase::Compensation => &step.compensation.as_ref()?.reply,
+    })
 }
 
 /// The command in `m`, decoded as every participant library does
@@ -351,6 +368,8 @@ pub async fn run(
             continue;
         };
         let (fresh, delay) = policy(&cmd);
+        let def = answerer.defs.get(&cmd.definition).map(|(d, _)| d.as_ref());
+        let fresh = resolve_decline(def, &cmd, fresh);
         let decision = decide(&decided, &cmd, fresh);
         let process = spans::participant_process(
             // The participant's work is a child of the command's producer span; its
@@ -378,6 +397,23 @@ pub async fn run(
                 answerer.offsets.done(&m);
             }
         });
+    }
+}
+
+/// A decline whose reply is a retryable failure (the step declares no other) is that
+/// failure: nothing was done, so the next attempt is evaluated afresh (rule 10) instead
+/// of getting the same answer until the step's attempts run out.
+fn resolve_decline(def: Option<&Definition>, cmd: &Command, decision: Decision) -> Decision {
+    let retryable = decision == Decision::Decline
+        && def
+            .and_then(|def| reply_spec(def, cmd))
+            .is_some_and(|spec| {
+                !spec.failure.is_empty() && spec.failure.iter().all(|f| f.retryable)
+            });
+    if retryable {
+        Decision::Failure { retryable: true }
+    } else {
+        decision
     }
 }
 
@@ -580,5 +616,58 @@ mod tests {
         assert_eq!(scripted(&command(1, json!({"demo": "maybe"}))), None);
         assert_eq!(scripted(&command(1, json!({"demo": 3}))), None);
         assert_eq!(scripted(&command(1, json!({}))), None);
+    }
+    #[test]
+    fn a_step_declined_first_is_drawn_again_per_attempt_and_one_that_succeeded_stays_so() {
+        let policy = random_policy(0.5, Duration::ZERO);
+        let (mut declined_first, mut declined_again) = (0, 0);
+        for _ in 0..4000 {
+            let mut c = command(1, json!({}));
+            c.phase = Phase::Command;
+            let first = policy(&c).0;
+            c.attempt = 2;
+            let second = policy(&c).0;
+            if first == Decision::Success {
+                assert_eq!(
+                    second,
+                    Decision::Success,
+                    "attempt 2 of a step that succeeded"
+                );
+            } else {
+                declined_first += 1;
+                declined_again += usize::from(second == Decision::Decline);
+            }
+        }
+        let again = declined_again as f64 / declined_first as f64;
+        assert!((0.4..0.6).contains(&again), "declined again: {again}");
+    }
+
+    #[test]
+    fn a_decline_is_a_retryable_failure_only_where_the_step_declares_no_other() {
+        let def = crate::definition::parse_definition(
+            "order-fulfilment.yaml",
+            include_str!("../../sagas/order-fulfilment.yaml"),
+        )
+        .expect("the example parses");
+        let mut c = command(1, json!({}));
+        c.phase = Phase::Command;
+        c.step = "ship_order".into();
+        assert_eq!(
+            resolve_decline(Some(&def), &c, Decision::Decline),
+            Decision::Failure { retryable: true }
+        );
+        c.step = "reserve_stock".into();
+        assert_eq!(
+            resolve_decline(Some(&def), &c, Decision::Decline),
+            Decision::Decline
+        );
+        assert_eq!(
+            resolve_decline(None, &c, Decision::Decline),
+            Decision::Decline
+        );
+        assert_eq!(
+            resolve_decline(Some(&def), &c, Decision::Success),
+            Decision::Success
+        );
     }
 }
