@@ -6,6 +6,7 @@ pub mod registry;
 pub mod reload;
 pub mod retention;
 pub mod service;
+pub mod start;
 pub mod start_queue;
 pub mod supervise;
 pub mod timers;

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
+use super::start::Start;
 use super::transition::{Applier, ApplyError, StartOutcome, StartRequest};
 use crate::definition::Definition;
 use crate::store::{Announcement, StoreError};
@@ -178,11 +179,16 @@ async fn together(
     requests: Vec<StartRequest>,
 ) -> Result<Vec<StartOutcome>, ApplyError> {
     let mut tx = applier.store.begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for (p, req) in batch.iter().zip(requests) {
-        let start = applier.start_in_tx(&mut tx, &p.def, req);
-        outcomes.push(start.instrument(p.span.clone()).await?);
-    }
+    let starts = batch
+        .iter()
+        .zip(requests)
+        .map(|(p, req)| Start {
+            def: &p.def,
+            req,
+            span: p.span.clone(),
+        })
+        .collect();
+    let outcomes = applier.start_many_in_tx(&mut tx, starts).await?;
     // Announced also after a failed commit (the starts retried alone then find their
     // sagas and announce nothing).
     let mut announcement = Announcement::default();

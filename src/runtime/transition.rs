@@ -16,10 +16,9 @@ use crate::definition::{Definition, InputError};
 use crate::engine::{self, Effect, Env, Event, Instance, Rejection, SagaStatus, Timer, Transition};
 use crate::messaging::envelope;
 use crate::messaging::reply_token::{self, ReplyKeys};
-use crate::store::{self, Announcement, Inserted, Store, StoreError, Tx, WriteBatch};
+use crate::store::{self, Announcement, Store, StoreError, WriteBatch};
 use crate::telemetry::saga::{self as observe, InboundTrace, Observations};
-use crate::telemetry::spans::{self, SagaRef, Traced};
-use crate::telemetry::{metrics, propagation};
+use crate::telemetry::spans::Traced;
 use opentelemetry::trace::SpanContext;
 
 /// Settings the transition path needs.
@@ -182,7 +181,7 @@ fn canonical_numbers(v: &Json) -> Json {
     }
 }
 
-fn random() -> u64 {
+pub(super) fn random() -> u64 {
     // The low 64 bits of a v7 UUID are random: enough for jitter.
     Uuid::now_v7().as_u128() as u64
 }
@@ -448,86 +447,6 @@ impl Applier {
                 }
             }
         }
-    }
-
-    /// Starts a saga (idempotent by `key`), in its own transaction.
-    pub async fn start(&self, req: StartRequest) -> Result<StartOutcome, ApplyError> {
-        let Some(def) = self.registry.current(&req.definition) else {
-            return Ok(StartOutcome::UnknownDefinition);
-        };
-        if let Err(errors) = def.validate_input(&req.input) {
-            return Ok(StartOutcome::InvalidInput(errors));
-        }
-        let mut tx = self.store.begin().await?;
-        let outcome = self.start_in_tx(&mut tx, &def, req).await?;
-        self.store.commit(tx, outcome.announcement()).await?;
-        if let StartOutcome::Created(..) = outcome {
-            metrics::saga_started(&def.name);
-        }
-        Ok(outcome)
-    }
-
-    /// Starts a saga inside the caller's transaction (trigger events use this so the
-    /// start commits with the consumer's inbox row).
-    pub async fn start_in_tx(
-        &self,
-        tx: &mut Tx<'_>,
-        def: &Definition,
-        req: StartRequest,
-    ) -> Result<StartOutcome, ApplyError> {
-        let now = Utc::now();
-        let hash = input_hash(&req.input);
-        let id = req.id.unwrap_or_else(Uuid::now_v7);
-        // The saga's root span: continues the caller, or opens a new trace, so every saga
-        // has a stored context for its later transitions to join.
-        let caller = propagation::from_stored(req.traceparent.as_deref());
-        let span = spans::start(
-            SagaRef {
-                id,
-                name: &def.name,
-            },
-            caller.as_ref(),
-        );
-        let inst = Instance::new(id, def, req.input, req.key, now);
-        let t = match engine::apply(
-            &inst,
-            def,
-            Event::Start,
-            Env {
-                now,
-                random: random(),
-            },
-        ) {
-            Ok(t) => t,
-            // The engine reports whole-input problems as text; they have no narrower path.
-            Err(Rejection::InvalidInput(errors)) => {
-                return Ok(StartOutcome::InvalidInput(
-                    errors
-                        .into_iter()
-                        .map(|message| InputError {
-                            path: String::new(),
-                            message,
-                        })
-                        .collect(),
-                ));
-            }
-            Err(other) => return Ok(StartOutcome::Rejected(other)),
-        };
-        let step = t.instance.spotlight_step(def);
-        match store::insert_saga(tx, &t.instance, &hash, Some(&span.stored()), step).await? {
-            Inserted::Existing { id, input_hash }
-                if input_hash == hash || input_hash == legacy_input_hash(&t.instance.input) =>
-            {
-                return Ok(StartOutcome::Existing(id));
-            }
-            Inserted::Existing { id, .. } => return Ok(StartOutcome::Conflict(id)),
-            Inserted::New => {}
-        }
-        observe::annotate(&span, &t);
-        let mut batch = WriteBatch::default();
-        self.stage(&mut batch, def, &t, Some(&span.context), now);
-        batch.flush(tx).await?;
-        Ok(StartOutcome::Created(id, t.instance.status))
     }
 }
 

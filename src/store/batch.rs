@@ -61,7 +61,7 @@ fn timer_position(sagas: &[Uuid], keys: &[String], saga: Uuid, key: &str) -> Opt
 
 /// Straight to text: going through `serde_json::Value` first costs a second full
 /// serialization and an allocation per field (it showed in profiles of the consumer).
-fn state_text(inst: &Instance) -> String {
+pub(super) fn state_text(inst: &Instance) -> String {
     serde_json::to_string(inst).unwrap_or_else(|_| "null".to_owned())
 }
 

@@ -8,6 +8,7 @@ mod dead_letters;
 mod listing;
 mod outbox;
 mod queries;
+mod starts;
 pub mod wake;
 
 pub use announce::Announcement;
@@ -16,6 +17,7 @@ pub use dead_letters::*;
 pub use listing::*;
 pub use outbox::*;
 pub use queries::*;
+pub use starts::{Inserted, NewSaga, insert_sagas};
 
 use std::str::FromStr;
 use std::sync::Arc;

@@ -50,63 +50,6 @@ pub async fn versions_in_use(pool: &PgPool) -> Result<Vec<(String, String)>, Sto
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum Inserted {
-    New,
-    /// A saga with this business key already exists.
-    Existing {
-        id: Uuid,
-        input_hash: String,
-    },
-}
-
-pub async fn insert_saga(
-    tx: &mut Tx<'_>,
-    inst: &Instance,
-    input_hash: &str,
-    trace_context: Option<&str>,
-    step: Option<String>,
-) -> Result<Inserted, StoreError> {
-    let state = serde_json::to_value(inst).unwrap_or(Json::Null);
-    let row = sqlx::query(
-        "INSERT INTO sagas (id, definition, version, status, business_key, input_hash, state, trace_context, \
-         created_at, updated_at, current_step, failure_reason) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11) \
-         ON CONFLICT (definition, business_key) WHERE business_key IS NOT NULL DO NOTHING RETURNING id",
-    )
-    .bind(inst.id)
-    .bind(&inst.definition)
-    .bind(&inst.version)
-    .bind(inst.status.as_str())
-    .bind(&inst.key)
-    .bind(input_hash)
-    .bind(state)
-    .bind(trace_context)
-    .bind(inst.created_at)
-    .bind(step)
-    .bind(inst.failure.as_ref().map(|f| f.reason.clone()))
-    .fetch_optional(&mut **tx)
-    .await?;
-    if row.is_some() {
-        sqlx::query("INSERT INTO saga_inputs (saga_id, input) VALUES ($1, $2)")
-            .bind(inst.id)
-            .bind(&inst.input)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(Inserted::New);
-    }
-    let existing =
-        sqlx::query("SELECT id, input_hash FROM sagas WHERE definition = $1 AND business_key = $2")
-            .bind(&inst.definition)
-            .bind(&inst.key)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok(Inserted::Existing {
-        id: existing.get("id"),
-        input_hash: existing.get("input_hash"),
-    })
-}
-
 #[derive(Debug, Clone)]
 pub struct LockedSaga {
     pub instance: Instance,

@@ -35,14 +35,14 @@ pub fn token(name: &str, secret: &str, scopes: &[Scope]) -> TokenSettings {
     }
 }
 
-pub async fn app_with(settings: ApiSettings) -> App {
-    let db = TestDb::new().await;
+/// An applier over `db`, with the definitions in `sagas/` loaded and persisted.
+pub async fn applier(db: &TestDb) -> Applier {
     let store = db.store().await;
     let (defs, diags) = definition::load_dir(&repo_path("sagas"));
     assert!(diags.is_empty(), "{diags:?}");
     let registry = Arc::new(Registry::new(defs));
     registry.persist(&store).await.unwrap();
-    let applier = Applier {
+    Applier {
         store,
         registry,
         settings: Arc::new(TransitionSettings {
@@ -58,7 +58,12 @@ pub async fn app_with(settings: ApiSettings) -> App {
             lifecycle_input: false,
             lifecycle_steps: true,
         }),
-    };
+    }
+}
+
+pub async fn app_with(settings: ApiSettings) -> App {
+    let db = TestDb::new().await;
+    let applier = applier(&db).await;
     let router = api::router(AppState::new(
         applier,
         Arc::new(Health::default()),

@@ -37,6 +37,7 @@ use sagaflow::messaging::kafka;
 use sagaflow::messaging::reply_token::ReplyKeys;
 use sagaflow::participant::{self, Decision, ParticipantSettings, Policy};
 use sagaflow::runtime::registry::Registry;
+use sagaflow::runtime::start::Start;
 use sagaflow::runtime::transition::{Applier, StartOutcome, StartRequest, TransitionSettings};
 use sagaflow::store::{Store, wake};
 use serde_json::json;

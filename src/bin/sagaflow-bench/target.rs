@@ -37,29 +37,27 @@ impl Sagaflow {
     pub(crate) async fn start_def(&self, def: &Definition, n: usize) -> anyhow::Result<Vec<Uuid>> {
         // One transaction per batch of starts (the driver batches what it starts at once,
         // as a trigger consumer or a batching API client would).
-        let mut ids = Vec::with_capacity(n);
         let mut tx = self.applier.store.begin().await?;
-        for _ in 0..n {
-            let id = Uuid::now_v7();
-            let k = self.counter.fetch_add(1, Ordering::Relaxed);
-            let out = self
-                .applier
-                .start_in_tx(
-                    &mut tx,
-                    def,
-                    StartRequest {
-                        definition: def.name.clone(),
-                        input: json!({ "n": k }),
-                        key: None,
-                        id: Some(id),
-                        traceparent: None,
-                    },
-                )
-                .await?;
+        let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+        let starts = ids
+            .iter()
+            .map(|id| Start {
+                def,
+                req: StartRequest {
+                    definition: def.name.clone(),
+                    input: json!({ "n": self.counter.fetch_add(1, Ordering::Relaxed) }),
+                    key: None,
+                    id: Some(*id),
+                    traceparent: None,
+                },
+                span: tracing::Span::none(),
+            })
+            .collect();
+        let outcomes = self.applier.start_many_in_tx(&mut tx, starts).await?;
+        for (id, out) in ids.iter().zip(&outcomes) {
             if !matches!(out, StartOutcome::Created(created, _) if created == id) {
                 bail!("start was refused: {out:?}");
             }
-            ids.push(id);
         }
         tx.commit().await?;
         // The service's relay learns of the rows from this at once, as it would of its
