@@ -59,15 +59,16 @@ impl Sagaflow {
                 bail!("start was refused: {out:?}");
             }
         }
-        tx.commit().await?;
-        // The service's relay learns of the rows from this at once, as it would of its
-        // own process's starts (woken directly). Not `Store::committed`: another
-        // replica's announcements wait up to 100 ms to gather, which the single-saga
-        // latency would count.
+        // The service's relay learns of the rows at this commit, as it would of its own
+        // process's starts (woken directly). In the transaction: on its own, the
+        // notification was a commit of its own per batch of starts, which the service's
+        // starts do not cost. Not `Store::committed`: another replica's announcements
+        // wait up to 100 ms to gather, which the single-saga latency would count.
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(wake::OUTBOX_CHANNEL)
-            .execute(&self.applier.store.pool)
+            .execute(&mut *tx)
             .await?;
+        tx.commit().await?;
         Ok(ids)
     }
 }
