@@ -113,7 +113,7 @@ pub async fn start(
     // A new saga is answered from what its transaction committed: a read after the
     // commit could fail and turn a saga that exists into a 500.
     let started = match &state.starts {
-        Some(queue) => queue.start(req).await,
+        Some(queue) => queue.start(req, size).await,
         None => state.applier.start(req).await,
     };
     let (id, created, status) = match started {

@@ -120,7 +120,8 @@ type Known = HashMap<String, (Arc<Definition>, HashMap<String, Json>)>;
 type Decided = Mutex<HashMap<(Uuid, String, Phase), Decision>>;
 
 /// The demo's policy: fail forward steps with probability `failure_rate`, answer after
-/// `latency`. The outcome is fixed per (saga, step), as the protocol requires. A
+/// `latency`. The outcome is fixed per (saga, step) (protocol rule 9); `run` draws a
+/// decline that is a retryable failure again per attempt (rule 10, see `afresh`). A
 /// command whose payload has a `demo` field is answered as it says instead (see
 /// [`scripted`]), so a saga can be made to decline, stall or fail on purpose.
 pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
@@ -131,14 +132,10 @@ pub fn random_policy(failure_rate: f64, latency: Duration) -> Policy {
         if c.phase == Phase::Compensation {
             return (Decision::Success, latency);
         }
-        // A step that succeeds on its first attempt succeeds on every later one (the
-        // protocol's rule 9). One declined first is declined again on each later attempt
-        // with the same probability, drawn per attempt: when the step's decline is a
-        // retryable failure, its retries must be able to succeed (rule 10), or a step
-        // after the pivot would be declined until its attempts ran out.
-        let declined = draw(c.saga_id, &c.step) < failure_rate
-            && (c.attempt <= 1
-                || draw(c.saga_id, &format!("{}/{}", c.step, c.attempt)) < failure_rate);
+        // Fixed per (saga, step): a later attempt gets the first one's answer (rule 9).
+        // A decline that is a retryable failure is drawn again per attempt by `run`
+        // (see `afresh`).
+        let declined = draw(c.saga_id, &c.step) < failure_rate;
         let d = if declined {
             Decision::Decline
         } else {
@@ -369,7 +366,7 @@ pub async fn run(
         };
         let (fresh, delay) = policy(&cmd);
         let def = answerer.defs.get(&cmd.definition).map(|(d, _)| d.as_ref());
-        let fresh = resolve_decline(def, &cmd, fresh);
+        let fresh = afresh(&policy, def, &cmd, fresh);
         let decision = decide(&decided, &cmd, fresh);
         let process = spans::participant_process(
             // The participant's work is a child of the command's producer span; its
@@ -401,19 +398,39 @@ pub async fn run(
 }
 
 /// A decline whose reply is a retryable failure (the step declares no other) is that
-/// failure: nothing was done, so the next attempt is evaluated afresh (rule 10) instead
-/// of getting the same answer until the step's attempts run out.
-fn resolve_decline(def: Option<&Definition>, cmd: &Command, decision: Decision) -> Decision {
+/// failure, and nothing was done: each later attempt is evaluated afresh (rule 10) rather
+/// than declined until the step's attempts run out. The policy is asked again under a
+/// saga id of the attempt's own, so a random policy draws again, and a scripted answer
+/// (which goes by attempt) stays as scripted. Any other outcome stays as the policy
+/// decided it for the step (rule 9).
+fn afresh(
+    policy: &Policy,
+    def: Option<&Definition>,
+    cmd: &Command,
+    decision: Decision,
+) -> Decision {
     let retryable = decision == Decision::Decline
         && def
             .and_then(|def| reply_spec(def, cmd))
             .is_some_and(|spec| {
                 !spec.failure.is_empty() && spec.failure.iter().all(|f| f.retryable)
             });
-    if retryable {
-        Decision::Failure { retryable: true }
+    if !retryable {
+        return decision;
+    }
+    let again = if cmd.attempt > 1 {
+        let name = format!("{}/{}", cmd.step, cmd.attempt);
+        let attempt = Command {
+            saga_id: Uuid::new_v5(&cmd.saga_id, name.as_bytes()),
+            ..cmd.clone()
+        };
+        policy(&attempt).0
     } else {
         decision
+    };
+    match again {
+        Decision::Decline => Decision::Failure { retryable: true },
+        other => other,
     }
 }
 
@@ -617,16 +634,27 @@ mod tests {
         assert_eq!(scripted(&command(1, json!({"demo": 3}))), None);
         assert_eq!(scripted(&command(1, json!({}))), None);
     }
+    fn example() -> Definition {
+        crate::definition::parse_definition(
+            "order-fulfilment.yaml",
+            include_str!("../../sagas/order-fulfilment.yaml"),
+        )
+        .expect("the example parses")
+    }
+
     #[test]
-    fn a_step_declined_first_is_drawn_again_per_attempt_and_one_that_succeeded_stays_so() {
-        let policy = random_policy(0.5, Duration::ZERO);
+    fn a_retryable_decline_is_drawn_again_per_attempt_and_any_other_answer_stays() {
+        let (def, policy) = (example(), random_policy(0.5, Duration::ZERO));
+        let answer = |c: &Command| afresh(&policy, Some(&def), c, policy(c).0);
         let (mut declined_first, mut declined_again) = (0, 0);
         for _ in 0..4000 {
             let mut c = command(1, json!({}));
             c.phase = Phase::Command;
-            let first = policy(&c).0;
+            c.step = "ship_order".into();
+            let first = answer(&c);
             c.attempt = 2;
-            let second = policy(&c).0;
+            let second = answer(&c);
+            assert_eq!(second, answer(&c), "a repeat of attempt 2 gets its answer");
             if first == Decision::Success {
                 assert_eq!(
                     second,
@@ -634,40 +662,43 @@ mod tests {
                     "attempt 2 of a step that succeeded"
                 );
             } else {
+                assert_eq!(first, Decision::Failure { retryable: true });
                 declined_first += 1;
-                declined_again += usize::from(second == Decision::Decline);
+                declined_again += usize::from(second != Decision::Success);
             }
+            // A step refused for good is refused on every attempt, with no memory of it.
+            c.step = "reserve_stock".into();
+            c.attempt = 1;
+            let refused = answer(&c);
+            c.attempt = 3;
+            assert_eq!(
+                answer(&c),
+                refused,
+                "rule 9: a later attempt gets the first answer"
+            );
         }
         let again = declined_again as f64 / declined_first as f64;
         assert!((0.4..0.6).contains(&again), "declined again: {again}");
     }
 
     #[test]
-    fn a_decline_is_a_retryable_failure_only_where_the_step_declares_no_other() {
-        let def = crate::definition::parse_definition(
-            "order-fulfilment.yaml",
-            include_str!("../../sagas/order-fulfilment.yaml"),
-        )
-        .expect("the example parses");
-        let mut c = command(1, json!({}));
+    fn a_scripted_answer_stays_as_scripted_on_a_retryable_step() {
+        let (def, policy) = (example(), random_policy(0.0, Duration::ZERO));
+        let mut c = command(2, json!({"demo": "success, decline"}));
         c.phase = Phase::Command;
         c.step = "ship_order".into();
         assert_eq!(
-            resolve_decline(Some(&def), &c, Decision::Decline),
+            afresh(&policy, Some(&def), &c, policy(&c).0),
             Decision::Failure { retryable: true }
         );
         c.step = "reserve_stock".into();
         assert_eq!(
-            resolve_decline(Some(&def), &c, Decision::Decline),
+            afresh(&policy, Some(&def), &c, policy(&c).0),
             Decision::Decline
         );
         assert_eq!(
-            resolve_decline(None, &c, Decision::Decline),
+            afresh(&policy, None, &c, Decision::Decline),
             Decision::Decline
-        );
-        assert_eq!(
-            resolve_decline(Some(&def), &c, Decision::Success),
-            Decision::Success
         );
     }
 }

@@ -15,7 +15,9 @@ use crate::telemetry::spans::{self, SagaRef, Traced};
 use crate::telemetry::{metrics, propagation};
 
 /// One start of a batch: its definition, its request, and the span it runs under (its
-/// saga's root span is a child of it, as when it runs alone).
+/// saga's root span is a child of it, as when it runs alone; with `Span::none()`, of
+/// the caller's current span). Ids, when given, must differ within a batch: a repeated
+/// one fails the batch on the primary key.
 #[derive(Debug)]
 pub struct Start<'a> {
     pub def: &'a Definition,
@@ -95,8 +97,9 @@ impl Applier {
                 step: p.t.instance.spotlight_step(p.def),
             })
             .collect();
-        let inserted = store::insert_sagas(tx, &rows).await?;
+        let inserted = store::insert_sagas(tx, &rows).await;
         drop(rows);
+        let inserted = inserted.inspect_err(|e| failed(&prepared, e))?;
         let mut batch = WriteBatch::default();
         let mut decided = Vec::with_capacity(prepared.len());
         for (p, inserted) in prepared.iter().zip(inserted) {
@@ -121,8 +124,19 @@ impl Applier {
             .map(|refused| refused.or_else(|| decided.next()))
             .collect::<Option<Vec<_>>>()
             .expect("an outcome for each start");
-        batch.flush(tx).await?;
+        batch
+            .flush(tx)
+            .await
+            .inspect_err(|e| failed(&prepared, e))?;
         Ok(outcomes)
+    }
+}
+
+/// Marks the root span of each start in a batch that could not be written (the start
+/// queue then tries each start alone, under a new root span).
+fn failed(prepared: &[Prepared<'_>], e: &store::StoreError) {
+    for p in prepared {
+        p.span.error("database", e.to_string());
     }
 }
 

@@ -2,8 +2,9 @@
 //! burst of requests costs a few commits instead of one each.
 //!
 //! Two workers take turns at the queue. An idle worker takes the first waiting start
-//! at once, with every other start already waiting (up to [`MAX_BATCH`]), and commits
-//! them together; while it commits, the next worker gathers what arrives meanwhile.
+//! at once, with every other start already waiting (up to [`MAX_BATCH`] starts and
+//! [`MAX_BATCH_BYTES`] of input), and commits them together; while it commits, the
+//! next worker gathers what arrives meanwhile.
 //! Nothing lingers to fill a batch, so no start waits for more than the commit ahead of
 //! it and its own. Each caller is answered only after its transaction committed.
 //!
@@ -27,6 +28,10 @@ use crate::telemetry::metrics;
 
 /// Starts per transaction at most: bounds a transaction's size and time.
 pub const MAX_BATCH: usize = 256;
+/// Input bytes per transaction: a batch's sagas are inserted by one statement, which
+/// carries each input twice (the input and the state that holds it), and PostgreSQL
+/// takes at most 1 GiB in one message. The start that crosses it is the batch's last.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 /// Transactions in flight at once (each holds a database connection while it runs):
 /// while one commits, the other gathers what arrives meanwhile.
 pub const WORKERS: usize = 2;
@@ -37,6 +42,8 @@ struct Pending {
     def: Arc<Definition>,
     req: StartRequest,
     answer: oneshot::Sender<Answer>,
+    /// The input's size as JSON.
+    bytes: usize,
     /// The request's span (the HTTP server span): the saga's start span is its child,
     /// as when the handler started the saga itself.
     span: tracing::Span,
@@ -71,7 +78,8 @@ impl StartQueue {
 
     /// Starts a saga, sharing the transaction with concurrent starts. The checks that
     /// need no database (definition, input schema) run here, in the caller's task.
-    pub async fn start(&self, req: StartRequest) -> Answer {
+    /// `input_bytes`: the input's size as JSON, which bounds a shared transaction.
+    pub async fn start(&self, req: StartRequest, input_bytes: usize) -> Answer {
         let Some(def) = self.applier.registry.current(&req.definition) else {
             return Ok(StartOutcome::UnknownDefinition);
         };
@@ -83,6 +91,7 @@ impl StartQueue {
             def,
             req,
             answer,
+            bytes: input_bytes,
             span: tracing::Span::current(),
         };
         if let Err(refused) = self.queue.send(pending) {
@@ -117,10 +126,14 @@ async fn work(
                 }
             };
             let Some(first) = first else { return };
+            let mut bytes = first.bytes;
             let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(p) => batch.push(p),
+                    Ok(p) => {
+                        bytes += p.bytes;
+                        batch.push(p);
+                    }
                     Err(_) => break,
                 }
             }
@@ -206,6 +219,7 @@ async fn alone(applier: &Applier, p: Pending) {
         req,
         answer: to,
         span,
+        ..
     } = p;
     let result = async {
         let mut tx = applier.store.begin().await?;

@@ -2,7 +2,7 @@
 //! (with its input), and one more only when a business key was taken. A start batch
 //! used to cost two statements per saga before its write batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::Row;
 use uuid::Uuid;
@@ -31,9 +31,9 @@ pub enum Inserted {
     },
 }
 
-/// The rows in their given order: the unique business-key index is taken in that order,
-/// so callers that sort their batches never wait on each other in a cycle. A key given
-/// twice in one call inserts once; the second finds the first.
+/// The rows in (definition, key) order, so two batches take the unique business-key
+/// index in one order and never wait on each other in a cycle; a key given twice in one
+/// call inserts the earlier row, and the other finds it.
 const INSERT: &str = "\
 WITH new AS ( \
     INSERT INTO sagas (id, definition, version, status, business_key, input_hash, state, \
@@ -44,7 +44,7 @@ WITH new AS ( \
         $7::text[], $8::text[], $9::timestamptz[], $10::text[], $11::text[]) \
         WITH ORDINALITY AS s(id, definition, version, status, business_key, input_hash, state, \
             trace_context, created_at, step, reason, n) \
-    ORDER BY n \
+    ORDER BY definition, business_key, n \
     ON CONFLICT (definition, business_key) WHERE business_key IS NOT NULL DO NOTHING \
     RETURNING id), \
 inputs AS ( \
@@ -68,7 +68,7 @@ pub async fn insert_sagas(
     }
     let col = |f: &dyn Fn(&NewSaga) -> Option<String>| sagas.iter().map(f).collect::<Vec<_>>();
     let ids: Vec<Uuid> = sagas.iter().map(|s| s.instance.id).collect();
-    let inserted: Vec<Uuid> = sqlx::query_scalar(INSERT)
+    let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(INSERT)
         .bind(&ids)
         .bind(col(&|s| Some(s.instance.definition.clone())))
         .bind(col(&|s| Some(s.instance.version.clone())))
@@ -89,7 +89,9 @@ pub async fn insert_sagas(
         }))
         .bind(sagas.iter().map(|s| &s.instance.input).collect::<Vec<_>>())
         .fetch_all(&mut **tx)
-        .await?;
+        .await?
+        .into_iter()
+        .collect();
     let taken: Vec<&NewSaga> = sagas
         .iter()
         .filter(|s| !inserted.contains(&s.instance.id))
