@@ -2,7 +2,9 @@
 //! as each would alone, in their order: a business key given twice in the batch makes
 //! one saga, a key taken before the batch is found, a different input under a taken
 //! key is a conflict, a refused input writes nothing, and every new saga is stored with
-//! its input, its first command and its timers.
+//! its input, its first command and its timers. Two transactions starting one key
+//! concurrently: the second waits for the first, and finds its saga when it commits or
+//! makes its own when it rolls back.
 #![allow(clippy::unwrap_used)]
 
 mod oneshot;
@@ -110,4 +112,82 @@ async fn starts_in_one_transaction_answer_as_each_would_alone() {
             "saga {id}: one command sent; its step's timeout and the saga's deadline set"
         );
     }
+}
+
+/// Starts `key` in a transaction of its own on another task; returns its outcome once
+/// committed.
+fn start_elsewhere(
+    applier: &sagaflow::runtime::transition::Applier,
+    key: &'static str,
+    n: u32,
+) -> tokio::task::JoinHandle<StartOutcome> {
+    let applier = applier.clone();
+    tokio::spawn(async move {
+        let def = applier.registry.current("order-fulfilment").unwrap();
+        let mut tx = applier.store.begin().await.unwrap();
+        let mut out = applier
+            .start_many_in_tx(&mut tx, vec![start(&def, order(n), Some(key))])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        out.pop().unwrap()
+    })
+}
+
+/// Polls until some transaction of this database waits for a lock.
+async fn until_a_start_waits(pool: &sqlx::PgPool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second start never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_started_by_two_transactions_at_once_makes_one_saga() {
+    let db = TestDb::new().await;
+    let applier = oneshot::applier(&db).await;
+    let def = applier.registry.current("order-fulfilment").unwrap();
+    let pool = applier.store.pool.clone();
+
+    for commit in [true, false] {
+        let key = if commit { "committed" } else { "rolled-back" };
+        let mut first = applier.store.begin().await.unwrap();
+        let mine = applier
+            .start_many_in_tx(&mut first, vec![start(&def, order(1), Some(key))])
+            .await
+            .unwrap();
+        let mine = created(&mine[0]);
+        let second = start_elsewhere(&applier, key, 1);
+        until_a_start_waits(&pool).await;
+        if commit {
+            first.commit().await.unwrap();
+            assert_eq!(second.await.unwrap(), StartOutcome::Existing(mine));
+        } else {
+            first.rollback().await.unwrap();
+            let theirs = created(&second.await.unwrap());
+            assert_ne!(
+                theirs, mine,
+                "the rolled-back saga is gone; the second made its own"
+            );
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sagas")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "one saga per key");
 }
