@@ -27,6 +27,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::consume;
+
 use crate::{Kind, Terminal};
 
 pub const COMMANDS: &str = "baseline.commands";
@@ -92,23 +94,15 @@ impl Baseline {
         let (tx, rx) = mpsc::unbounded_channel();
 
         // The echo participant.
-        let echo: StreamConsumer = kafka::consumer_config(
-            kafka_settings,
-            &format!("baseline-echo-{}", Uuid::new_v4().simple()),
-        )
-        .set("enable.auto.offset.store", "true")
-        .create()?;
+        let echo: StreamConsumer = consume::own_group(kafka_settings, "baseline-echo")
+            .set("enable.auto.offset.store", "true")
+            .create()?;
         echo.subscribe(&[COMMANDS])?;
         let p = producer.clone();
         let counted = steps.clone();
         let c = cancel.clone();
         tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    _ = c.cancelled() => return,
-                    m = echo.recv() => m,
-                };
-                let Ok(m) = m else { continue };
+            while let Some(m) = consume::next(&echo, &c).await {
                 counted.fetch_add(1, Ordering::Relaxed);
                 let key = m.key().map(<[u8]>::to_vec).unwrap_or_default();
                 let payload = m.payload().map(<[u8]>::to_vec).unwrap_or_default();
@@ -127,11 +121,8 @@ impl Baseline {
         });
 
         // The orchestrator.
-        let consumer: StreamConsumer = kafka::consumer_config(
-            kafka_settings,
-            &format!("baseline-orchestrator-{}", Uuid::new_v4().simple()),
-        )
-        .create()?;
+        let consumer: StreamConsumer =
+            consume::own_group(kafka_settings, "baseline-orchestrator").create()?;
         consumer.subscribe(&[REPLIES])?;
         let me = Baseline {
             pool,
@@ -205,12 +196,7 @@ impl Baseline {
         cancel: CancellationToken,
     ) -> anyhow::Result<()> {
         let published: Mutex<Vec<i64>> = Mutex::default();
-        loop {
-            let first = tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                m = consumer.recv() => m,
-            };
-            let Ok(first) = first else { continue };
+        while let Some(first) = consume::next(&consumer, &cancel).await {
             let mut batch = vec![first.detach()];
             let deadline = Instant::now() + linger;
             while batch.len() < batch_size {
@@ -271,6 +257,7 @@ impl Baseline {
                 .extend(rows.iter().map(|r| r.0));
             sagaflow::messaging::kafka::store_consumed(&consumer, &batch);
         }
+        Ok(())
     }
 }
 

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use sagaflow::config::KafkaSettings;
-use sagaflow::messaging::kafka;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::consume;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -71,10 +72,9 @@ impl Tap {
         topics: &Topics<'_>,
         cancel: CancellationToken,
     ) -> anyhow::Result<Tap> {
-        let consumer: StreamConsumer =
-            kafka::consumer_config(settings, &format!("bench-tap-{}", Uuid::new_v4().simple()))
-                .set("enable.auto.commit", "false")
-                .create()?;
+        let consumer: StreamConsumer = consume::own_group(settings, "bench-tap")
+            .set("enable.auto.commit", "false")
+            .create()?;
         let mut names = vec![topics.commands, topics.replies];
         names.extend(topics.lifecycle);
         consumer.subscribe(&names)?;
@@ -84,12 +84,7 @@ impl Tap {
         };
         let seen = tap.seen.clone();
         tokio::spawn(async move {
-            loop {
-                let m = tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    m = consumer.recv() => m,
-                };
-                let Ok(m) = m else { continue };
+            while let Some(m) = consume::next(&consumer, &cancel).await {
                 let (readable, wall) = (Instant::now(), SystemTime::now());
                 let role = if m.topic() == commands {
                     Role::Command

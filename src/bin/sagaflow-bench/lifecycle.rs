@@ -26,21 +26,13 @@ pub(crate) fn lifecycle_listener(
     kafka: &KafkaSettings,
     cancel: CancellationToken,
 ) -> anyhow::Result<mpsc::UnboundedReceiver<Terminal>> {
-    let consumer: StreamConsumer = kafka::consumer_config(
-        kafka,
-        &format!("bench-lifecycle-{}", Uuid::new_v4().simple()),
-    )
-    .set("enable.auto.offset.store", "true")
-    .create()?;
+    let consumer: StreamConsumer = consume::own_group(kafka, "bench-lifecycle")
+        .set("enable.auto.offset.store", "true")
+        .create()?;
     consumer.subscribe(&[LIFECYCLE_TOPIC])?;
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        loop {
-            let m = tokio::select! {
-                _ = cancel.cancelled() => return,
-                m = consumer.recv() => m,
-            };
-            let Ok(m) = m else { continue };
+        while let Some(m) = consume::next(&consumer, &cancel).await {
             let at = Instant::now();
             if let Some((id, kind)) = terminal_of(&m)
                 && tx.send(Terminal { id, kind, at }).is_err()

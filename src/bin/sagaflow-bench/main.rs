@@ -6,6 +6,7 @@
 
 mod baseline;
 mod broker;
+mod consume;
 mod drain;
 mod hops;
 mod http;
@@ -33,7 +34,6 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use sagaflow::config::KafkaSettings;
 use sagaflow::definition::{self, Definition};
-use sagaflow::messaging::kafka;
 use sagaflow::messaging::reply_token::ReplyKeys;
 use sagaflow::participant::{self, Decision, ParticipantSettings, Policy};
 use sagaflow::runtime::registry::Registry;
