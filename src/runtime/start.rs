@@ -97,9 +97,9 @@ impl Applier {
                 step: p.t.instance.spotlight_step(p.def),
             })
             .collect();
-        let inserted = store::insert_sagas(tx, &rows).await;
-        drop(rows);
-        let inserted = inserted.inspect_err(|e| failed(&prepared, e))?;
+        let inserted = store::insert_sagas(tx, &rows)
+            .await
+            .inspect_err(|e| failed(&prepared, e))?;
         let mut batch = WriteBatch::default();
         let mut decided = Vec::with_capacity(prepared.len());
         for (p, inserted) in prepared.iter().zip(inserted) {

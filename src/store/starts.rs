@@ -66,28 +66,21 @@ pub async fn insert_sagas(
     if sagas.is_empty() {
         return Ok(Vec::new());
     }
-    let col = |f: &dyn Fn(&NewSaga) -> Option<String>| sagas.iter().map(f).collect::<Vec<_>>();
-    let ids: Vec<Uuid> = sagas.iter().map(|s| s.instance.id).collect();
     let inserted: HashSet<Uuid> = sqlx::query_scalar::<_, Uuid>(INSERT)
-        .bind(&ids)
-        .bind(col(&|s| Some(s.instance.definition.clone())))
-        .bind(col(&|s| Some(s.instance.version.clone())))
-        .bind(col(&|s| Some(s.instance.status.as_str().to_owned())))
-        .bind(col(&|s| s.instance.key.clone()))
-        .bind(col(&|s| Some(s.input_hash.to_owned())))
-        .bind(col(&|s| Some(super::batch::state_text(s.instance))))
-        .bind(col(&|s| s.trace_context.clone()))
-        .bind(
-            sagas
-                .iter()
-                .map(|s| s.instance.created_at)
-                .collect::<Vec<_>>(),
-        )
-        .bind(col(&|s| s.step.clone()))
-        .bind(col(&|s| {
-            s.instance.failure.as_ref().map(|f| f.reason.clone())
+        .bind(column(sagas, |s| s.instance.id))
+        .bind(column(sagas, |s| s.instance.definition.as_str()))
+        .bind(column(sagas, |s| s.instance.version.as_str()))
+        .bind(column(sagas, |s| s.instance.status.as_str()))
+        .bind(column(sagas, |s| s.instance.key.as_deref()))
+        .bind(column(sagas, |s| s.input_hash))
+        .bind(column(sagas, |s| super::batch::state_text(s.instance)))
+        .bind(column(sagas, |s| s.trace_context.as_deref()))
+        .bind(column(sagas, |s| s.instance.created_at))
+        .bind(column(sagas, |s| s.step.as_deref()))
+        .bind(column(sagas, |s| {
+            s.instance.failure.as_ref().map(|f| f.reason.as_str())
         }))
-        .bind(sagas.iter().map(|s| &s.instance.input).collect::<Vec<_>>())
+        .bind(column(sagas, |s| &s.instance.input))
         .fetch_all(&mut **tx)
         .await?
         .into_iter()
@@ -116,6 +109,11 @@ pub async fn insert_sagas(
             Ok(Inserted::Existing { id, input_hash })
         })
         .collect()
+}
+
+/// One bound array: a field of each saga, borrowed where it can be.
+fn column<'s, 'i, T>(sagas: &'s [NewSaga<'i>], field: impl Fn(&'s NewSaga<'i>) -> T) -> Vec<T> {
+    sagas.iter().map(field).collect()
 }
 
 type Holders = HashMap<(String, Option<String>), (Uuid, String)>;
